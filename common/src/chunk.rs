@@ -1,0 +1,1 @@
+//! Fixed-size chunk digests.

@@ -1,0 +1,146 @@
+//! The one error type of `modelpack-common`.
+//!
+//! Every variant carries the context a user needs to act on it: the file, the
+//! reference, the digest or the registry involved. Binaries wrap these with
+//! `anyhow` and print the whole cause chain.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout the library.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A filesystem operation failed on a known path.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON document could not be parsed or written.
+    #[error("invalid JSON in {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    /// A Modelfile line could not be understood. Rendered as `Modelfile:7: ...`.
+    #[error("{file}:{line}: {message}")]
+    Modelfile {
+        file: String,
+        line: usize,
+        message: String,
+    },
+
+    /// Resolving the build context (globs, symlinks, missing files) failed.
+    #[error("{0}")]
+    Workspace(String),
+
+    /// A reference such as `127.0.0.1:5000/models/x:v1` could not be parsed.
+    #[error("invalid reference {reference:?}: {reason}")]
+    InvalidReference { reference: String, reason: String },
+
+    /// A digest string is malformed.
+    #[error("invalid digest {digest:?}: {reason}")]
+    InvalidDigest { digest: String, reason: String },
+
+    /// Content did not hash to the digest it was named by.
+    #[error("digest mismatch for {what}: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+
+    /// A size did not match the descriptor.
+    #[error("size mismatch for {what}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        what: String,
+        expected: u64,
+        actual: u64,
+    },
+
+    /// Something named by the user is not in the local store.
+    #[error("{what} not found{hint}", hint = hint_suffix(.hint))]
+    NotFound { what: String, hint: Option<String> },
+
+    /// An artifact is not something we can handle (wrong media type, missing annotation, ...).
+    #[error("{0}")]
+    Artifact(String),
+
+    /// Extraction refused an entry that would escape the output directory or is of a forbidden type.
+    #[error("unsafe entry in layer {layer}: {reason}")]
+    UnsafePath { layer: String, reason: String },
+
+    /// A document failed validation; the report lists every problem.
+    #[error("{0}")]
+    Validation(String),
+
+    /// The local store is inconsistent or locked.
+    #[error("store {path}: {message}")]
+    Store { path: PathBuf, message: String },
+
+    /// Registry returned an error or could not be reached.
+    #[error("registry {registry}: {message}")]
+    Registry { registry: String, message: String },
+
+    /// Authentication failed or is required. Never contains a secret.
+    #[error("authentication required for {registry}: {message}{hint}", hint = hint_suffix(.hint))]
+    Auth {
+        registry: String,
+        message: String,
+        hint: Option<String>,
+    },
+
+    /// Reading or writing credentials failed (config.json, helpers, auth.json).
+    #[error("credentials: {0}")]
+    Credentials(String),
+
+    /// Invalid user input not covered by a more specific variant.
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The operation was cancelled (signal, docker CLI socket EOF).
+    #[error("cancelled")]
+    Cancelled,
+}
+
+fn hint_suffix(hint: &Option<String>) -> String {
+    match hint {
+        Some(h) => format!("\nhint: {h}"),
+        None => String::new(),
+    }
+}
+
+impl Error {
+    /// Wraps an I/O error with the operation and path it happened on.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn json(what: impl Into<String>, source: serde_json::Error) -> Self {
+        Error::Json {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Extension to attach a path to `std::io::Result`.
+pub trait IoContext<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
+        self.map_err(|e| Error::io(op, path, e))
+    }
+}

@@ -1,0 +1,1 @@
+//! Safe extraction of model files from layers.

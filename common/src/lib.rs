@@ -1,0 +1,29 @@
+//! `modelpack-common`: everything the `docker-modelpack` CLI and the
+//! `modelpack-snapshotter` share. Binaries stay thin; the logic lives here.
+//!
+//! - [`media`], [`manifest`], [`config`], [`digest`], [`reference`]: the ModelPack/OCI data model.
+//! - [`modelfile`]: the Modelfile language, build-context resolution and `modelfile generate`.
+//! - [`pack`]: turning files into deterministic layers, config and manifest.
+//! - [`validate`]: JSON Schema plus the lints the schema misses.
+//! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files.
+//! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
+//! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification.
+
+pub mod chunk;
+pub mod config;
+pub mod credentials;
+pub mod digest;
+pub mod error;
+pub mod extract;
+pub mod manifest;
+pub mod media;
+pub mod modelfile;
+pub mod pack;
+pub mod reference;
+pub mod registry;
+pub mod store;
+pub mod validate;
+
+pub use digest::Digest;
+pub use error::{Error, Result};
+pub use reference::Reference;

@@ -1,0 +1,212 @@
+//! OCI manifest, index and descriptor types with byte-stable serialisation.
+//!
+//! oci-spec's types keep annotations in a `HashMap`, whose iteration order
+//! changes from run to run; a manifest written through them would not have a
+//! reproducible digest. These types use `BTreeMap` and a fixed field order,
+//! serialise compactly, and are tolerant on read (unknown fields ignored,
+//! Docker v2 manifests accepted). Digests of stored or received manifests are
+//! always taken over the raw bytes, never over a re-serialisation.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::media::{self, Family, LayerType};
+
+pub type Annotations = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Descriptor {
+    pub media_type: String,
+    pub digest: Digest,
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: Annotations,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<serde_json::Value>,
+}
+
+impl Descriptor {
+    pub fn new(media_type: impl Into<String>, digest: Digest, size: u64) -> Self {
+        Descriptor {
+            media_type: media_type.into(),
+            digest,
+            size,
+            artifact_type: None,
+            data: None,
+            annotations: Annotations::new(),
+            platform: None,
+        }
+    }
+
+    /// The OCI empty descriptor (`{}`), used as config of referrer artifacts.
+    pub fn empty() -> Self {
+        let mut d = Descriptor::new(media::OCI_EMPTY, Digest::of(b"{}"), 2);
+        d.data = Some("e30=".into());
+        d
+    }
+
+    /// The file path of a layer: `org.cncf.model.filepath`, then the cnai key,
+    /// then the ORAS title. The path is not sanitised here; extract does that.
+    pub fn filepath(&self) -> Option<&str> {
+        self.annotations
+            .get(&Family::Cncf.filepath_annotation())
+            .or_else(|| self.annotations.get(&Family::Cnai.filepath_annotation()))
+            .or_else(|| self.annotations.get(media::ANNOTATION_TITLE))
+            .map(String::as_str)
+    }
+
+    /// The parsed `file.metadata+json` annotation of either family, if present and valid.
+    pub fn file_metadata(&self) -> Option<crate::config::FileMetadata> {
+        let raw = self
+            .annotations
+            .get(&Family::Cncf.metadata_annotation())
+            .or_else(|| self.annotations.get(&Family::Cnai.metadata_annotation()))?;
+        serde_json::from_str(raw).ok()
+    }
+
+    pub fn layer_type(&self) -> Option<LayerType> {
+        LayerType::parse(&self.media_type)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Manifest {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub config: Descriptor,
+    #[serde(default)]
+    pub layers: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: Annotations,
+}
+
+impl Manifest {
+    /// A ModelPack manifest in the given family.
+    pub fn model(family: Family, config: Descriptor, layers: Vec<Descriptor>) -> Self {
+        Manifest {
+            schema_version: 2,
+            media_type: Some(media::OCI_MANIFEST.into()),
+            artifact_type: Some(family.artifact_type()),
+            config,
+            layers,
+            subject: None,
+            annotations: Annotations::new(),
+        }
+    }
+
+    pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
+        serde_json::from_slice(bytes).map_err(|e| Error::json(what, e))
+    }
+
+    /// Compact, fixed-order JSON: the bytes whose digest names this manifest.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("manifest serialisation cannot fail")
+    }
+
+    /// The family of a ModelPack manifest (by artifactType, then config media type).
+    pub fn model_family(&self) -> Option<Family> {
+        self.artifact_type
+            .as_deref()
+            .and_then(Family::of_media_type)
+            .or_else(|| Family::of_media_type(&self.config.media_type))
+    }
+
+    pub fn is_model(&self) -> bool {
+        self.model_family().is_some()
+    }
+
+    /// Total bytes referenced: config + layers (what `ls` shows as size).
+    pub fn content_size(&self) -> u64 {
+        self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Index {
+    pub schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default)]
+    pub manifests: Vec<Descriptor>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: Annotations,
+}
+
+impl Index {
+    pub fn new() -> Self {
+        Index {
+            schema_version: 2,
+            media_type: Some(media::OCI_INDEX.into()),
+            ..Default::default()
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("index serialisation cannot fail")
+    }
+}
+
+/// Peeks at the `mediaType` of a manifest-ish document.
+pub fn sniff_media_type(bytes: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Sniff {
+        media_type: Option<String>,
+        manifests: Option<serde_json::Value>,
+    }
+    let s: Sniff = serde_json::from_slice(bytes).ok()?;
+    s.media_type.or_else(|| s.manifests.map(|_| media::OCI_INDEX.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serialisation_is_stable_and_compact() {
+        let mut l = Descriptor::new("application/vnd.cncf.model.weight.v1.raw", Digest::of(b"x"), 1);
+        l.annotations.insert("z".into(), "1".into());
+        l.annotations.insert("a".into(), "2".into());
+        let m = Manifest::model(Family::Cncf, Descriptor::new(Family::Cncf.config_media_type(), Digest::of(b"c"), 1), vec![l]);
+        let s = String::from_utf8(m.to_bytes()).unwrap();
+        assert!(s.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.cncf.model.manifest.v1+json","config":"#));
+        assert!(s.find("\"a\"").unwrap() < s.find("\"z\"").unwrap());
+        assert_eq!(Manifest::parse(s.as_bytes(), "m").unwrap(), m);
+    }
+
+    #[test]
+    fn parses_spec_example_manifest() {
+        let raw = include_str!("../spec/modelpack-example-manifest.json");
+        let m = Manifest::parse(raw.as_bytes(), "example").unwrap();
+        assert_eq!(m.model_family(), Some(Family::Cncf));
+        assert_eq!(m.layers.len(), 4);
+    }
+
+    #[test]
+    fn filepath_falls_back_to_cnai_then_title() {
+        let mut l = Descriptor::new("x", Digest::of(b"x"), 1);
+        l.annotations.insert(media::ANNOTATION_TITLE.into(), "t".into());
+        assert_eq!(l.filepath(), Some("t"));
+        l.annotations.insert("org.cnai.model.filepath".into(), "c".into());
+        assert_eq!(l.filepath(), Some("c"));
+        l.annotations.insert("org.cncf.model.filepath".into(), "n".into());
+        assert_eq!(l.filepath(), Some("n"));
+    }
+}

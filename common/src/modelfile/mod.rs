@@ -1,0 +1,1 @@
+//! The Modelfile language, build-context resolution, and `modelfile generate`.

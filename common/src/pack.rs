@@ -1,0 +1,1 @@
+//! Packing files into layers, config and manifest.

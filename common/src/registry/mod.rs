@@ -1,0 +1,1 @@
+//! OCI distribution client: auth, blobs, manifests, retries, per-host transport settings.

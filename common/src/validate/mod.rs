@@ -1,0 +1,1 @@
+//! ModelPack validation: the HEAD JSON Schema plus lints the schema misses.
