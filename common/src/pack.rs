@@ -1,1 +1,0 @@
-//! Packing files into layers, config and manifest.

@@ -1,0 +1,250 @@
+//! Packing: files → one layer each → config → manifest, deterministically.
+//!
+//! The same inputs give byte-identical layers, config and manifest on any
+//! machine and any day: tar headers are canonical (fixed mtime, uid/gid 0, no
+//! user names, normalised mode), compressors use fixed parameters, metadata
+//! annotations carry normalised values, and `createdAt` comes only from
+//! `SOURCE_DATE_EPOCH` (or the build's explicit choice). Each byte of a weight
+//! file is read once: it is hashed while it is copied.
+
+mod cache;
+mod layer;
+
+pub use cache::DigestCache;
+pub use layer::{LayerEncoding, encode_layer};
+
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::config::{FileMetadata, ModelConfig, ModelDescriptor, ModelFs, ModelSettings, rfc3339};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::{Annotations, Descriptor, Manifest};
+use crate::media::{self, Family, LayerFormat, LayerKind, LayerType};
+use crate::store::Store;
+
+/// One file to pack.
+#[derive(Debug, Clone)]
+pub struct PackFile {
+    /// '/'-separated path relative to the model root; becomes the filepath annotation.
+    pub rel_path: String,
+    pub abs_path: PathBuf,
+    pub kind: LayerKind,
+    pub size: u64,
+    /// Permission bits of the source file.
+    pub mode: u32,
+    /// The kind came from a heuristic (`org.cncf.model.file.mediatype.untested`).
+    pub untested: bool,
+}
+
+/// Knobs that change the bytes produced.
+#[derive(Debug, Clone)]
+pub struct PackOptions {
+    pub family: Family,
+    pub format: LayerFormat,
+    /// mtime written into tar headers and metadata annotations (unix seconds).
+    pub mtime: i64,
+    /// `descriptor.createdAt`; `None` omits it.
+    pub created_at: Option<String>,
+    /// Keep real mode/uid/gid/mtime in metadata annotations instead of normalised values.
+    pub keep_metadata: bool,
+    /// Files packed in parallel.
+    pub concurrency: usize,
+}
+
+impl Default for PackOptions {
+    fn default() -> Self {
+        PackOptions {
+            family: Family::Cncf,
+            format: LayerFormat::Raw,
+            mtime: 0,
+            created_at: None,
+            keep_metadata: false,
+            concurrency: 4,
+        }
+    }
+}
+
+impl PackOptions {
+    /// `SOURCE_DATE_EPOCH` as (mtime, createdAt). Invalid values are an error, not silently ignored.
+    pub fn source_date_epoch() -> Result<Option<i64>> {
+        match std::env::var("SOURCE_DATE_EPOCH") {
+            Ok(v) if !v.trim().is_empty() => v.trim().parse::<i64>().map(Some).map_err(|_| {
+                Error::Invalid(format!(
+                    "SOURCE_DATE_EPOCH={v:?} is not a number of seconds since 1970-01-01"
+                ))
+            }),
+            _ => Ok(None),
+        }
+    }
+}
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+pub struct Packed {
+    pub manifest: Manifest,
+    pub manifest_bytes: Vec<u8>,
+    pub manifest_digest: Digest,
+    pub config_bytes: Vec<u8>,
+    /// Bytes read from source files (0 for layers served from the digest cache).
+    pub bytes_read: u64,
+    /// Layers whose blob was already present and needed no read.
+    pub layers_cached: usize,
+}
+
+/// The normalised permission bits we record: 0755 for anything executable, else 0644.
+pub fn normalized_mode(mode: u32) -> u32 {
+    if mode & 0o111 != 0 { 0o755 } else { 0o644 }
+}
+
+/// The metadata annotation for a file, deterministic unless `keep_metadata`.
+pub fn file_metadata(file: &PackFile, opts: &PackOptions) -> FileMetadata {
+    let name = file.rel_path.rsplit('/').next().unwrap_or(&file.rel_path).to_string();
+    if opts.keep_metadata {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(m) = std::fs::metadata(&file.abs_path) {
+            return FileMetadata {
+                name,
+                mode: m.mode() & 0o7777,
+                uid: m.uid(),
+                gid: m.gid(),
+                size: file.size,
+                mtime: rfc3339(m.mtime()),
+                typeflag: 0,
+            };
+        }
+    }
+    FileMetadata {
+        name,
+        mode: normalized_mode(file.mode),
+        uid: 0,
+        gid: 0,
+        size: file.size,
+        mtime: rfc3339(opts.mtime),
+        typeflag: 0,
+    }
+}
+
+/// The layer descriptor for an encoded file.
+pub fn layer_descriptor(file: &PackFile, enc: &LayerEncoding, opts: &PackOptions) -> Descriptor {
+    let lt = LayerType::new(opts.family, file.kind, opts.format);
+    let mut d = Descriptor::new(lt.media_type(), enc.digest.clone(), enc.size);
+    let a = &mut d.annotations;
+    a.insert(opts.family.filepath_annotation(), file.rel_path.clone());
+    a.insert(media::ANNOTATION_TITLE.into(), file.rel_path.clone());
+    a.insert(opts.family.metadata_annotation(), file_metadata(file, opts).to_annotation());
+    a.insert(opts.family.untested_annotation(), file.untested.to_string());
+    d
+}
+
+/// Builds the config and manifest around finished layers.
+pub fn assemble(
+    layers: Vec<(Descriptor, Digest)>,
+    mut descriptor: ModelDescriptor,
+    settings: ModelSettings,
+    manifest_annotations: Annotations,
+    opts: &PackOptions,
+) -> (ModelConfig, Vec<u8>, Manifest) {
+    descriptor.created_at = opts.created_at.clone();
+    let config = ModelConfig {
+        descriptor,
+        config: settings,
+        modelfs: ModelFs {
+            fs_type: "layers".into(),
+            diff_ids: layers.iter().map(|(_, diff)| diff.clone()).collect(),
+        },
+    };
+    let config_bytes = config.to_bytes();
+    let config_desc = Descriptor::new(
+        opts.family.config_media_type(),
+        Digest::of(&config_bytes),
+        config_bytes.len() as u64,
+    );
+    let mut manifest = Manifest::model(opts.family, config_desc, layers.into_iter().map(|(d, _)| d).collect());
+    manifest.annotations = manifest_annotations;
+    (config, config_bytes, manifest)
+}
+
+/// Packs files into the local store. `progress` is called with bytes read.
+pub fn pack_to_store(
+    store: &Store,
+    files: &[PackFile],
+    descriptor: ModelDescriptor,
+    settings: ModelSettings,
+    manifest_annotations: Annotations,
+    opts: &PackOptions,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Packed> {
+    check_unique_paths(files)?;
+    let cache = DigestCache::open(store);
+    let results: Vec<Mutex<Option<Result<(LayerEncoding, bool)>>>> =
+        files.iter().map(|_| Mutex::new(None)).collect();
+    let next = AtomicU64::new(0);
+    let bytes_read = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..opts.concurrency.clamp(1, 32).min(files.len().max(1)) {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::SeqCst) as usize;
+                    if i >= files.len() {
+                        break;
+                    }
+                    let file = &files[i];
+                    let r = (|| {
+                        if let Some(enc) = cache.lookup(file, opts).filter(|e| store.has_blob(&e.digest)) {
+                            progress(file.size);
+                            return Ok((enc, true));
+                        }
+                        let mut w = store.blob_writer()?;
+                        let enc = encode_layer(file, opts, &mut w, &|n| {
+                            bytes_read.fetch_add(n, Ordering::Relaxed);
+                            progress(n)
+                        })?;
+                        w.commit(Some(&enc.digest))?;
+                        cache.record(file, opts, &enc);
+                        Ok((enc, false))
+                    })();
+                    *results[i].lock().unwrap() = Some(r);
+                }
+            });
+        }
+    });
+    let mut layers = Vec::with_capacity(files.len());
+    let mut cached = 0;
+    for (file, r) in files.iter().zip(results) {
+        let (enc, hit) = r.into_inner().unwrap().expect("every file processed")?;
+        cached += hit as usize;
+        layers.push((layer_descriptor(file, &enc, opts), enc.diff_id.clone()));
+    }
+    cache.save();
+    let (_, config_bytes, manifest) = assemble(layers, descriptor, settings, manifest_annotations, opts);
+    store.put_bytes(&config_bytes)?;
+    let manifest_bytes = manifest.to_bytes();
+    let manifest_digest = store.put_bytes(&manifest_bytes)?;
+    Ok(Packed {
+        manifest,
+        manifest_bytes,
+        manifest_digest,
+        config_bytes,
+        bytes_read: bytes_read.into_inner(),
+        layers_cached: cached,
+    })
+}
+
+/// Two layers with one path would overwrite each other on extract.
+pub fn check_unique_paths(files: &[PackFile]) -> Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    for f in files {
+        if !seen.insert(f.rel_path.as_str()) {
+            return Err(Error::Workspace(format!(
+                "{} is listed twice; each file becomes exactly one layer",
+                f.rel_path
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,116 @@
+use super::*;
+use std::fs;
+use std::io::Read;
+use std::path::Path;
+
+fn files_in(dir: &Path) -> Vec<PackFile> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    for (rel, kind) in [("config.json", LayerKind::WeightConfig), ("model.safetensors", LayerKind::Weight), ("sub/run.sh", LayerKind::Code)] {
+        let p = dir.join(rel);
+        let m = fs::metadata(&p).unwrap();
+        out.push(PackFile { rel_path: rel.into(), abs_path: p, kind, size: m.len(), mode: m.permissions().mode(), untested: false });
+    }
+    out
+}
+
+fn sample(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::create_dir_all(dir.join("sub")).unwrap();
+    fs::write(dir.join("config.json"), br#"{"model_type":"x"}"#).unwrap();
+    fs::write(dir.join("model.safetensors"), vec![7u8; 300_000]).unwrap();
+    fs::write(dir.join("sub/run.sh"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(dir.join("sub/run.sh"), fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+fn build(store: &Store, src: &Path, format: LayerFormat) -> Packed {
+    let opts = PackOptions { format, ..Default::default() };
+    pack_to_store(store, &files_in(src), Default::default(), Default::default(), Default::default(), &opts, &|_| {}).unwrap()
+}
+
+#[test]
+fn same_content_in_different_places_gives_same_manifest_digest() {
+    for format in [LayerFormat::Raw, LayerFormat::Tar, LayerFormat::TarGzip, LayerFormat::TarZstd] {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        sample(a.path());
+        sample(b.path());
+        // Different mtimes and modes that normalise the same must not matter.
+        let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
+        fs::File::options().write(true).open(b.path().join("config.json")).unwrap().set_modified(old).unwrap();
+        let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let pa = build(&Store::open(sa.path()).unwrap(), a.path(), format);
+        let pb = build(&Store::open(sb.path()).unwrap(), b.path(), format);
+        assert_eq!(pa.manifest_digest, pb.manifest_digest, "{format}");
+        assert_eq!(pa.manifest.layers.len(), 3);
+    }
+}
+
+#[test]
+fn raw_layers_are_the_file_and_carry_annotations() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let s = tempfile::tempdir().unwrap();
+    let store = Store::open(s.path()).unwrap();
+    let p = build(&store, src.path(), LayerFormat::Raw);
+    let l = &p.manifest.layers[1];
+    assert_eq!(l.media_type, "application/vnd.cncf.model.weight.v1.raw");
+    assert_eq!(l.digest, crate::digest::hash_file(&src.path().join("model.safetensors")).unwrap().0);
+    assert_eq!(l.annotations["org.cncf.model.filepath"], "model.safetensors");
+    assert_eq!(l.annotations["org.opencontainers.image.title"], "model.safetensors");
+    let md = l.file_metadata().unwrap();
+    assert_eq!((md.mode, md.size, md.mtime.as_str()), (0o644, 300_000, "1970-01-01T00:00:00Z"));
+    assert_eq!(p.manifest.layers[2].file_metadata().unwrap().mode, 0o755);
+    let cfg = crate::config::ModelConfig::parse(&p.config_bytes, "c").unwrap();
+    assert_eq!(cfg.modelfs.diff_ids, p.manifest.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>());
+}
+
+#[test]
+fn compressed_layers_have_uncompressed_diff_ids_and_canonical_tar() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let s = tempfile::tempdir().unwrap();
+    let store = Store::open(s.path()).unwrap();
+    let p = build(&store, src.path(), LayerFormat::TarGzip);
+    let cfg = crate::config::ModelConfig::parse(&p.config_bytes, "c").unwrap();
+    let l = &p.manifest.layers[2];
+    assert_eq!(l.media_type, "application/vnd.cncf.model.code.v1.tar+gzip");
+    let mut tar_bytes = Vec::new();
+    flate2::read::GzDecoder::new(store.open_blob(&l.digest).unwrap()).read_to_end(&mut tar_bytes).unwrap();
+    assert_eq!(Digest::of(&tar_bytes), cfg.modelfs.diff_ids[2]);
+    assert_ne!(l.digest, cfg.modelfs.diff_ids[2]);
+    let mut ar = tar::Archive::new(&tar_bytes[..]);
+    let entries: Vec<_> = ar.entries().unwrap().map(|e| e.unwrap().header().clone()).collect();
+    assert_eq!(entries.len(), 1);
+    let h = &entries[0];
+    assert_eq!(h.path().unwrap().to_str().unwrap(), "sub/run.sh");
+    assert_eq!((h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0o755, 0, 0, 0));
+    assert_eq!(h.username().unwrap(), Some(""));
+}
+
+#[test]
+fn unchanged_files_are_not_read_again() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let s = tempfile::tempdir().unwrap();
+    let store = Store::open(s.path()).unwrap();
+    let first = build(&store, src.path(), LayerFormat::Raw);
+    assert!(first.bytes_read >= 300_000);
+    let second = build(&store, src.path(), LayerFormat::Raw);
+    assert_eq!(second.bytes_read, 0);
+    assert_eq!(second.layers_cached, 3);
+    assert_eq!(first.manifest_digest, second.manifest_digest);
+    // A changed file is re-read even with the same size.
+    fs::write(src.path().join("config.json"), br#"{"model_type":"y"}"#).unwrap();
+    let third = build(&store, src.path(), LayerFormat::Raw);
+    assert_eq!(third.layers_cached, 2);
+    assert_ne!(third.manifest_digest, first.manifest_digest);
+}
+
+#[test]
+fn duplicate_paths_are_refused() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let mut f = files_in(src.path());
+    f.push(f[0].clone());
+    assert!(check_unique_paths(&f).is_err());
+}
