@@ -1,1 +1,0 @@
-//! Safe extraction of model files from layers.
