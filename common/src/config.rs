@@ -33,11 +33,26 @@ pub struct ModelDescriptor {
     pub family: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "docURL", alias = "doc_url")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "docURL",
+        alias = "doc_url"
+    )]
     pub doc_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "sourceURL", alias = "source_url")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "sourceURL",
+        alias = "source_url"
+    )]
     pub source_url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none", rename = "datasetsURL", alias = "datasets_url")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "datasetsURL",
+        alias = "datasets_url"
+    )]
     pub datasets_url: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
@@ -71,11 +86,23 @@ pub struct ModelSettings {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Capabilities {
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "input_types")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "input_types"
+    )]
     pub input_types: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "output_types")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "output_types"
+    )]
     pub output_types: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none", alias = "knowledge_cutoff")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        alias = "knowledge_cutoff"
+    )]
     pub knowledge_cutoff: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning: Option<bool>,
@@ -194,8 +221,19 @@ mod tests {
 
     #[test]
     fn metadata_annotation_shape() {
-        let m = FileMetadata { name: "a".into(), mode: 0o644, uid: 0, gid: 0, size: 3, mtime: rfc3339(0), typeflag: 0 };
-        assert_eq!(m.to_annotation(), r#"{"name":"a","mode":420,"uid":0,"gid":0,"size":3,"mtime":"1970-01-01T00:00:00Z","typeflag":0}"#);
+        let m = FileMetadata {
+            name: "a".into(),
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            mtime: rfc3339(0),
+            typeflag: 0,
+        };
+        assert_eq!(
+            m.to_annotation(),
+            r#"{"name":"a","mode":420,"uid":0,"gid":0,"size":3,"mtime":"1970-01-01T00:00:00Z","typeflag":0}"#
+        );
         assert_eq!(m.mtime_unix(), Some(0));
     }
 }

@@ -72,7 +72,11 @@ impl FromStr for Digest {
         if alg != "sha256" {
             return Err(bad("only sha256 digests are supported"));
         }
-        if enc.len() != 64 || !enc.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if enc.len() != 64
+            || !enc
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("sha256 digests have 64 lowercase hex characters"));
         }
         Ok(Digest {
@@ -227,9 +231,19 @@ mod tests {
     #[test]
     fn parse_rejects_bad_digests() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("md5:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".parse::<Digest>().is_err());
-        assert!("sha256:44136FA355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".parse::<Digest>().is_err());
-        let d: Digest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a".parse().unwrap();
+        assert!(
+            "md5:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            "sha256:44136FA355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+                .parse::<Digest>()
+                .is_err()
+        );
+        let d: Digest = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"
+            .parse()
+            .unwrap();
         assert_eq!(d.short(), "44136fa355b3");
     }
 

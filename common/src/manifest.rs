@@ -172,7 +172,8 @@ pub fn sniff_media_type(bytes: &[u8]) -> Option<String> {
         manifests: Option<serde_json::Value>,
     }
     let s: Sniff = serde_json::from_slice(bytes).ok()?;
-    s.media_type.or_else(|| s.manifests.map(|_| media::OCI_INDEX.to_string()))
+    s.media_type
+        .or_else(|| s.manifests.map(|_| media::OCI_INDEX.to_string()))
 }
 
 #[cfg(test)]
@@ -181,10 +182,18 @@ mod tests {
 
     #[test]
     fn serialisation_is_stable_and_compact() {
-        let mut l = Descriptor::new("application/vnd.cncf.model.weight.v1.raw", Digest::of(b"x"), 1);
+        let mut l = Descriptor::new(
+            "application/vnd.cncf.model.weight.v1.raw",
+            Digest::of(b"x"),
+            1,
+        );
         l.annotations.insert("z".into(), "1".into());
         l.annotations.insert("a".into(), "2".into());
-        let m = Manifest::model(Family::Cncf, Descriptor::new(Family::Cncf.config_media_type(), Digest::of(b"c"), 1), vec![l]);
+        let m = Manifest::model(
+            Family::Cncf,
+            Descriptor::new(Family::Cncf.config_media_type(), Digest::of(b"c"), 1),
+            vec![l],
+        );
         let s = String::from_utf8(m.to_bytes()).unwrap();
         assert!(s.starts_with(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.cncf.model.manifest.v1+json","config":"#));
         assert!(s.find("\"a\"").unwrap() < s.find("\"z\"").unwrap());
@@ -202,11 +211,14 @@ mod tests {
     #[test]
     fn filepath_falls_back_to_cnai_then_title() {
         let mut l = Descriptor::new("x", Digest::of(b"x"), 1);
-        l.annotations.insert(media::ANNOTATION_TITLE.into(), "t".into());
+        l.annotations
+            .insert(media::ANNOTATION_TITLE.into(), "t".into());
         assert_eq!(l.filepath(), Some("t"));
-        l.annotations.insert("org.cnai.model.filepath".into(), "c".into());
+        l.annotations
+            .insert("org.cnai.model.filepath".into(), "c".into());
         assert_eq!(l.filepath(), Some("c"));
-        l.annotations.insert("org.cncf.model.filepath".into(), "n".into());
+        l.annotations
+            .insert("org.cncf.model.filepath".into(), "n".into());
         assert_eq!(l.filepath(), Some("n"));
     }
 }

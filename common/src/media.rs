@@ -215,7 +215,12 @@ impl LayerType {
     }
 
     pub fn media_type(&self) -> String {
-        format!("{}{}.v1.{}", self.family.media_prefix(), self.kind, self.format)
+        format!(
+            "{}{}.v1.{}",
+            self.family.media_prefix(),
+            self.kind,
+            self.format
+        )
     }
 
     /// Parses any of the 40 family/kind/format combinations, and DMR's legacy weight types.
@@ -242,7 +247,10 @@ impl LayerType {
         if let Some(t) = LayerType::parse(media_type) {
             return t.format;
         }
-        if media_type.ends_with(".tar+gzip") || media_type.ends_with(".tar.gzip") || media_type.ends_with("tar+gz") {
+        if media_type.ends_with(".tar+gzip")
+            || media_type.ends_with(".tar.gzip")
+            || media_type.ends_with("tar+gz")
+        {
             LayerFormat::TarGzip
         } else if media_type.ends_with(".tar+zstd") {
             LayerFormat::TarZstd
@@ -262,9 +270,19 @@ mod tests {
     fn round_trips_all_forty_types() {
         for family in [Family::Cncf, Family::Cnai] {
             for kind in LayerKind::ALL {
-                for format in [LayerFormat::Raw, LayerFormat::Tar, LayerFormat::TarGzip, LayerFormat::TarZstd] {
+                for format in [
+                    LayerFormat::Raw,
+                    LayerFormat::Tar,
+                    LayerFormat::TarGzip,
+                    LayerFormat::TarZstd,
+                ] {
                     let t = LayerType::new(family, kind, format);
-                    assert_eq!(LayerType::parse(&t.media_type()), Some(t), "{}", t.media_type());
+                    assert_eq!(
+                        LayerType::parse(&t.media_type()),
+                        Some(t),
+                        "{}",
+                        t.media_type()
+                    );
                 }
             }
         }
@@ -276,8 +294,14 @@ mod tests {
             LayerType::new(Family::Cncf, LayerKind::WeightConfig, LayerFormat::Raw).media_type(),
             "application/vnd.cncf.model.weight.config.v1.raw"
         );
-        assert_eq!(Family::Cnai.config_media_type(), "application/vnd.cnai.model.config.v1+json");
-        assert_eq!(Family::Cncf.filepath_annotation(), "org.cncf.model.filepath");
+        assert_eq!(
+            Family::Cnai.config_media_type(),
+            "application/vnd.cnai.model.config.v1+json"
+        );
+        assert_eq!(
+            Family::Cncf.filepath_annotation(),
+            "org.cncf.model.filepath"
+        );
     }
 
     #[test]

@@ -92,7 +92,10 @@ pub fn is_loopback_host(host_port: &str) -> bool {
     let host = if let Some(rest) = host_port.strip_prefix('[') {
         rest.split(']').next().unwrap_or("")
     } else {
-        host_port.rsplit_once(':').map(|(h, _)| h).unwrap_or(host_port)
+        host_port
+            .rsplit_once(':')
+            .map(|(h, _)| h)
+            .unwrap_or(host_port)
     };
     host == "localhost" || host == "::1" || host.starts_with("127.")
 }
@@ -100,7 +103,9 @@ pub fn is_loopback_host(host_port: &str) -> bool {
 /// Normalises registry spellings: `index.docker.io` and `registry-1.docker.io` are Docker Hub.
 pub fn normalize_registry(host: &str) -> String {
     match host {
-        "index.docker.io" | "registry-1.docker.io" | "https://index.docker.io/v1/" => DOCKER_HUB.into(),
+        "index.docker.io" | "registry-1.docker.io" | "https://index.docker.io/v1/" => {
+            DOCKER_HUB.into()
+        }
         other => other.to_string(),
     }
 }
@@ -117,10 +122,15 @@ impl FromStr for Reference {
             return Err(bad("empty reference"));
         }
         if s.contains("://") {
-            return Err(bad("a reference has no scheme; drop the http:// or https:// prefix"));
+            return Err(bad(
+                "a reference has no scheme; drop the http:// or https:// prefix",
+            ));
         }
         let (rest, digest) = match s.split_once('@') {
-            Some((r, d)) => (r, Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?)),
+            Some((r, d)) => (
+                r,
+                Some(d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?),
+            ),
             None => (s, None),
         };
         // A tag is after the last ':' that comes after the last '/'.
@@ -132,15 +142,23 @@ impl FromStr for Reference {
         if let Some(t) = tag {
             let valid = !t.is_empty()
                 && t.len() <= 128
-                && t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
-                && t.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+                && t.chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+                && t.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
             if !valid {
-                return Err(bad("tags are up to 128 characters of [A-Za-z0-9_.-], not starting with . or -"));
+                return Err(bad(
+                    "tags are up to 128 characters of [A-Za-z0-9_.-], not starting with . or -",
+                ));
             }
         }
         let (registry, repository) = match name.split_once('/') {
             Some((first, rest))
-                if first.contains('.') || first.contains(':') || first == "localhost" || first.starts_with('[') =>
+                if first.contains('.')
+                    || first.contains(':')
+                    || first == "localhost"
+                    || first.starts_with('[') =>
             {
                 (normalize_registry(first), rest.to_string())
             }
@@ -159,7 +177,10 @@ impl FromStr for Reference {
                 && component
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
-                && component.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+                && component
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphanumeric());
             if !ok {
                 return Err(bad(
                     "repository path components are lowercase letters, digits and . _ - (registries reject uppercase)",
@@ -200,14 +221,20 @@ mod tests {
     fn docker_hub_normalisation() {
         assert_eq!(r("ubuntu").to_string(), "docker.io/library/ubuntu");
         assert_eq!(r("ubuntu").target(), "latest");
-        assert_eq!(r("index.docker.io/foo/bar:1").to_string(), "docker.io/foo/bar:1");
+        assert_eq!(
+            r("index.docker.io/foo/bar:1").to_string(),
+            "docker.io/foo/bar:1"
+        );
         assert_eq!(r("docker.io/ubuntu").auth_key(), DOCKER_HUB_AUTH_KEY);
     }
 
     #[test]
     fn registry_with_port_and_digest() {
         let x = r("127.0.0.1:5000/models/qwen:v1");
-        assert_eq!((x.registry.as_str(), x.repository.as_str(), x.tag.as_deref()), ("127.0.0.1:5000", "models/qwen", Some("v1")));
+        assert_eq!(
+            (x.registry.as_str(), x.repository.as_str(), x.tag.as_deref()),
+            ("127.0.0.1:5000", "models/qwen", Some("v1"))
+        );
         assert!(x.is_loopback());
         let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
         let y = r(&format!("localhost:5000/m@{d}"));

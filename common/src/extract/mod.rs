@@ -74,14 +74,24 @@ pub fn layer_format(layer: &Descriptor) -> LayerFormat {
     if let Some(t) = LayerType::parse(&layer.media_type) {
         return t.format;
     }
-    if layer.annotations.get(media::ANNOTATION_ORAS_UNPACK).map(String::as_str) == Some("true") {
+    if layer
+        .annotations
+        .get(media::ANNOTATION_ORAS_UNPACK)
+        .map(String::as_str)
+        == Some("true")
+    {
         return LayerType::decode_format(&layer.media_type);
     }
     LayerFormat::Raw
 }
 
 /// Extracts every layer of a stored manifest into `out`.
-pub fn extract_from_store(store: &Store, manifest: &Manifest, out: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+pub fn extract_from_store(
+    store: &Store,
+    manifest: &Manifest,
+    out: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
     fs::create_dir_all(out).ctx("create output directory", out)?;
     let layers = &manifest.layers;
     let next = AtomicUsize::new(0);
@@ -111,7 +121,12 @@ pub fn extract_from_store(store: &Store, manifest: &Manifest, out: &Path, opts: 
 }
 
 /// Extracts one layer whose blob is at `blob` (a store blob or a verified download).
-pub fn extract_layer(layer: &Descriptor, blob: &Path, out: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+pub fn extract_layer(
+    layer: &Descriptor,
+    blob: &Path,
+    out: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
     let name = layer_name(layer);
     fs::create_dir_all(out).ctx("create output directory", out)?;
     let f = File::open(blob).map_err(|e| {
@@ -130,7 +145,12 @@ pub fn extract_layer(layer: &Descriptor, blob: &Path, out: &Path, opts: &Extract
     }
 }
 
-fn extract_raw(layer: &Descriptor, blob: File, out: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+fn extract_raw(
+    layer: &Descriptor,
+    blob: File,
+    out: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
     let name = layer_name(layer);
     let rel = layer.filepath().ok_or_else(|| Error::Artifact(format!(
         "layer {name} has no org.cncf.model.filepath (or title) annotation, so there is no file name to restore it to"
@@ -140,16 +160,34 @@ fn extract_raw(layer: &Descriptor, blob: File, out: &Path, opts: &ExtractOptions
     let meta = layer.file_metadata();
     let mtime = meta.as_ref().and_then(|m| m.mtime_unix());
     if opts.apply_metadata && already_extracted(&dest, &layer.digest, layer.size, mtime) {
-        return Ok(ExtractStats { files_skipped: 1, ..Default::default() });
+        return Ok(ExtractStats {
+            files_skipped: 1,
+            ..Default::default()
+        });
     }
     let written = write_verified(&dest, blob, &layer.digest, Some(layer.size), &name)?;
     let mode = meta.as_ref().map(|m| m.mode & 0o777).filter(|m| *m != 0);
-    finish_file(&dest, &layer.digest, if opts.apply_metadata { mode } else { None }, if opts.apply_metadata { mtime } else { None })?;
-    Ok(ExtractStats { files_written: 1, bytes_written: written, ..Default::default() })
+    finish_file(
+        &dest,
+        &layer.digest,
+        if opts.apply_metadata { mode } else { None },
+        if opts.apply_metadata { mtime } else { None },
+    )?;
+    Ok(ExtractStats {
+        files_written: 1,
+        bytes_written: written,
+        ..Default::default()
+    })
 }
 
 /// Copies `src` to a temp file beside `dest` while hashing, verifies the digest, renames into place.
-fn write_verified(dest: &Path, src: impl Read, digest: &Digest, size: Option<u64>, layer: &str) -> Result<u64> {
+fn write_verified(
+    dest: &Path,
+    src: impl Read,
+    digest: &Digest,
+    size: Option<u64>,
+    layer: &str,
+) -> Result<u64> {
     let dir = dest.parent().expect("dest has a parent");
     let (tmp, mut file) = crate::store::tempfile_in(dir)?;
     let guard = TempGuard(Some(tmp.clone()));
@@ -164,10 +202,18 @@ fn write_verified(dest: &Path, src: impl Read, digest: &Digest, size: Option<u64
     }
     let (actual, len) = r.finish();
     if &actual != digest {
-        return Err(Error::DigestMismatch { what: format!("layer {layer}"), expected: digest.to_string(), actual: actual.to_string() });
+        return Err(Error::DigestMismatch {
+            what: format!("layer {layer}"),
+            expected: digest.to_string(),
+            actual: actual.to_string(),
+        });
     }
     if let Some(want) = size.filter(|s| *s != len) {
-        return Err(Error::SizeMismatch { what: format!("layer {layer}"), expected: want, actual: len });
+        return Err(Error::SizeMismatch {
+            what: format!("layer {layer}"),
+            expected: want,
+            actual: len,
+        });
     }
     file.sync_all().ctx("fsync", &tmp)?;
     drop(file);
@@ -201,14 +247,16 @@ fn set_mtime(dest: &Path, unix: i64) -> Result<()> {
 
 fn already_extracted(dest: &Path, digest: &Digest, size: u64, mtime: Option<i64>) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(m) = fs::symlink_metadata(dest) else { return false };
+    let Ok(m) = fs::symlink_metadata(dest) else {
+        return false;
+    };
     if !m.is_file() || m.len() != size {
         return false;
     }
-    if let Some(t) = mtime {
-        if m.mtime() != t {
-            return false;
-        }
+    if let Some(t) = mtime
+        && m.mtime() != t
+    {
+        return false;
     }
     matches!(xattr::get(dest, XATTR_DIGEST), Ok(Some(v)) if v == digest.to_string().as_bytes())
 }

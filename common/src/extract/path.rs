@@ -51,27 +51,37 @@ pub(super) fn prepare_parent(layer: &str, out: &Path, rel: &Path) -> Result<Path
             Ok(m) if m.file_type().is_symlink() => {
                 return Err(Error::UnsafePath {
                     layer: layer.to_string(),
-                    reason: format!("{} passes through the symlink {}", rel.display(), cur.display()),
+                    reason: format!(
+                        "{} passes through the symlink {}",
+                        rel.display(),
+                        cur.display()
+                    ),
                 });
             }
             Ok(m) if m.is_dir() => {}
             Ok(_) => {
                 return Err(Error::UnsafePath {
                     layer: layer.to_string(),
-                    reason: format!("{} needs {} to be a directory, but it is a file", rel.display(), cur.display()),
+                    reason: format!(
+                        "{} needs {} to be a directory, but it is a file",
+                        rel.display(),
+                        cur.display()
+                    ),
                 });
             }
-            Err(_) => fs::create_dir(&cur).or_else(|e| if cur.is_dir() { Ok(()) } else { Err(e) }).ctx("create directory", &cur)?,
+            Err(_) => fs::create_dir(&cur)
+                .or_else(|e| if cur.is_dir() { Ok(()) } else { Err(e) })
+                .ctx("create directory", &cur)?,
         }
     }
     let dest = out.join(rel);
-    if let Ok(m) = fs::symlink_metadata(&dest) {
-        if m.is_dir() {
-            return Err(Error::UnsafePath {
-                layer: layer.to_string(),
-                reason: format!("{} exists and is a directory", dest.display()),
-            });
-        }
+    if let Ok(m) = fs::symlink_metadata(&dest)
+        && m.is_dir()
+    {
+        return Err(Error::UnsafePath {
+            layer: layer.to_string(),
+            reason: format!("{} exists and is a directory", dest.display()),
+        });
     }
     Ok(dest)
 }
@@ -82,11 +92,24 @@ mod tests {
 
     #[test]
     fn refuses_escapes() {
-        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a\\b", "./", "a/\0b"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a\\b",
+            "./",
+            "a/\0b",
+        ] {
             assert!(safe_relative_path("L", bad).is_err(), "{bad:?}");
         }
-        assert_eq!(safe_relative_path("L", "./a/b.txt").unwrap(), PathBuf::from("a/b.txt"));
-        let e = safe_relative_path("sha256:x (p)", "../x").unwrap_err().to_string();
+        assert_eq!(
+            safe_relative_path("L", "./a/b.txt").unwrap(),
+            PathBuf::from("a/b.txt")
+        );
+        let e = safe_relative_path("sha256:x (p)", "../x")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("sha256:x (p)") && e.contains(".."), "{e}");
     }
 

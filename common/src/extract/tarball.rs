@@ -11,14 +11,24 @@ use crate::media::LayerFormat;
 
 use super::{ExtractOptions, ExtractStats, layer_name, path::prepare_parent, safe_relative_path};
 
-pub(super) fn extract_tar(layer: &Descriptor, blob: File, format: LayerFormat, out: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+pub(super) fn extract_tar(
+    layer: &Descriptor,
+    blob: File,
+    format: LayerFormat,
+    out: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
     let name = layer_name(layer);
-    let mut hashing = HashingReader::new(io::BufReader::with_capacity(crate::digest::COPY_BUF, blob));
+    let mut hashing =
+        HashingReader::new(io::BufReader::with_capacity(crate::digest::COPY_BUF, blob));
     let stats = {
         let decoded: Box<dyn Read + '_> = match format {
             LayerFormat::Tar | LayerFormat::Raw => Box::new(&mut hashing),
             LayerFormat::TarGzip => Box::new(flate2::read::GzDecoder::new(&mut hashing)),
-            LayerFormat::TarZstd => Box::new(zstd::Decoder::new(&mut hashing).map_err(|e| Error::io("decompress layer", out, e))?),
+            LayerFormat::TarZstd => Box::new(
+                zstd::Decoder::new(&mut hashing)
+                    .map_err(|e| Error::io("decompress layer", out, e))?,
+            ),
         };
         unpack(&name, decoded, out, opts)?
     };
@@ -26,10 +36,18 @@ pub(super) fn extract_tar(layer: &Descriptor, blob: File, format: LayerFormat, o
     io::copy(&mut hashing, &mut io::sink()).ctx("read layer", out)?;
     let (digest, size) = hashing.finish();
     if digest != layer.digest {
-        return Err(Error::DigestMismatch { what: format!("layer {name}"), expected: layer.digest.to_string(), actual: digest.to_string() });
+        return Err(Error::DigestMismatch {
+            what: format!("layer {name}"),
+            expected: layer.digest.to_string(),
+            actual: digest.to_string(),
+        });
     }
     if size != layer.size {
-        return Err(Error::SizeMismatch { what: format!("layer {name}"), expected: layer.size, actual: size });
+        return Err(Error::SizeMismatch {
+            what: format!("layer {name}"),
+            expected: layer.size,
+            actual: size,
+        });
     }
     Ok(stats)
 }
@@ -37,7 +55,8 @@ pub(super) fn extract_tar(layer: &Descriptor, blob: File, format: LayerFormat, o
 fn unpack(name: &str, r: impl Read, out: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
     let mut stats = ExtractStats::default();
     let mut archive = tar::Archive::new(r);
-    let bad = |e: io::Error| Error::Artifact(format!("layer {name} is not a valid tar archive: {e}"));
+    let bad =
+        |e: io::Error| Error::Artifact(format!("layer {name} is not a valid tar archive: {e}"));
     for entry in archive.entries().map_err(bad)? {
         let mut entry = entry.map_err(bad)?;
         let raw_path = entry.path().map_err(bad)?.to_string_lossy().to_string();
@@ -65,7 +84,8 @@ fn unpack(name: &str, r: impl Read, out: &Path, opts: &ExtractOptions) -> Result
                 if opts.apply_metadata {
                     use std::os::unix::fs::PermissionsExt;
                     if let Some(m) = mode.filter(|m| *m != 0) {
-                        fs::set_permissions(&dest, fs::Permissions::from_mode(m)).ctx("chmod", &dest)?;
+                        fs::set_permissions(&dest, fs::Permissions::from_mode(m))
+                            .ctx("chmod", &dest)?;
                     }
                     if let Some(t) = mtime {
                         super::set_mtime(&dest, t)?;
@@ -75,36 +95,60 @@ fn unpack(name: &str, r: impl Read, out: &Path, opts: &ExtractOptions) -> Result
                 stats.bytes_written += n;
             }
             tar::EntryType::Symlink => {
-                let target = entry.link_name().map_err(bad)?.ok_or_else(|| bad(io::Error::other("symlink without target")))?;
+                let target = entry
+                    .link_name()
+                    .map_err(bad)?
+                    .ok_or_else(|| bad(io::Error::other("symlink without target")))?;
                 check_link_inside(name, &rel, &target)?;
                 let dest = prepare_parent(name, out, &rel)?;
                 let _ = fs::remove_file(&dest);
                 std::os::unix::fs::symlink(&target, &dest).ctx("create symlink", &dest)?;
             }
             tar::EntryType::Link => {
-                let target = entry.link_name().map_err(bad)?.ok_or_else(|| bad(io::Error::other("hardlink without target")))?;
-                let target_rel = safe_relative_path(name, &target.to_string_lossy()).map_err(|_| Error::UnsafePath {
-                    layer: name.to_string(),
-                    reason: format!("hardlink {raw_path:?} points outside the output directory ({})", target.display()),
-                })?;
+                let target = entry
+                    .link_name()
+                    .map_err(bad)?
+                    .ok_or_else(|| bad(io::Error::other("hardlink without target")))?;
+                let target_rel =
+                    safe_relative_path(name, &target.to_string_lossy()).map_err(|_| {
+                        Error::UnsafePath {
+                            layer: name.to_string(),
+                            reason: format!(
+                                "hardlink {raw_path:?} points outside the output directory ({})",
+                                target.display()
+                            ),
+                        }
+                    })?;
                 let src = prepare_parent(name, out, &target_rel)?;
                 let src_meta = fs::symlink_metadata(&src).map_err(|_| Error::UnsafePath {
                     layer: name.to_string(),
-                    reason: format!("hardlink {raw_path:?} points to {} which was not extracted before it", target.display()),
+                    reason: format!(
+                        "hardlink {raw_path:?} points to {} which was not extracted before it",
+                        target.display()
+                    ),
                 })?;
                 if !src_meta.is_file() {
-                    return Err(Error::UnsafePath { layer: name.to_string(), reason: format!("hardlink {raw_path:?} must point to a regular file") });
+                    return Err(Error::UnsafePath {
+                        layer: name.to_string(),
+                        reason: format!("hardlink {raw_path:?} must point to a regular file"),
+                    });
                 }
                 let dest = prepare_parent(name, out, &rel)?;
                 let _ = fs::remove_file(&dest);
                 fs::hard_link(&src, &dest).ctx("create hardlink", &dest)?;
                 stats.files_written += 1;
             }
-            tar::EntryType::XGlobalHeader | tar::EntryType::XHeader | tar::EntryType::GNULongName | tar::EntryType::GNULongLink => {}
+            tar::EntryType::XGlobalHeader
+            | tar::EntryType::XHeader
+            | tar::EntryType::GNULongName
+            | tar::EntryType::GNULongLink => {}
             other => {
                 return Err(Error::UnsafePath {
                     layer: name.to_string(),
-                    reason: format!("entry {raw_path:?} is a {} (device nodes, fifos and other special files are refused)", describe(other)),
+                    reason: format!(
+                        "entry {raw_path:?} is a {} (device nodes, fifos and other special files are refused)",
+                        describe(other)
+                    ),
                 });
             }
         }
@@ -125,12 +169,23 @@ fn describe(t: tar::EntryType) -> &'static str {
 fn check_link_inside(layer: &str, rel: &Path, target: &Path) -> Result<()> {
     let refuse = || Error::UnsafePath {
         layer: layer.to_string(),
-        reason: format!("symlink {} -> {} points outside the output directory", rel.display(), target.display()),
+        reason: format!(
+            "symlink {} -> {} points outside the output directory",
+            rel.display(),
+            target.display()
+        ),
     };
     if target.is_absolute() {
         return Err(refuse());
     }
-    let mut depth: Vec<PathBuf> = rel.parent().map(|p| p.components().map(|c| PathBuf::from(c.as_os_str())).collect()).unwrap_or_default();
+    let mut depth: Vec<PathBuf> = rel
+        .parent()
+        .map(|p| {
+            p.components()
+                .map(|c| PathBuf::from(c.as_os_str()))
+                .collect()
+        })
+        .unwrap_or_default();
     for c in target.components() {
         match c {
             Component::Normal(n) => depth.push(PathBuf::from(n)),

@@ -11,10 +11,26 @@ fn blob_file(dir: &Path, bytes: &[u8]) -> PathBuf {
 }
 
 fn raw_layer(path: &str, bytes: &[u8], mode: u32) -> Descriptor {
-    let mut d = Descriptor::new("application/vnd.cncf.model.weight.v1.raw", Digest::of(bytes), bytes.len() as u64);
-    d.annotations.insert("org.cncf.model.filepath".into(), path.into());
-    let md = crate::config::FileMetadata { name: "x".into(), mode, uid: 0, gid: 0, size: bytes.len() as u64, mtime: "2020-01-02T03:04:05Z".into(), typeflag: 0 };
-    d.annotations.insert("org.cncf.model.file.metadata+json".into(), md.to_annotation());
+    let mut d = Descriptor::new(
+        "application/vnd.cncf.model.weight.v1.raw",
+        Digest::of(bytes),
+        bytes.len() as u64,
+    );
+    d.annotations
+        .insert("org.cncf.model.filepath".into(), path.into());
+    let md = crate::config::FileMetadata {
+        name: "x".into(),
+        mode,
+        uid: 0,
+        gid: 0,
+        size: bytes.len() as u64,
+        mtime: "2020-01-02T03:04:05Z".into(),
+        typeflag: 0,
+    };
+    d.annotations.insert(
+        "org.cncf.model.file.metadata+json".into(),
+        md.to_annotation(),
+    );
     d
 }
 
@@ -22,8 +38,13 @@ fn tar_layer(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> (Descriptor, Vec
     let mut b = tar::Builder::new(Vec::new());
     build(&mut b);
     let bytes = b.into_inner().unwrap();
-    let mut d = Descriptor::new("application/vnd.cncf.model.weight.v1.tar", Digest::of(&bytes), bytes.len() as u64);
-    d.annotations.insert("org.cncf.model.filepath".into(), "dir".into());
+    let mut d = Descriptor::new(
+        "application/vnd.cncf.model.weight.v1.tar",
+        Digest::of(&bytes),
+        bytes.len() as u64,
+    );
+    d.annotations
+        .insert("org.cncf.model.filepath".into(), "dir".into());
     (d, bytes)
 }
 
@@ -36,7 +57,13 @@ fn header(kind: tar::EntryType, size: u64) -> tar::Header {
 }
 
 /// Writes raw name bytes so the tar crate does not refuse to build the malicious entry.
-fn evil_entry(b: &mut tar::Builder<Vec<u8>>, kind: tar::EntryType, name: &str, link: Option<&str>, data: &[u8]) {
+fn evil_entry(
+    b: &mut tar::Builder<Vec<u8>>,
+    kind: tar::EntryType,
+    name: &str,
+    link: Option<&str>,
+    data: &[u8],
+) {
     let mut h = header(kind, data.len() as u64);
     h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
     if let Some(l) = link {
@@ -59,7 +86,10 @@ fn raw_layer_restores_file_mode_and_mtime_then_skips_identical() {
     assert_eq!(fs::read(&dest).unwrap(), bytes);
     let m = fs::metadata(&dest).unwrap();
     assert_eq!(m.permissions().mode() & 0o777, 0o755);
-    assert_eq!(m.modified().unwrap(), SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_934_245));
+    assert_eq!(
+        m.modified().unwrap(),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_577_934_245)
+    );
     let again = extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap();
     if xattr::SUPPORTED_PLATFORM && xattr::get(&dest, XATTR_DIGEST).ok().flatten().is_some() {
         assert_eq!(again.files_skipped, 1);
@@ -78,9 +108,16 @@ fn corrupt_raw_blob_is_refused_and_nothing_written() {
     let layer = raw_layer("w.bin", b"right bytes", 0o644);
     let blob = blob_file(work.path(), b"wrong bytes");
     let err = extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap_err();
-    assert!(err.to_string().contains("digest mismatch for layer"), "{err}");
+    assert!(
+        err.to_string().contains("digest mismatch for layer"),
+        "{err}"
+    );
     assert!(!out.join("w.bin").exists());
-    assert_eq!(fs::read_dir(&out).unwrap().count(), 0, "temp file left behind");
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        0,
+        "temp file left behind"
+    );
 }
 
 #[test]
@@ -92,7 +129,10 @@ fn raw_layer_with_escaping_filepath_is_refused() {
         let blob = blob_file(work.path(), b"x");
         let err = extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap_err();
         assert!(matches!(err, Error::UnsafePath { .. }), "{evil}: {err}");
-        assert!(err.to_string().contains(&layer.digest.to_string()), "error names the layer: {err}");
+        assert!(
+            err.to_string().contains(&layer.digest.to_string()),
+            "error names the layer: {err}"
+        );
     }
     assert!(!work.path().join("escape.bin").exists());
 }
@@ -101,18 +141,45 @@ fn raw_layer_with_escaping_filepath_is_refused() {
 fn malicious_tar_entries_are_refused() {
     type Build = Box<dyn FnOnce(&mut tar::Builder<Vec<u8>>)>;
     let cases: Vec<(&str, Build)> = vec![
-        ("dotdot", Box::new(|b| evil_entry(b, tar::EntryType::Regular, "../evil", None, b"x"))),
-        ("absolute", Box::new(|b| evil_entry(b, tar::EntryType::Regular, "/tmp/evil", None, b"x"))),
-        ("symlink escape", Box::new(|b| evil_entry(b, tar::EntryType::Symlink, "link", Some("../../etc"), b""))),
-        ("absolute symlink", Box::new(|b| evil_entry(b, tar::EntryType::Symlink, "link", Some("/etc/passwd"), b""))),
-        ("write through symlink", Box::new(|b| {
-            evil_entry(b, tar::EntryType::Symlink, "dir", Some("."), b"");
-            evil_entry(b, tar::EntryType::Regular, "dir/x", None, b"x");
-        })),
-        ("hardlink escape", Box::new(|b| evil_entry(b, tar::EntryType::Link, "hl", Some("../../etc/passwd"), b""))),
-        ("char device", Box::new(|b| evil_entry(b, tar::EntryType::Char, "dev", None, b""))),
-        ("block device", Box::new(|b| evil_entry(b, tar::EntryType::Block, "blk", None, b""))),
-        ("fifo", Box::new(|b| evil_entry(b, tar::EntryType::Fifo, "fifo", None, b""))),
+        (
+            "dotdot",
+            Box::new(|b| evil_entry(b, tar::EntryType::Regular, "../evil", None, b"x")),
+        ),
+        (
+            "absolute",
+            Box::new(|b| evil_entry(b, tar::EntryType::Regular, "/tmp/evil", None, b"x")),
+        ),
+        (
+            "symlink escape",
+            Box::new(|b| evil_entry(b, tar::EntryType::Symlink, "link", Some("../../etc"), b"")),
+        ),
+        (
+            "absolute symlink",
+            Box::new(|b| evil_entry(b, tar::EntryType::Symlink, "link", Some("/etc/passwd"), b"")),
+        ),
+        (
+            "write through symlink",
+            Box::new(|b| {
+                evil_entry(b, tar::EntryType::Symlink, "dir", Some("."), b"");
+                evil_entry(b, tar::EntryType::Regular, "dir/x", None, b"x");
+            }),
+        ),
+        (
+            "hardlink escape",
+            Box::new(|b| evil_entry(b, tar::EntryType::Link, "hl", Some("../../etc/passwd"), b"")),
+        ),
+        (
+            "char device",
+            Box::new(|b| evil_entry(b, tar::EntryType::Char, "dev", None, b"")),
+        ),
+        (
+            "block device",
+            Box::new(|b| evil_entry(b, tar::EntryType::Block, "blk", None, b"")),
+        ),
+        (
+            "fifo",
+            Box::new(|b| evil_entry(b, tar::EntryType::Fifo, "fifo", None, b"")),
+        ),
     ];
     for (what, build) in cases {
         let work = tempfile::tempdir().unwrap();
@@ -122,8 +189,14 @@ fn malicious_tar_entries_are_refused() {
         let blob = blob_file(work.path(), &bytes);
         let err = extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap_err();
         assert!(matches!(err, Error::UnsafePath { .. }), "{what}: {err}");
-        assert!(err.to_string().contains(&layer.digest.to_string()), "{what}: error names the layer: {err}");
-        assert!(!work.path().join("a/evil").exists() && !work.path().join("evil").exists(), "{what}");
+        assert!(
+            err.to_string().contains(&layer.digest.to_string()),
+            "{what}: error names the layer: {err}"
+        );
+        assert!(
+            !work.path().join("a/evil").exists() && !work.path().join("evil").exists(),
+            "{what}"
+        );
     }
 }
 
@@ -145,43 +218,104 @@ fn benign_tar_with_dirs_links_and_gzip_extracts() {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
     gz.write_all(&tar_bytes).unwrap();
     let bytes = gz.finish().unwrap();
-    let mut layer = Descriptor::new("application/vnd.oci.image.layer.v1.tar+gzip", Digest::of(&bytes), bytes.len() as u64);
-    layer.annotations.insert("org.opencontainers.image.title".into(), "d".into());
-    layer.annotations.insert("io.deis.oras.content.unpack".into(), "true".into());
+    let mut layer = Descriptor::new(
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+        Digest::of(&bytes),
+        bytes.len() as u64,
+    );
+    layer
+        .annotations
+        .insert("org.opencontainers.image.title".into(), "d".into());
+    layer
+        .annotations
+        .insert("io.deis.oras.content.unpack".into(), "true".into());
     let blob = blob_file(work.path(), &bytes);
     extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap();
     assert_eq!(fs::read(out.join("d/f.txt")).unwrap(), b"hello");
     assert_eq!(fs::read(out.join("d/link")).unwrap(), b"hello");
     assert_eq!(fs::read(out.join("d/hard")).unwrap(), b"hello");
-    assert_eq!(fs::metadata(out.join("d/f.txt")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(out.join("d/f.txt"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
 }
 
 #[test]
 fn store_round_trip_reproduces_files() {
     use crate::pack::{PackFile, PackOptions, pack_to_store};
-    for format in [LayerFormat::Raw, LayerFormat::Tar, LayerFormat::TarGzip, LayerFormat::TarZstd] {
+    for format in [
+        LayerFormat::Raw,
+        LayerFormat::Tar,
+        LayerFormat::TarGzip,
+        LayerFormat::TarZstd,
+    ] {
         let src = tempfile::tempdir().unwrap();
         fs::create_dir_all(src.path().join("a/b")).unwrap();
         fs::write(src.path().join("a/b/w.bin"), vec![3u8; 70_000]).unwrap();
         fs::write(src.path().join("run.sh"), b"#!/bin/sh\n").unwrap();
         fs::set_permissions(src.path().join("run.sh"), fs::Permissions::from_mode(0o755)).unwrap();
-        let files: Vec<PackFile> = [("a/b/w.bin", crate::media::LayerKind::Weight), ("run.sh", crate::media::LayerKind::Code)]
-            .iter()
-            .map(|(rel, kind)| {
-                let p = src.path().join(rel);
-                let m = fs::metadata(&p).unwrap();
-                PackFile { rel_path: rel.to_string(), abs_path: p, kind: *kind, size: m.len(), mode: m.permissions().mode(), untested: false }
-            })
-            .collect();
+        let files: Vec<PackFile> = [
+            ("a/b/w.bin", crate::media::LayerKind::Weight),
+            ("run.sh", crate::media::LayerKind::Code),
+        ]
+        .iter()
+        .map(|(rel, kind)| {
+            let p = src.path().join(rel);
+            let m = fs::metadata(&p).unwrap();
+            PackFile {
+                rel_path: rel.to_string(),
+                abs_path: p,
+                kind: *kind,
+                size: m.len(),
+                mode: m.permissions().mode(),
+                untested: false,
+            }
+        })
+        .collect();
         let s = tempfile::tempdir().unwrap();
         let store = Store::open(s.path()).unwrap();
-        let opts = PackOptions { format, ..Default::default() };
-        let packed = pack_to_store(&store, &files, Default::default(), Default::default(), Default::default(), &opts, &|_| {}).unwrap();
+        let opts = PackOptions {
+            format,
+            ..Default::default()
+        };
+        let packed = pack_to_store(
+            &store,
+            &files,
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            &opts,
+            &|_| {},
+        )
+        .unwrap();
         let out = tempfile::tempdir().unwrap();
-        extract_from_store(&store, &packed.manifest, out.path(), &ExtractOptions::default()).unwrap();
+        extract_from_store(
+            &store,
+            &packed.manifest,
+            out.path(),
+            &ExtractOptions::default(),
+        )
+        .unwrap();
         for f in &files {
-            assert_eq!(fs::read(out.path().join(&f.rel_path)).unwrap(), fs::read(&f.abs_path).unwrap(), "{format} {}", f.rel_path);
+            assert_eq!(
+                fs::read(out.path().join(&f.rel_path)).unwrap(),
+                fs::read(&f.abs_path).unwrap(),
+                "{format} {}",
+                f.rel_path
+            );
         }
-        assert_eq!(fs::metadata(out.path().join("run.sh")).unwrap().permissions().mode() & 0o777, 0o755, "{format}");
+        assert_eq!(
+            fs::metadata(out.path().join("run.sh"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o755,
+            "{format}"
+        );
     }
 }

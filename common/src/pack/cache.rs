@@ -79,10 +79,10 @@ impl DigestCache {
         if let Some(dir) = self.path.parent() {
             let _ = std::fs::create_dir_all(dir);
         }
-        if let Ok(bytes) = serde_json::to_vec(&*entries) {
-            if let Err(e) = crate::store::write_atomic(&self.path, &bytes, &self.tmp) {
-                tracing::debug!("digest cache not saved: {e}");
-            }
+        if let Ok(bytes) = serde_json::to_vec(&*entries)
+            && let Err(e) = crate::store::write_atomic(&self.path, &bytes, &self.tmp)
+        {
+            tracing::debug!("digest cache not saved: {e}");
         }
     }
 }

@@ -40,7 +40,10 @@ pub fn encode_layer(
             actual
         )));
     }
-    let reader = ProgressReader { inner: src, progress };
+    let reader = ProgressReader {
+        inner: src,
+        progress,
+    };
     let mut blob = HashingWriter::new(out);
     let err = |e: io::Error| Error::io("pack", &file.abs_path, e);
     let diff_id = match opts.format {
@@ -84,7 +87,12 @@ pub fn encode_layer(
 /// One canonical tar entry: the file at its relative path, uid/gid 0, no user
 /// or group names, fixed mtime, normalised mode, GNU long-name records for
 /// paths over 100 bytes, and the standard two-block end of archive.
-fn write_tar(file: &PackFile, opts: &PackOptions, data: impl Read, out: &mut dyn Write) -> io::Result<()> {
+fn write_tar(
+    file: &PackFile,
+    opts: &PackOptions,
+    data: impl Read,
+    out: &mut dyn Write,
+) -> io::Result<()> {
     let mut header = tar::Header::new_gnu();
     header.set_entry_type(tar::EntryType::Regular);
     header.set_size(file.size);

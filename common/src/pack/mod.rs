@@ -100,7 +100,12 @@ pub fn normalized_mode(mode: u32) -> u32 {
 
 /// The metadata annotation for a file, deterministic unless `keep_metadata`.
 pub fn file_metadata(file: &PackFile, opts: &PackOptions) -> FileMetadata {
-    let name = file.rel_path.rsplit('/').next().unwrap_or(&file.rel_path).to_string();
+    let name = file
+        .rel_path
+        .rsplit('/')
+        .next()
+        .unwrap_or(&file.rel_path)
+        .to_string();
     if opts.keep_metadata {
         use std::os::unix::fs::MetadataExt;
         if let Ok(m) = std::fs::metadata(&file.abs_path) {
@@ -133,7 +138,10 @@ pub fn layer_descriptor(file: &PackFile, enc: &LayerEncoding, opts: &PackOptions
     let a = &mut d.annotations;
     a.insert(opts.family.filepath_annotation(), file.rel_path.clone());
     a.insert(media::ANNOTATION_TITLE.into(), file.rel_path.clone());
-    a.insert(opts.family.metadata_annotation(), file_metadata(file, opts).to_annotation());
+    a.insert(
+        opts.family.metadata_annotation(),
+        file_metadata(file, opts).to_annotation(),
+    );
     a.insert(opts.family.untested_annotation(), file.untested.to_string());
     d
 }
@@ -161,7 +169,11 @@ pub fn assemble(
         Digest::of(&config_bytes),
         config_bytes.len() as u64,
     );
-    let mut manifest = Manifest::model(opts.family, config_desc, layers.into_iter().map(|(d, _)| d).collect());
+    let mut manifest = Manifest::model(
+        opts.family,
+        config_desc,
+        layers.into_iter().map(|(d, _)| d).collect(),
+    );
     manifest.annotations = manifest_annotations;
     (config, config_bytes, manifest)
 }
@@ -178,8 +190,8 @@ pub fn pack_to_store(
 ) -> Result<Packed> {
     check_unique_paths(files)?;
     let cache = DigestCache::open(store);
-    let results: Vec<Mutex<Option<Result<(LayerEncoding, bool)>>>> =
-        files.iter().map(|_| Mutex::new(None)).collect();
+    type Slot = Mutex<Option<Result<(LayerEncoding, bool)>>>;
+    let results: Vec<Slot> = files.iter().map(|_| Mutex::new(None)).collect();
     let next = AtomicU64::new(0);
     let bytes_read = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -192,7 +204,10 @@ pub fn pack_to_store(
                     }
                     let file = &files[i];
                     let r = (|| {
-                        if let Some(enc) = cache.lookup(file, opts).filter(|e| store.has_blob(&e.digest)) {
+                        if let Some(enc) = cache
+                            .lookup(file, opts)
+                            .filter(|e| store.has_blob(&e.digest))
+                        {
                             progress(file.size);
                             return Ok((enc, true));
                         }
@@ -218,7 +233,8 @@ pub fn pack_to_store(
         layers.push((layer_descriptor(file, &enc, opts), enc.diff_id.clone()));
     }
     cache.save();
-    let (_, config_bytes, manifest) = assemble(layers, descriptor, settings, manifest_annotations, opts);
+    let (_, config_bytes, manifest) =
+        assemble(layers, descriptor, settings, manifest_annotations, opts);
     store.put_bytes(&config_bytes)?;
     let manifest_bytes = manifest.to_bytes();
     let manifest_digest = store.put_bytes(&manifest_bytes)?;

@@ -6,10 +6,21 @@ use std::path::Path;
 fn files_in(dir: &Path) -> Vec<PackFile> {
     use std::os::unix::fs::PermissionsExt;
     let mut out = Vec::new();
-    for (rel, kind) in [("config.json", LayerKind::WeightConfig), ("model.safetensors", LayerKind::Weight), ("sub/run.sh", LayerKind::Code)] {
+    for (rel, kind) in [
+        ("config.json", LayerKind::WeightConfig),
+        ("model.safetensors", LayerKind::Weight),
+        ("sub/run.sh", LayerKind::Code),
+    ] {
         let p = dir.join(rel);
         let m = fs::metadata(&p).unwrap();
-        out.push(PackFile { rel_path: rel.into(), abs_path: p, kind, size: m.len(), mode: m.permissions().mode(), untested: false });
+        out.push(PackFile {
+            rel_path: rel.into(),
+            abs_path: p,
+            kind,
+            size: m.len(),
+            mode: m.permissions().mode(),
+            untested: false,
+        });
     }
     out
 }
@@ -24,19 +35,41 @@ fn sample(dir: &Path) {
 }
 
 fn build(store: &Store, src: &Path, format: LayerFormat) -> Packed {
-    let opts = PackOptions { format, ..Default::default() };
-    pack_to_store(store, &files_in(src), Default::default(), Default::default(), Default::default(), &opts, &|_| {}).unwrap()
+    let opts = PackOptions {
+        format,
+        ..Default::default()
+    };
+    pack_to_store(
+        store,
+        &files_in(src),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+        &opts,
+        &|_| {},
+    )
+    .unwrap()
 }
 
 #[test]
 fn same_content_in_different_places_gives_same_manifest_digest() {
-    for format in [LayerFormat::Raw, LayerFormat::Tar, LayerFormat::TarGzip, LayerFormat::TarZstd] {
+    for format in [
+        LayerFormat::Raw,
+        LayerFormat::Tar,
+        LayerFormat::TarGzip,
+        LayerFormat::TarZstd,
+    ] {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         sample(a.path());
         sample(b.path());
         // Different mtimes and modes that normalise the same must not matter.
         let old = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000);
-        fs::File::options().write(true).open(b.path().join("config.json")).unwrap().set_modified(old).unwrap();
+        fs::File::options()
+            .write(true)
+            .open(b.path().join("config.json"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let (sa, sb) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
         let pa = build(&Store::open(sa.path()).unwrap(), a.path(), format);
         let pb = build(&Store::open(sb.path()).unwrap(), b.path(), format);
@@ -54,14 +87,35 @@ fn raw_layers_are_the_file_and_carry_annotations() {
     let p = build(&store, src.path(), LayerFormat::Raw);
     let l = &p.manifest.layers[1];
     assert_eq!(l.media_type, "application/vnd.cncf.model.weight.v1.raw");
-    assert_eq!(l.digest, crate::digest::hash_file(&src.path().join("model.safetensors")).unwrap().0);
-    assert_eq!(l.annotations["org.cncf.model.filepath"], "model.safetensors");
-    assert_eq!(l.annotations["org.opencontainers.image.title"], "model.safetensors");
+    assert_eq!(
+        l.digest,
+        crate::digest::hash_file(&src.path().join("model.safetensors"))
+            .unwrap()
+            .0
+    );
+    assert_eq!(
+        l.annotations["org.cncf.model.filepath"],
+        "model.safetensors"
+    );
+    assert_eq!(
+        l.annotations["org.opencontainers.image.title"],
+        "model.safetensors"
+    );
     let md = l.file_metadata().unwrap();
-    assert_eq!((md.mode, md.size, md.mtime.as_str()), (0o644, 300_000, "1970-01-01T00:00:00Z"));
+    assert_eq!(
+        (md.mode, md.size, md.mtime.as_str()),
+        (0o644, 300_000, "1970-01-01T00:00:00Z")
+    );
     assert_eq!(p.manifest.layers[2].file_metadata().unwrap().mode, 0o755);
     let cfg = crate::config::ModelConfig::parse(&p.config_bytes, "c").unwrap();
-    assert_eq!(cfg.modelfs.diff_ids, p.manifest.layers.iter().map(|l| l.digest.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        cfg.modelfs.diff_ids,
+        p.manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.clone())
+            .collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -75,15 +129,29 @@ fn compressed_layers_have_uncompressed_diff_ids_and_canonical_tar() {
     let l = &p.manifest.layers[2];
     assert_eq!(l.media_type, "application/vnd.cncf.model.code.v1.tar+gzip");
     let mut tar_bytes = Vec::new();
-    flate2::read::GzDecoder::new(store.open_blob(&l.digest).unwrap()).read_to_end(&mut tar_bytes).unwrap();
+    flate2::read::GzDecoder::new(store.open_blob(&l.digest).unwrap())
+        .read_to_end(&mut tar_bytes)
+        .unwrap();
     assert_eq!(Digest::of(&tar_bytes), cfg.modelfs.diff_ids[2]);
     assert_ne!(l.digest, cfg.modelfs.diff_ids[2]);
     let mut ar = tar::Archive::new(&tar_bytes[..]);
-    let entries: Vec<_> = ar.entries().unwrap().map(|e| e.unwrap().header().clone()).collect();
+    let entries: Vec<_> = ar
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().header().clone())
+        .collect();
     assert_eq!(entries.len(), 1);
     let h = &entries[0];
     assert_eq!(h.path().unwrap().to_str().unwrap(), "sub/run.sh");
-    assert_eq!((h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), h.mtime().unwrap()), (0o755, 0, 0, 0));
+    assert_eq!(
+        (
+            h.mode().unwrap(),
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            h.mtime().unwrap()
+        ),
+        (0o755, 0, 0, 0)
+    );
     assert_eq!(h.username().unwrap(), Some(""));
 }
 

@@ -50,15 +50,15 @@ impl BlobWriter {
         let hasher = std::mem::take(&mut self.hasher);
         let size = hasher.len();
         let digest = hasher.finish();
-        if let Some(want) = expected {
-            if want != &digest {
-                let _ = fs::remove_file(&self.temp);
-                return Err(Error::DigestMismatch {
-                    what: "blob written to the local store".into(),
-                    expected: want.to_string(),
-                    actual: digest.to_string(),
-                });
-            }
+        if let Some(want) = expected
+            && want != &digest
+        {
+            let _ = fs::remove_file(&self.temp);
+            return Err(Error::DigestMismatch {
+                what: "blob written to the local store".into(),
+                expected: want.to_string(),
+                actual: digest.to_string(),
+            });
         }
         let dest = self.store.blob_path(&digest);
         if dest.exists() {

@@ -35,7 +35,11 @@ fn load(root: &Path) -> Result<Index> {
 }
 
 fn save(store: &Store, index: &Index) -> Result<()> {
-    super::write_atomic(&store.root.join("index.json"), &index.to_bytes(), &store.tmp_dir())
+    super::write_atomic(
+        &store.root.join("index.json"),
+        &index.to_bytes(),
+        &store.tmp_dir(),
+    )
 }
 
 pub(super) fn read(root: &Path) -> Result<Vec<IndexEntry>> {
@@ -51,19 +55,26 @@ pub(super) fn read(root: &Path) -> Result<Vec<IndexEntry>> {
 }
 
 fn entry_for(reference: &Reference, manifest: &Descriptor, tagged: bool) -> Descriptor {
-    let mut d = Descriptor::new(manifest.media_type.clone(), manifest.digest.clone(), manifest.size);
+    let mut d = Descriptor::new(
+        manifest.media_type.clone(),
+        manifest.digest.clone(),
+        manifest.size,
+    );
     d.artifact_type = manifest.artifact_type.clone();
     if tagged {
         d.annotations
             .insert(media::ANNOTATION_REF_NAME.into(), reference.to_string());
     }
-    d.annotations.insert(REPOSITORY_ANNOTATION.into(), reference.name());
+    d.annotations
+        .insert(REPOSITORY_ANNOTATION.into(), reference.name());
     d
 }
 
 pub(super) fn tag(store: &Store, reference: &Reference, manifest: &Descriptor) -> Result<()> {
     let tag = reference.tag_or_default().ok_or_else(|| {
-        Error::Invalid(format!("{reference}: a tag is needed here, not only a digest"))
+        Error::Invalid(format!(
+            "{reference}: a tag is needed here, not only a digest"
+        ))
     })?;
     let reference = reference.with_tag(tag);
     let name = reference.to_string();
@@ -74,7 +85,7 @@ pub(super) fn tag(store: &Store, reference: &Reference, manifest: &Descriptor) -
     // A tagged entry supersedes an untagged record of the same manifest in the same repository.
     index.manifests.retain(|d| {
         !(d.digest == manifest.digest
-            && d.annotations.get(media::ANNOTATION_REF_NAME).is_none()
+            && !d.annotations.contains_key(media::ANNOTATION_REF_NAME)
             && d.annotations.get(REPOSITORY_ANNOTATION) == Some(&reference.name()))
     });
     index.manifests.push(entry_for(&reference, manifest, true));
@@ -82,10 +93,15 @@ pub(super) fn tag(store: &Store, reference: &Reference, manifest: &Descriptor) -
     save(store, &index)
 }
 
-pub(super) fn record_untagged(store: &Store, reference: &Reference, manifest: &Descriptor) -> Result<()> {
+pub(super) fn record_untagged(
+    store: &Store,
+    reference: &Reference,
+    manifest: &Descriptor,
+) -> Result<()> {
     let mut index = load(&store.root)?;
     let exists = index.manifests.iter().any(|d| {
-        d.digest == manifest.digest && d.annotations.get(REPOSITORY_ANNOTATION) == Some(&reference.name())
+        d.digest == manifest.digest
+            && d.annotations.get(REPOSITORY_ANNOTATION) == Some(&reference.name())
     });
     if !exists {
         index.manifests.push(entry_for(reference, manifest, false));
@@ -120,8 +136,14 @@ fn sort(index: &mut Index) {
     index.schema_version = 2;
     index.media_type = Some(media::OCI_INDEX.into());
     index.manifests.sort_by(|a, b| {
-        let ka = (a.annotations.get(media::ANNOTATION_REF_NAME), a.digest.to_string());
-        let kb = (b.annotations.get(media::ANNOTATION_REF_NAME), b.digest.to_string());
+        let ka = (
+            a.annotations.get(media::ANNOTATION_REF_NAME),
+            a.digest.to_string(),
+        );
+        let kb = (
+            b.annotations.get(media::ANNOTATION_REF_NAME),
+            b.digest.to_string(),
+        );
         ka.cmp(&kb)
     });
 }

@@ -45,7 +45,9 @@ impl Store {
         if let Some(h) = std::env::var_os("MODELPACK_HOME").filter(|v| !v.is_empty()) {
             return PathBuf::from(h);
         }
-        let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/root"));
+        let home = std::env::var_os("HOME")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/root"));
         home.join(".modelpack")
     }
 
@@ -63,11 +65,19 @@ impl Store {
         fs::create_dir_all(self.tmp_dir()).ctx("create store directory", self.tmp_dir())?;
         let layout = self.root.join("oci-layout");
         if !layout.exists() {
-            write_atomic(&layout, br#"{"imageLayoutVersion":"1.0.0"}"#, &self.tmp_dir())?;
+            write_atomic(
+                &layout,
+                br#"{"imageLayoutVersion":"1.0.0"}"#,
+                &self.tmp_dir(),
+            )?;
         }
         let index = self.root.join("index.json");
         if !index.exists() {
-            write_atomic(&index, br#"{"schemaVersion":2,"manifests":[]}"#, &self.tmp_dir())?;
+            write_atomic(
+                &index,
+                br#"{"schemaVersion":2,"manifests":[]}"#,
+                &self.tmp_dir(),
+            )?;
         }
         Ok(())
     }
@@ -180,8 +190,13 @@ impl Store {
                 return Ok(Descriptor::new(media_type, d.clone(), bytes.len() as u64));
             }
         } else {
-            let want = reference.with_tag(reference.tag_or_default().unwrap_or("latest")).to_string();
-            if let Some(e) = entries.iter().find(|e| e.reference.as_deref() == Some(want.as_str())) {
+            let want = reference
+                .with_tag(reference.tag_or_default().unwrap_or("latest"))
+                .to_string();
+            if let Some(e) = entries
+                .iter()
+                .find(|e| e.reference.as_deref() == Some(want.as_str()))
+            {
                 return Ok(e.descriptor.clone());
             }
         }
@@ -230,7 +245,9 @@ impl Store {
         for entry in fs::read_dir(&dir).ctx("read directory", &dir)? {
             let entry = entry.ctx("read directory", &dir)?;
             let name = entry.file_name().to_string_lossy().to_string();
-            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else { continue };
+            let Ok(d) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
             if keep.contains(&d) {
                 continue;
             }
@@ -293,7 +310,12 @@ pub(crate) fn tempfile_in(dir: &Path) -> Result<(PathBuf, fs::File)> {
     for _ in 0..16 {
         let name = format!(".tmp-{}-{:016x}", std::process::id(), rand::random::<u64>());
         let p = dir.join(name);
-        match fs::OpenOptions::new().write(true).read(true).create_new(true).open(&p) {
+        match fs::OpenOptions::new()
+            .write(true)
+            .read(true)
+            .create_new(true)
+            .open(&p)
+        {
             Ok(f) => return Ok((p, f)),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io("create temp file", p, e)),
