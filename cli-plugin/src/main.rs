@@ -1,1 +1,89 @@
-fn main() {}
+//! `docker-modelpack`: the Docker CLI plugin and standalone `modelpack` CLI.
+//! Thin: parses arguments, sets up logging and cancellation, and hands each
+//! verb to its module in `commands/`. All logic lives in `modelpack-common`.
+
+mod cli;
+mod commands;
+mod output;
+mod plugin;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, FromArgMatches};
+
+fn main() -> ExitCode {
+    let inv = plugin::parse_invocation(std::env::args_os().collect(), std::env::var_os("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND").is_some());
+    if inv.metadata {
+        println!("{}", plugin::metadata_json());
+        return ExitCode::SUCCESS;
+    }
+    let display_name: &'static str = Box::leak(inv.display_name.clone().into_boxed_str());
+    let matches = match cli::Cli::command().name(display_name).bin_name(display_name).try_get_matches_from(&inv.args) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
+    };
+    let args = match cli::Cli::from_arg_matches(&matches) {
+        Ok(a) => a,
+        Err(e) => e.exit(),
+    };
+    init_tracing(args.global.verbose, inv.debug);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let ctx = commands::Ctx::new(&args.global, &inv);
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = commands::run(args.command, ctx) => r,
+            _ = cancelled() => Err(anyhow::Error::new(modelpack_common::Error::Cancelled)),
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            print_error(&e);
+            if matches!(e.downcast_ref::<modelpack_common::Error>(), Some(modelpack_common::Error::Cancelled)) {
+                // Partial downloads and upload sessions are kept for the next attempt to resume.
+                std::process::exit(130);
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT, SIGTERM, or EOF on the docker CLI's plugin socket.
+async fn cancelled() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        _ = plugin::wait_for_cli_cancel() => {}
+    }
+}
+
+/// `error: …` with the cause chain; a `hint:` line is part of the message where one helps.
+fn print_error(e: &anyhow::Error) {
+    let mut msg = format!("error: {e}");
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(&format!("\n  caused by: {c}"));
+        }
+    }
+    eprintln!("{msg}");
+}
+
+fn init_tracing(verbose: u8, docker_debug: bool) {
+    let default = match (verbose, docker_debug) {
+        (0, false) => "warn",
+        (1, false) => "info",
+        (0 | 1, true) | (2, _) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+}

@@ -1,1 +1,86 @@
-//! Shared support for the end-to-end tests: a scratch model generator, service harnesses.
+//! Shared support for the end-to-end tests: scratch directories, running our
+//! binaries, free loopback ports, and checks for the real components they use.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Fails the test with an actionable message when a required tool is missing.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
+    assert!(found, "{tool} is required by this test: run integration/setup.sh");
+}
+
+/// Output of a command that must succeed.
+pub fn ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// stderr of a command that must fail.
+pub fn fails(out: Output, what: &str) -> String {
+    assert!(
+        !out.status.success(),
+        "{what} unexpectedly succeeded:\nstdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// Every regular file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().to_path_buf()).collect();
+    v.sort();
+    v
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Asserts two trees hold the same files with the same bytes and permission bits.
+pub fn assert_same_tree(a: &Path, b: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let (fa, fb) = (files_under(a), files_under(b));
+    assert_eq!(fa, fb, "file lists differ between {} and {}", a.display(), b.display());
+    for f in fa {
+        let (pa, pb) = (a.join(&f), b.join(&f));
+        assert!(std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(), "{} differs", f.display());
+        let (ma, mb) = (std::fs::metadata(&pa).unwrap().permissions().mode() & 0o111, std::fs::metadata(&pb).unwrap().permissions().mode() & 0o111);
+        assert_eq!(ma != 0, mb != 0, "executable bit of {} differs", f.display());
+    }
+}
+
+/// Copies a directory tree (new mtimes, like a fresh checkout).
+pub fn copy_tree(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}

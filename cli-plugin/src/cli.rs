@@ -1,0 +1,67 @@
+//! Command-line definitions. Flags follow modctl where it has them
+//! (`build -t REF -f Modelfile DIR`, `extract REF --output DIR`,
+//! `validate --config FILE`, `inspect --json REF`) and oras for registry
+//! options in standalone mode.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Build, inspect, push, pull and mount CNCF ModelPack model artifacts",
+    long_about = "Build, inspect, push, pull and mount CNCF ModelPack model artifacts.\n\nModels are stored in a local OCI image layout (~/.modelpack, $MODELPACK_HOME or --storage-dir) that skopeo and other OCI tools can read.",
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct GlobalArgs {
+    /// Local store directory [default: $MODELPACK_HOME or ~/.modelpack]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub storage_dir: Option<PathBuf>,
+    /// More log output (-v info, -vv debug, -vvv trace); RUST_LOG overrides
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Print only errors and requested data
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Print machine-readable JSON on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Build a model artifact from a directory and a Modelfile
+    Build(crate::commands::build::BuildArgs),
+    /// Show a model's manifest, config and layers
+    Inspect(crate::commands::inspect::InspectArgs),
+    /// List models in the local store
+    #[command(alias = "list")]
+    Ls(crate::commands::ls::LsArgs),
+    /// Give a stored model another reference
+    Tag(crate::commands::tag::TagArgs),
+    /// Remove references (a tag only untags; a digest removes the manifest and all its tags)
+    #[command(alias = "remove")]
+    Rm(crate::commands::rm::RmArgs),
+    /// Delete blobs no stored model references
+    Prune(crate::commands::prune::PruneArgs),
+    /// Restore a stored model's files into a directory
+    Extract(crate::commands::extract::ExtractArgs),
+    /// Validate a model (by reference) or a config/manifest file against the ModelPack spec
+    Validate(crate::commands::validate::ValidateArgs),
+    /// Work with Modelfiles
+    Modelfile {
+        #[command(subcommand)]
+        command: crate::commands::modelfile::ModelfileCommand,
+    },
+    /// Print version information
+    Version,
+}

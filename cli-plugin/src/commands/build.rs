@@ -1,0 +1,176 @@
+//! `build -t REF [-f Modelfile] [DIR]`: pack a model directory into the local store.
+//! Without a Modelfile the files are classified automatically, like
+//! `modelfile generate` would (modctl#362).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use modelpack_common::config::{ModelDescriptor, ModelSettings, rfc3339};
+use modelpack_common::manifest::{Annotations, Descriptor};
+use modelpack_common::media::{self, Family, LayerFormat};
+use modelpack_common::modelfile::{self, GenerateOptions, Modelfile};
+use modelpack_common::pack::{PackFile, PackOptions, pack_to_store};
+
+use super::{Ctx, parse_ref};
+
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Reference to build, e.g. 127.0.0.1:5000/models/qwen:v1
+    #[arg(short = 't', long = "target", value_name = "REF")]
+    pub target: String,
+    /// Modelfile path [default: DIR/Modelfile; generated in memory when absent]
+    #[arg(short = 'f', long = "modelfile", value_name = "FILE")]
+    pub modelfile: Option<PathBuf>,
+    /// Model directory (the build context)
+    #[arg(default_value = ".")]
+    pub context: PathBuf,
+    /// Layer encoding: raw (one file, default), tar, tar+gzip, tar+zstd
+    #[arg(long, default_value = "raw", value_parser = parse_format)]
+    pub layer_format: LayerFormat,
+    /// Write the legacy vnd.cnai.* / org.cnai.* identifiers (for Harbor 2.13's model processor)
+    #[arg(long)]
+    pub legacy_cnai: bool,
+    /// Omit descriptor.createdAt
+    #[arg(long)]
+    pub no_creation_time: bool,
+    /// Record real mode/uid/gid/mtime in file metadata (breaks reproducibility across machines)
+    #[arg(long)]
+    pub keep_metadata: bool,
+    /// Files packed in parallel
+    #[arg(short = 'c', long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// descriptor.sourceURL
+    #[arg(long)]
+    pub source_url: Option<String>,
+    /// descriptor.revision (e.g. a git commit)
+    #[arg(long)]
+    pub source_revision: Option<String>,
+}
+
+fn parse_format(s: &str) -> Result<LayerFormat, String> {
+    s.parse().map_err(|e: modelpack_common::Error| e.to_string())
+}
+
+/// A resolved build: the files and the config fields, shared with `--output-remote`.
+pub struct Plan {
+    pub files: Vec<PackFile>,
+    pub descriptor: ModelDescriptor,
+    pub settings: ModelSettings,
+    pub annotations: Annotations,
+    pub opts: PackOptions,
+}
+
+pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
+    let context = &args.context;
+    if !context.is_dir() {
+        anyhow::bail!("build context {} is not a directory", context.display());
+    }
+    let (mf, text, generated) = load_modelfile(args.modelfile.as_deref(), context, ctx)?;
+    let resolved = modelfile::resolve(context, &mf)?;
+    let files: Vec<PackFile> = resolved
+        .into_iter()
+        .map(|f| {
+            let untested = generated && modelfile::classify(&f.rel_path, f.size).1;
+            PackFile { rel_path: f.rel_path, abs_path: f.abs_path, kind: f.kind, size: f.size, mode: f.mode, untested }
+        })
+        .collect();
+    let family = if args.legacy_cnai { Family::Cnai } else { Family::Cncf };
+    let epoch = PackOptions::source_date_epoch()?;
+    let created_at = if args.no_creation_time {
+        None
+    } else {
+        Some(rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp())))
+    };
+    let opts = PackOptions {
+        family,
+        format: args.layer_format,
+        mtime: epoch.unwrap_or(0),
+        created_at,
+        keep_metadata: args.keep_metadata,
+        concurrency: args.concurrency.max(1),
+    };
+    let descriptor = ModelDescriptor {
+        name: mf.name.clone(),
+        family: mf.family.clone(),
+        source_url: args.source_url.clone(),
+        revision: args.source_revision.clone(),
+        ..Default::default()
+    };
+    let settings = ModelSettings {
+        architecture: mf.arch.clone(),
+        format: mf.format.clone(),
+        param_size: mf.param_size.clone(),
+        precision: mf.precision.clone(),
+        quantization: mf.quantization.clone(),
+        capabilities: None,
+    };
+    let mut annotations = Annotations::new();
+    annotations.insert(family.modelfile_annotation().to_string(), text);
+    Ok(Plan { files, descriptor, settings, annotations, opts })
+}
+
+fn load_modelfile(explicit: Option<&Path>, context: &Path, ctx: &Ctx) -> Result<(Modelfile, String, bool)> {
+    let path = explicit.map(Path::to_path_buf).unwrap_or_else(|| context.join("Modelfile"));
+    if explicit.is_none() && !path.exists() {
+        let mf = modelfile::generate(context, &GenerateOptions::default())?;
+        ctx.out.status(format!(
+            "no Modelfile in {}: classified files automatically (review with `{} modelfile generate {}`)",
+            context.display(),
+            ctx.display_name,
+            context.display()
+        ));
+        let text = mf.to_text();
+        return Ok((mf, text, true));
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read Modelfile {}", path.display()))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "Modelfile".into());
+    let mf = modelfile::parse(&text, &name)?;
+    Ok((mf, text, false))
+}
+
+pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
+    let reference = parse_ref(&args.target)?;
+    if reference.digest.is_some() {
+        anyhow::bail!("{reference}: build needs a tag to name the result, not a digest");
+    }
+    let plan = plan(&args, &ctx)?;
+    let total: u64 = plan.files.iter().map(|f| f.size).sum();
+    let store = ctx.store()?;
+    let bar = ctx.out.bytes_bar(total, "building");
+    let pb = bar.clone();
+    let started = std::time::Instant::now();
+    let packed = super::blocking(move || {
+        let p = pack_to_store(&store, &plan.files, plan.descriptor, plan.settings, plan.annotations, &plan.opts, &|n| pb.inc(n))?;
+        let desc = Descriptor::new(media::OCI_MANIFEST, p.manifest_digest.clone(), p.manifest_bytes.len() as u64);
+        let mut desc = desc;
+        desc.artifact_type = p.manifest.artifact_type.clone();
+        store.tag(&reference, &desc)?;
+        Ok((p, reference))
+    })
+    .await?;
+    bar.finish_and_clear();
+    let (p, reference) = packed;
+    let elapsed = started.elapsed().as_secs_f64();
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({
+            "reference": reference.to_string(),
+            "digest": p.manifest_digest.to_string(),
+            "layers": p.manifest.layers.len(),
+            "bytes": total,
+            "bytesRead": p.bytes_read,
+            "layersCached": p.layers_cached,
+            "seconds": elapsed,
+        }))?;
+    } else {
+        ctx.out.status(format!(
+            "built {reference} ({} layers, {}, {} unchanged) in {elapsed:.2}s",
+            p.manifest.layers.len(),
+            crate::output::human_size(total),
+            p.layers_cached
+        ));
+        println!("{}", p.manifest_digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}

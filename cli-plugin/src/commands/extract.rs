@@ -1,0 +1,45 @@
+//! `extract REF --output DIR`: restore a stored model's files.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use modelpack_common::extract::{ExtractOptions, extract_from_store};
+
+use super::{Ctx, parse_ref};
+
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// Model reference (tag or digest)
+    pub reference: String,
+    /// Directory to restore the files into
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Layers extracted in parallel
+    #[arg(short, long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Do not apply mode and mtime from the artifact
+    #[arg(long)]
+    pub no_metadata: bool,
+}
+
+pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
+    let reference = parse_ref(&args.reference)?;
+    let store = ctx.store()?;
+    let loaded = store.load_manifest(&reference)?;
+    let opts = ExtractOptions { apply_metadata: !args.no_metadata, concurrency: args.concurrency };
+    let out = args.output.clone();
+    let stats = super::blocking(move || Ok(extract_from_store(&store, &loaded.manifest, &out, &opts)?)).await?;
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({"reference": reference.to_string(), "output": args.output, "stats": stats}))?;
+    } else {
+        ctx.out.status(format!(
+            "extracted {reference} to {}: {} written, {} unchanged",
+            args.output.display(),
+            stats.files_written,
+            stats.files_skipped
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,79 @@
+//! `ls`: REPOSITORY, TAG, DIGEST, CREATED, SIZE of every stored model.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use modelpack_common::config::ModelConfig;
+use serde::Serialize;
+
+use super::Ctx;
+use crate::output::{human_size, table};
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only print references
+    #[arg(long)]
+    pub names: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Row {
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: String,
+    pub created: Option<String>,
+    pub size: u64,
+    pub name: Option<String>,
+}
+
+pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let mut rows = Vec::new();
+    for e in store.entries()? {
+        let (repository, tag) = match &e.reference {
+            Some(r) => match r.parse::<modelpack_common::Reference>() {
+                Ok(p) => (p.name(), p.tag.clone()),
+                Err(_) => (r.clone(), None),
+            },
+            None => (e.repository.clone().unwrap_or_else(|| "<none>".into()), None),
+        };
+        let (created, size, name) = match store.load_manifest_digest(&e.descriptor.digest) {
+            Ok(m) => {
+                let cfg = store.read_blob(&m.manifest.config.digest).ok().and_then(|b| ModelConfig::parse(&b, "config").ok());
+                (
+                    cfg.as_ref().and_then(|c| c.descriptor.created_at.clone()),
+                    m.manifest.content_size() + m.bytes.len() as u64,
+                    cfg.and_then(|c| c.descriptor.name),
+                )
+            }
+            Err(_) => (None, 0, None),
+        };
+        rows.push(Row { repository, tag, digest: e.descriptor.digest.to_string(), created, size, name });
+    }
+    if ctx.out.json {
+        ctx.out.print_json(&rows)?;
+    } else if args.names {
+        for r in &rows {
+            match &r.tag {
+                Some(t) => println!("{}:{}", r.repository, t),
+                None => println!("{}@{}", r.repository, r.digest),
+            }
+        }
+    } else {
+        let cells: Vec<Vec<String>> = rows
+            .iter()
+            .map(|r| {
+                vec![
+                    r.repository.clone(),
+                    r.tag.clone().unwrap_or_else(|| "<none>".into()),
+                    r.digest[7..19].to_string(),
+                    r.created.clone().unwrap_or_else(|| "-".into()),
+                    human_size(r.size),
+                ]
+            })
+            .collect();
+        print!("{}", table(&["REPOSITORY", "TAG", "DIGEST", "CREATED", "SIZE"], &cells));
+    }
+    Ok(ExitCode::SUCCESS)
+}

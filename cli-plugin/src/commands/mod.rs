@@ -1,0 +1,91 @@
+//! One module per verb. Each exposes `Args` (clap) and `run`.
+
+pub mod build;
+pub mod extract;
+pub mod inspect;
+pub mod ls;
+pub mod modelfile;
+pub mod prune;
+pub mod rm;
+pub mod tag;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use modelpack_common::Reference;
+use modelpack_common::store::Store;
+
+use crate::cli::{Command, GlobalArgs};
+use crate::output::Output;
+use crate::plugin::Invocation;
+
+/// What every command needs to know about the invocation.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub storage_dir: PathBuf,
+    pub out: Output,
+    /// `docker modelpack` or `modelpack`: used in hints.
+    pub display_name: String,
+    /// docker's `--config DIR` (plugin mode).
+    pub docker_config_dir: Option<PathBuf>,
+}
+
+impl Ctx {
+    pub fn new(g: &GlobalArgs, inv: &Invocation) -> Self {
+        Ctx {
+            storage_dir: g.storage_dir.clone().unwrap_or_else(Store::default_root),
+            out: Output::new(g.json, g.quiet),
+            display_name: inv.display_name.clone(),
+            docker_config_dir: inv.docker_config_dir.clone(),
+        }
+    }
+
+    pub fn store(&self) -> Result<Store> {
+        Store::open(&self.storage_dir).with_context(|| format!("cannot open the local store at {}", self.storage_dir.display()))
+    }
+}
+
+pub fn parse_ref(s: &str) -> Result<Reference> {
+    Ok(s.parse::<Reference>()?)
+}
+
+pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
+    match cmd {
+        Command::Build(a) => build::run(a, ctx).await,
+        Command::Inspect(a) => inspect::run(a, ctx).await,
+        Command::Ls(a) => ls::run(a, ctx).await,
+        Command::Tag(a) => tag::run(a, ctx).await,
+        Command::Rm(a) => rm::run(a, ctx).await,
+        Command::Prune(a) => prune::run(a, ctx).await,
+        Command::Extract(a) => extract::run(a, ctx).await,
+        Command::Validate(a) => validate::run(a, ctx).await,
+        Command::Modelfile { command } => modelfile::run(command, ctx).await,
+        Command::Version => {
+            version(&ctx)?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn version(ctx: &Ctx) -> Result<()> {
+    let info = serde_json::json!({
+        "version": env!("CARGO_PKG_VERSION"),
+        "platform": format!("{}/{}", std::env::consts::OS, std::env::consts::ARCH),
+        "modelSpec": "v0.0.7+ (HEAD schema)",
+    });
+    if ctx.out.json {
+        ctx.out.print_json(&info)?;
+    } else {
+        println!("{} {}", ctx.display_name, env!("CARGO_PKG_VERSION"));
+        println!("platform: {}", info["platform"].as_str().unwrap_or_default());
+        println!("model-spec: {}", info["modelSpec"].as_str().unwrap_or_default());
+    }
+    Ok(())
+}
+
+/// Runs blocking work (file I/O, hashing) off the async runtime.
+pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.context("worker thread panicked")?
+}

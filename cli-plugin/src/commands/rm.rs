@@ -1,0 +1,35 @@
+//! `rm REF…`: a tag reference untags; a digest reference removes the manifest
+//! and every tag pointing to it. Blobs are freed by `prune`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{Ctx, parse_ref};
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// References to remove
+    #[arg(required = true)]
+    pub references: Vec<String>,
+}
+
+pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
+    let store = ctx.store()?;
+    let mut failed = false;
+    for r in &args.references {
+        let reference = parse_ref(r)?;
+        match store.remove(&reference)? {
+            0 => {
+                eprintln!("error: {reference} is not in the local store\nhint: run `{} ls` to see stored models", ctx.display_name);
+                failed = true;
+            }
+            n => ctx.out.status(format!("removed {reference} ({n} reference{})", if n == 1 { "" } else { "s" })),
+        }
+    }
+    if !failed {
+        ctx.out.status(format!("run `{} prune` to free unreferenced blobs", ctx.display_name));
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}

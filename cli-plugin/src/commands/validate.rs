@@ -1,0 +1,59 @@
+//! `validate REF | --config FILE | --manifest FILE`: the HEAD JSON Schema plus
+//! our lints; prints every problem with its JSON path, exits 1 when invalid.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use modelpack_common::validate::{self, Report};
+
+use super::{Ctx, parse_ref};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["reference", "config", "manifest"])))]
+pub struct ValidateArgs {
+    /// Model reference in the local store
+    pub reference: Option<String>,
+    /// A model config JSON file
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// A manifest JSON file (add --config to also check diffIds against it)
+    #[arg(long, value_name = "FILE")]
+    pub manifest: Option<PathBuf>,
+}
+
+fn read(p: &PathBuf) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
+    let (what, report): (String, Report) = if let Some(r) = &args.reference {
+        let reference = parse_ref(r)?;
+        let store = ctx.store()?;
+        let loaded = store.load_manifest(&reference)?;
+        let config = store.read_blob(&loaded.manifest.config.digest)?;
+        let sizes = |d: &modelpack_common::Digest| store.blob_size(d);
+        (reference.to_string(), validate::validate_artifact(&loaded.bytes, &config, &sizes))
+    } else {
+        match (&args.manifest, &args.config) {
+            (Some(m), Some(c)) => (format!("{} + {}", m.display(), c.display()), validate::validate_artifact(&read(m)?, &read(c)?, &|_| None)),
+            (Some(m), None) => (m.display().to_string(), validate::validate_manifest(&read(m)?)),
+            (None, Some(c)) => (c.display().to_string(), validate::validate_config(&read(c)?)),
+            (None, None) => unreachable!("clap requires one input"),
+        }
+    };
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({"input": what, "valid": report.is_valid(), "problems": report.problems}))?;
+    } else {
+        for p in &report.problems {
+            println!("{p}");
+        }
+        if report.is_valid() {
+            ctx.out.status(format!("{what}: valid ({} warning{})", report.warnings().count(), if report.warnings().count() == 1 { "" } else { "s" }));
+        } else {
+            eprintln!("{what}: invalid ({} error{})", report.errors().count(), if report.errors().count() == 1 { "" } else { "s" });
+        }
+    }
+    Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
