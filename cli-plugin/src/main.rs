@@ -12,13 +12,20 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
-    let inv = plugin::parse_invocation(std::env::args_os().collect(), std::env::var_os("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND").is_some());
+    let inv = plugin::parse_invocation(
+        std::env::args_os().collect(),
+        std::env::var_os("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND").is_some(),
+    );
     if inv.metadata {
         println!("{}", plugin::metadata_json());
         return ExitCode::SUCCESS;
     }
     let display_name: &'static str = Box::leak(inv.display_name.clone().into_boxed_str());
-    let matches = match cli::Cli::command().name(display_name).bin_name(display_name).try_get_matches_from(&inv.args) {
+    let matches = match cli::Cli::command()
+        .name(display_name)
+        .bin_name(display_name)
+        .try_get_matches_from(&inv.args)
+    {
         Ok(m) => m,
         Err(e) => e.exit(),
     };
@@ -27,7 +34,10 @@ fn main() -> ExitCode {
         Err(e) => e.exit(),
     };
     init_tracing(args.global.verbose, inv.debug);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -45,7 +55,10 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             print_error(&e);
-            if matches!(e.downcast_ref::<modelpack_common::Error>(), Some(modelpack_common::Error::Cancelled)) {
+            if matches!(
+                e.downcast_ref::<modelpack_common::Error>(),
+                Some(modelpack_common::Error::Cancelled)
+            ) {
                 // Partial downloads and upload sessions are kept for the next attempt to resume.
                 std::process::exit(130);
             }
@@ -84,6 +97,11 @@ fn init_tracing(verbose: u8, docker_debug: bool) {
         (0 | 1, true) | (2, _) => "debug",
         _ => "trace",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
 }

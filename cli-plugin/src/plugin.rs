@@ -36,20 +36,39 @@ pub fn metadata_json() -> String {
 }
 
 /// docker global options that take a value.
-const VALUE_FLAGS: &[&str] = &["--config", "-c", "--context", "-H", "--host", "-l", "--log-level", "--tlscacert", "--tlscert", "--tlskey"];
+const VALUE_FLAGS: &[&str] = &[
+    "--config",
+    "-c",
+    "--context",
+    "-H",
+    "--host",
+    "-l",
+    "--log-level",
+    "--tlscacert",
+    "--tlscert",
+    "--tlskey",
+];
 /// docker global options without a value.
 const BOOL_FLAGS: &[&str] = &["-D", "--debug", "--tls", "--tlsverify"];
 
 pub fn parse_invocation(argv: Vec<OsString>, plugin_env: bool) -> Invocation {
     let argv0 = argv.first().map(PathBuf::from).unwrap_or_default();
-    let base = argv0.file_name().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let base = argv0
+        .file_name()
+        .map(|s| s.to_string_lossy().to_string())
+        .unwrap_or_default();
     let plugin_name = match base.as_str() {
         "docker-modelpack" => Some("modelpack"),
         "docker-model" => Some("model"),
         _ => None,
     };
     let rest: Vec<OsString> = argv.into_iter().skip(1).collect();
-    if plugin_name.is_some() && rest.first().map(|a| a == "docker-cli-plugin-metadata").unwrap_or(false) {
+    if plugin_name.is_some()
+        && rest
+            .first()
+            .map(|a| a == "docker-cli-plugin-metadata")
+            .unwrap_or(false)
+    {
         return Invocation {
             display_name: String::new(),
             plugin: true,
@@ -82,7 +101,11 @@ pub fn parse_invocation(argv: Vec<OsString>, plugin_env: bool) -> Invocation {
         }
         if a == "help" && rest.get(i + 1).map(|n| n == name).unwrap_or(false) {
             // `docker help modelpack` → `modelpack --help`
-            let display = if plugin { format!("docker {name}") } else { base.clone() };
+            let display = if plugin {
+                format!("docker {name}")
+            } else {
+                base.clone()
+            };
             return Invocation {
                 display_name: display.clone(),
                 plugin,
@@ -101,7 +124,9 @@ pub fn parse_invocation(argv: Vec<OsString>, plugin_env: bool) -> Invocation {
                 Some(v) => v,
                 None => {
                     i += 1;
-                    rest.get(i).map(|v| v.to_string_lossy().to_string()).unwrap_or_default()
+                    rest.get(i)
+                        .map(|v| v.to_string_lossy().to_string())
+                        .unwrap_or_default()
                 }
             };
             match flag.as_str() {
@@ -118,9 +143,15 @@ pub fn parse_invocation(argv: Vec<OsString>, plugin_env: bool) -> Invocation {
             break;
         }
     }
-    let display_name = if plugin { format!("docker {name}") } else { base };
+    let display_name = if plugin {
+        format!("docker {name}")
+    } else {
+        base
+    };
     Invocation {
-        args: std::iter::once(OsString::from(display_name.clone())).chain(rest.into_iter().skip(i)).collect(),
+        args: std::iter::once(OsString::from(display_name.clone()))
+            .chain(rest.into_iter().skip(i))
+            .collect(),
         display_name,
         plugin,
         docker_config_dir,
@@ -136,20 +167,26 @@ pub async fn wait_for_cli_cancel() {
         return std::future::pending().await;
     };
     let addr = addr.to_string_lossy().to_string();
-    let conn = tokio::task::spawn_blocking(move || connect(&addr)).await;
-    let Ok(Ok(mut stream)) = conn else {
-        return std::future::pending().await;
-    };
-    let _ = tokio::task::spawn_blocking(move || {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    // A detached thread: the runtime must not wait for it on exit (the CLI
+    // keeps the socket open until we exit).
+    std::thread::spawn(move || {
         use std::io::Read;
+        let Ok(mut stream) = connect(&addr) else {
+            return;
+        };
         let mut buf = [0u8; 64];
         while let Ok(n) = stream.read(&mut buf) {
             if n == 0 {
                 break;
             }
         }
-    })
-    .await;
+        let _ = tx.send(());
+    });
+    if rx.await.is_err() {
+        // Could not connect: no cancellation channel.
+        std::future::pending::<()>().await;
+    }
 }
 
 fn connect(addr: &str) -> std::io::Result<std::os::unix::net::UnixStream> {
@@ -171,12 +208,29 @@ mod tests {
     }
 
     fn strs(i: &Invocation) -> Vec<String> {
-        i.args.iter().map(|a| a.to_string_lossy().to_string()).collect()
+        i.args
+            .iter()
+            .map(|a| a.to_string_lossy().to_string())
+            .collect()
     }
 
     #[test]
     fn plugin_mode_strips_docker_global_flags() {
-        let i = inv(&["/x/docker-modelpack", "--config", "/cfg", "-D", "-H", "unix:///x", "--context=default", "modelpack", "ls", "--json"], true);
+        let i = inv(
+            &[
+                "/x/docker-modelpack",
+                "--config",
+                "/cfg",
+                "-D",
+                "-H",
+                "unix:///x",
+                "--context=default",
+                "modelpack",
+                "ls",
+                "--json",
+            ],
+            true,
+        );
         assert!(i.plugin && i.debug);
         assert_eq!(i.docker_config_dir, Some(PathBuf::from("/cfg")));
         assert_eq!(strs(&i), ["docker modelpack", "ls", "--json"]);

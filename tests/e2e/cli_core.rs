@@ -17,7 +17,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env { dir: tempfile::tempdir().unwrap() }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
@@ -28,7 +30,9 @@ impl Env {
     /// `modelpack …` (standalone mode) against this env's store.
     fn mp(&self) -> Command {
         let mut c = Command::new(BIN);
-        c.env("MODELPACK_HOME", self.store()).env_remove("SOURCE_DATE_EPOCH").env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND");
+        c.env("MODELPACK_HOME", self.store())
+            .env_remove("SOURCE_DATE_EPOCH")
+            .env_remove("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND");
         c
     }
     fn run(&self, args: &[&str]) -> String {
@@ -40,14 +44,25 @@ impl Env {
         modelpack_common::modelfile::write_sample_model(&dir, 2, 300_000).unwrap();
         std::fs::create_dir_all(dir.join("scripts")).unwrap();
         std::fs::write(dir.join("scripts/run.sh"), "#!/bin/sh\necho run\n").unwrap();
-        std::fs::set_permissions(dir.join("scripts/run.sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            dir.join("scripts/run.sh"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
         dir
     }
 }
 
 fn modelfile(env: &Env, model: &Path) -> PathBuf {
     let mf = env.path("Modelfile");
-    env.run(&["modelfile", "generate", model.to_str().unwrap(), "--output", mf.to_str().unwrap(), "--overwrite"]);
+    env.run(&[
+        "modelfile",
+        "generate",
+        model.to_str().unwrap(),
+        "--output",
+        mf.to_str().unwrap(),
+        "--overwrite",
+    ]);
     mf
 }
 
@@ -59,16 +74,40 @@ fn build_validate_extract_reproduces_every_file() {
     let text = std::fs::read_to_string(&mf).unwrap();
     assert!(text.contains("FORMAT safetensors"), "{text}");
     assert!(text.contains("PRECISION bfloat16"), "{text}");
-    let digest = env.run(&["build", "-t", "localhost/t/model:v1", "-f", mf.to_str().unwrap(), model.to_str().unwrap()]);
+    let digest = env.run(&[
+        "build",
+        "-t",
+        "localhost/t/model:v1",
+        "-f",
+        mf.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
     assert!(digest.trim().starts_with("sha256:"), "{digest}");
     env.run(&["validate", "localhost/t/model:v1"]);
     let out = env.path("out");
-    env.run(&["extract", "localhost/t/model:v1", "--output", out.to_str().unwrap()]);
+    env.run(&[
+        "extract",
+        "localhost/t/model:v1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&model, &out);
     // Re-extract skips unchanged files.
-    let again = env.run(&["--json", "extract", "localhost/t/model:v1", "--output", out.to_str().unwrap()]);
+    let again = env.run(&[
+        "--json",
+        "extract",
+        "localhost/t/model:v1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     let v: serde_json::Value = serde_json::from_str(&again).unwrap();
-    assert_eq!(v["stats"]["filesWritten"].as_u64().or(v["stats"]["files_written"].as_u64()), Some(0), "{again}");
+    assert_eq!(
+        v["stats"]["filesWritten"]
+            .as_u64()
+            .or(v["stats"]["files_written"].as_u64()),
+        Some(0),
+        "{again}"
+    );
 }
 
 #[test]
@@ -76,16 +115,35 @@ fn inspect_digest_is_the_stored_bytes_and_ls_tag_rm_prune_work() {
     let env = Env::new();
     let model = env.model("model");
     let mf = modelfile(&env, &model);
-    let digest = env.run(&["build", "-t", "localhost/t/model:v1", "-f", mf.to_str().unwrap(), model.to_str().unwrap()]).trim().to_string();
-    let js: serde_json::Value = serde_json::from_str(&env.run(&["inspect", "--json", "localhost/t/model:v1"])).unwrap();
+    let digest = env
+        .run(&[
+            "build",
+            "-t",
+            "localhost/t/model:v1",
+            "-f",
+            mf.to_str().unwrap(),
+            model.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
+    let js: serde_json::Value =
+        serde_json::from_str(&env.run(&["inspect", "--json", "localhost/t/model:v1"])).unwrap();
     assert_eq!(js["digest"], digest.as_str());
     let hex = digest.strip_prefix("sha256:").unwrap();
     let raw = std::fs::read(env.store().join("blobs/sha256").join(hex)).unwrap();
-    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw))), digest);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw))),
+        digest
+    );
     let nfiles = modelpack_e2e::files_under(&model).len();
     assert_eq!(js["layers"].as_array().unwrap().len(), nfiles, "{js}");
     // Layer order: weight.config first, then weights, code, docs.
-    let kinds: Vec<String> = js["layers"].as_array().unwrap().iter().map(|l| l["mediaType"].as_str().unwrap().to_string()).collect();
+    let kinds: Vec<String> = js["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect();
     assert!(kinds[0].contains("weight.config"), "{kinds:?}");
 
     env.run(&["tag", "localhost/t/model:v1", "localhost/t/model:v2"]);
@@ -93,13 +151,33 @@ fn inspect_digest_is_the_stored_bytes_and_ls_tag_rm_prune_work() {
     assert_eq!(ls.as_array().unwrap().len(), 2, "{ls}");
     env.run(&["rm", "localhost/t/model:v1"]);
     let pruned: serde_json::Value = serde_json::from_str(&env.run(&["prune", "--json"])).unwrap();
-    assert_eq!(pruned["blobs"].as_array().unwrap().len(), 0, "v2 still references everything: {pruned}");
+    assert_eq!(
+        pruned["blobs"].as_array().unwrap().len(),
+        0,
+        "v2 still references everything: {pruned}"
+    );
     env.run(&["rm", &format!("localhost/t/model@{digest}")]);
-    let dry: serde_json::Value = serde_json::from_str(&env.run(&["prune", "--dry-run", "--json"])).unwrap();
-    assert_eq!(dry["blobs"].as_array().unwrap().len(), nfiles + 2, "layers + config + manifest: {dry}");
+    let dry: serde_json::Value =
+        serde_json::from_str(&env.run(&["prune", "--dry-run", "--json"])).unwrap();
+    assert_eq!(
+        dry["blobs"].as_array().unwrap().len(),
+        nfiles + 2,
+        "layers + config + manifest: {dry}"
+    );
     env.run(&["prune"]);
-    assert_eq!(std::fs::read_dir(env.store().join("blobs/sha256")).unwrap().count(), 0);
-    let err = fails(env.mp().args(["inspect", "localhost/t/model:v2"]).output().unwrap(), "inspect removed");
+    assert_eq!(
+        std::fs::read_dir(env.store().join("blobs/sha256"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let err = fails(
+        env.mp()
+            .args(["inspect", "localhost/t/model:v2"])
+            .output()
+            .unwrap(),
+        "inspect removed",
+    );
     assert!(err.contains("not found") && err.contains("hint:"), "{err}");
 }
 
@@ -117,19 +195,51 @@ fn same_directory_in_different_copies_on_different_days_gives_the_same_digest() 
         for (k, v) in extra {
             c.env(k, v);
         }
-        c.args(["build", "-t", "localhost/t/m:v1", "-f", mf.to_str().unwrap()]).args(flags).arg(dir);
+        c.args([
+            "build",
+            "-t",
+            "localhost/t/m:v1",
+            "-f",
+            mf.to_str().unwrap(),
+        ])
+        .args(flags)
+        .arg(dir);
         ok(c.output().unwrap(), "faketime build").trim().to_string()
     };
     let epoch = [("SOURCE_DATE_EPOCH", "1700000000")];
     let a = build(&model, "2026-01-01 10:00:00", "s1", &epoch, &[]);
     let b = build(&copy, "2027-06-30 23:00:00", "s2", &epoch, &[]);
     assert_eq!(a, b, "SOURCE_DATE_EPOCH build differs across copies/days");
-    let c = build(&model, "2026-01-01 10:00:00", "s3", &[], &["--no-creation-time"]);
-    let d = build(&copy, "2030-01-01 00:00:00", "s4", &[], &["--no-creation-time"]);
+    let c = build(
+        &model,
+        "2026-01-01 10:00:00",
+        "s3",
+        &[],
+        &["--no-creation-time"],
+    );
+    let d = build(
+        &copy,
+        "2030-01-01 00:00:00",
+        "s4",
+        &[],
+        &["--no-creation-time"],
+    );
     assert_eq!(c, d, "--no-creation-time build differs across copies/days");
     for fmt in ["tar", "tar+gzip", "tar+zstd"] {
-        let e = build(&model, "2026-01-01 10:00:00", &format!("t1{fmt}"), &epoch, &["--layer-format", fmt]);
-        let f = build(&copy, "2028-03-03 03:00:00", &format!("t2{fmt}"), &epoch, &["--layer-format", fmt]);
+        let e = build(
+            &model,
+            "2026-01-01 10:00:00",
+            &format!("t1{fmt}"),
+            &epoch,
+            &["--layer-format", fmt],
+        );
+        let f = build(
+            &copy,
+            "2028-03-03 03:00:00",
+            &format!("t2{fmt}"),
+            &epoch,
+            &["--layer-format", fmt],
+        );
         assert_eq!(e, f, "{fmt} build differs across copies/days");
     }
 }
@@ -140,12 +250,44 @@ fn skopeo_reads_the_store() {
     let env = Env::new();
     let model = env.model("model");
     let mf = modelfile(&env, &model);
-    let digest = env.run(&["build", "-t", "localhost/t/model:v1", "-f", mf.to_str().unwrap(), model.to_str().unwrap()]).trim().to_string();
+    let digest = env
+        .run(&[
+            "build",
+            "-t",
+            "localhost/t/model:v1",
+            "-f",
+            mf.to_str().unwrap(),
+            model.to_str().unwrap(),
+        ])
+        .trim()
+        .to_string();
     let other = env.path("other");
     let src = format!("oci:{}:localhost/t/model:v1", env.store().display());
-    ok(Command::new("skopeo").args(["copy", &src, &format!("oci:{}:copied", other.display())]).output().unwrap(), "skopeo copy");
-    let raw = ok(Command::new("skopeo").args(["inspect", "--raw", &format!("oci:{}:copied", other.display())]).output().unwrap(), "skopeo inspect");
-    assert_eq!(format!("sha256:{}", hex::encode(sha2::Sha256::digest(raw.trim_end().as_bytes()))), digest);
+    ok(
+        Command::new("skopeo")
+            .args(["copy", &src, &format!("oci:{}:copied", other.display())])
+            .output()
+            .unwrap(),
+        "skopeo copy",
+    );
+    let raw = ok(
+        Command::new("skopeo")
+            .args([
+                "inspect",
+                "--raw",
+                &format!("oci:{}:copied", other.display()),
+            ])
+            .output()
+            .unwrap(),
+        "skopeo inspect",
+    );
+    assert_eq!(
+        format!(
+            "sha256:{}",
+            hex::encode(sha2::Sha256::digest(raw.trim_end().as_bytes()))
+        ),
+        digest
+    );
 }
 
 #[test]
@@ -153,11 +295,31 @@ fn legacy_cnai_and_tar_formats_validate_and_extract() {
     let env = Env::new();
     let model = env.model("model");
     let mf = modelfile(&env, &model);
-    env.run(&["build", "--legacy-cnai", "--layer-format", "tar+zstd", "-t", "localhost/t/cnai:v1", "-f", mf.to_str().unwrap(), model.to_str().unwrap()]);
+    env.run(&[
+        "build",
+        "--legacy-cnai",
+        "--layer-format",
+        "tar+zstd",
+        "-t",
+        "localhost/t/cnai:v1",
+        "-f",
+        mf.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
     let m = env.run(&["inspect", "--manifest", "localhost/t/cnai:v1"]);
-    assert!(m.contains("application/vnd.cnai.model.manifest.v1+json") && m.contains("org.cnai.model.filepath") && m.contains(".v1.tar+zstd"), "{m}");
+    assert!(
+        m.contains("application/vnd.cnai.model.manifest.v1+json")
+            && m.contains("org.cnai.model.filepath")
+            && m.contains(".v1.tar+zstd"),
+        "{m}"
+    );
     let out = env.path("out");
-    env.run(&["extract", "localhost/t/cnai:v1", "--output", out.to_str().unwrap()]);
+    env.run(&[
+        "extract",
+        "localhost/t/cnai:v1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
     assert_same_tree(&model, &out);
 }
 
@@ -165,23 +327,49 @@ fn legacy_cnai_and_tar_formats_validate_and_extract() {
 fn bad_modelfile_error_names_file_and_line() {
     let env = Env::new();
     let model = env.model("model");
-    std::fs::write(model.join("Modelfile"), "NAME x\n# comment\nFORMATT safetensors\n").unwrap();
-    let err = fails(env.mp().args(["build", "-t", "localhost/t/x:v1", model.to_str().unwrap()]).output().unwrap(), "bad Modelfile");
-    assert!(err.contains("Modelfile:3:") && err.contains("FORMATT"), "{err}");
-    assert!(!env.store().join("index.json").exists() || !std::fs::read_to_string(env.store().join("index.json")).unwrap().contains("localhost/t/x"));
+    std::fs::write(
+        model.join("Modelfile"),
+        "NAME x\n# comment\nFORMATT safetensors\n",
+    )
+    .unwrap();
+    let err = fails(
+        env.mp()
+            .args(["build", "-t", "localhost/t/x:v1", model.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "bad Modelfile",
+    );
+    assert!(
+        err.contains("Modelfile:3:") && err.contains("FORMATT"),
+        "{err}"
+    );
+    assert!(
+        !env.store().join("index.json").exists()
+            || !std::fs::read_to_string(env.store().join("index.json"))
+                .unwrap()
+                .contains("localhost/t/x")
+    );
 }
 
 #[test]
 fn validate_files_prints_paths_and_exits_1() {
     let env = Env::new();
-    let good = Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/spec/modelpack-example-config.json");
+    let good =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../common/spec/modelpack-example-config.json");
     env.run(&["validate", "--config", good.to_str().unwrap()]);
     let bad = env.path("bad.json");
     std::fs::write(&bad, r#"{"descriptor":{},"config":{"paramSize":"8.03B"},"modelfs":{"type":"layers","diffIds":[]}}"#).unwrap();
-    let out = env.mp().args(["validate", "--config", bad.to_str().unwrap()]).output().unwrap();
+    let out = env
+        .mp()
+        .args(["validate", "--config", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("/config/paramSize") && text.contains("/modelfs/diffIds"), "{text}");
+    assert!(
+        text.contains("/config/paramSize") && text.contains("/modelfs/diffIds"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -192,19 +380,57 @@ fn crafted_artifact_with_escaping_path_is_refused_by_extract() {
     let store = modelpack_common::store::Store::open(env.store()).unwrap();
     let layer = store.put_bytes(b"pwned").unwrap();
     let mut d = Descriptor::new("application/vnd.cncf.model.weight.v1.raw", layer.clone(), 5);
-    d.annotations.insert("org.cncf.model.filepath".into(), "../../escaped.txt".into());
-    let cfg = format!(r#"{{"descriptor":{{}},"config":{{}},"modelfs":{{"type":"layers","diffIds":["{layer}"]}}}}"#);
+    d.annotations
+        .insert("org.cncf.model.filepath".into(), "../../escaped.txt".into());
+    let cfg = format!(
+        r#"{{"descriptor":{{}},"config":{{}},"modelfs":{{"type":"layers","diffIds":["{layer}"]}}}}"#
+    );
     let cd = store.put_bytes(cfg.as_bytes()).unwrap();
-    let m = Manifest::model(Family::Cncf, Descriptor::new(Family::Cncf.config_media_type(), cd, cfg.len() as u64), vec![d]);
+    let m = Manifest::model(
+        Family::Cncf,
+        Descriptor::new(Family::Cncf.config_media_type(), cd, cfg.len() as u64),
+        vec![d],
+    );
     let bytes = m.to_bytes();
     let md = store.put_bytes(&bytes).unwrap();
-    store.tag(&"localhost/evil/m:v1".parse().unwrap(), &Descriptor::new(modelpack_common::media::OCI_MANIFEST, md, bytes.len() as u64)).unwrap();
+    store
+        .tag(
+            &"localhost/evil/m:v1".parse().unwrap(),
+            &Descriptor::new(
+                modelpack_common::media::OCI_MANIFEST,
+                md,
+                bytes.len() as u64,
+            ),
+        )
+        .unwrap();
     let out = env.path("a/b/out");
-    let err = fails(env.mp().args(["extract", "localhost/evil/m:v1", "--output", out.to_str().unwrap()]).output().unwrap(), "evil extract");
-    assert!(err.contains("unsafe entry in layer") && err.contains(&layer.to_string()), "{err}");
+    let err = fails(
+        env.mp()
+            .args([
+                "extract",
+                "localhost/evil/m:v1",
+                "--output",
+                out.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "evil extract",
+    );
+    assert!(
+        err.contains("unsafe entry in layer") && err.contains(&layer.to_string()),
+        "{err}"
+    );
     assert!(!env.path("escaped.txt").exists() && !env.path("a/escaped.txt").exists());
-    let v = env.mp().args(["validate", "localhost/evil/m:v1"]).output().unwrap();
-    assert_eq!(v.status.code(), Some(1), "validate must flag the unsafe filepath");
+    let v = env
+        .mp()
+        .args(["validate", "localhost/evil/m:v1"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        v.status.code(),
+        Some(1),
+        "validate must flag the unsafe filepath"
+    );
 }
 
 #[test]
@@ -216,21 +442,62 @@ fn docker_cli_lists_and_runs_the_plugin() {
     std::os::unix::fs::symlink(BIN, cfg.join("cli-plugins/docker-modelpack")).unwrap();
     let docker = || {
         let mut c = Command::new("docker");
-        c.env("DOCKER_CONFIG", &cfg).env("MODELPACK_HOME", env.store()).env("DOCKER_HOST", "unix:///nonexistent.sock");
+        c.env("DOCKER_CONFIG", &cfg)
+            .env("MODELPACK_HOME", env.store())
+            .env("DOCKER_HOST", "unix:///nonexistent.sock");
         c
     };
     let help = ok(docker().arg("--help").output().unwrap(), "docker --help");
     assert!(help.contains("modelpack*"), "plugin not listed:\n{help}");
     let model = env.model("model");
     let mf = modelfile(&env, &model);
-    let digest = ok(docker().args(["modelpack", "build", "-t", "localhost/d/m:v1", "-f", mf.to_str().unwrap(), model.to_str().unwrap()]).output().unwrap(), "docker modelpack build");
+    let digest = ok(
+        docker()
+            .args([
+                "modelpack",
+                "build",
+                "-t",
+                "localhost/d/m:v1",
+                "-f",
+                mf.to_str().unwrap(),
+                model.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "docker modelpack build",
+    );
     assert!(digest.trim().starts_with("sha256:"));
     // Global docker flags before the plugin name are accepted.
-    let ls = ok(docker().args(["-D", "--config", cfg.to_str().unwrap(), "modelpack", "ls", "--names"]).output().unwrap(), "docker -D --config modelpack ls");
+    let ls = ok(
+        docker()
+            .args([
+                "-D",
+                "--config",
+                cfg.to_str().unwrap(),
+                "modelpack",
+                "ls",
+                "--names",
+            ])
+            .output()
+            .unwrap(),
+        "docker -D --config modelpack ls",
+    );
     assert!(ls.contains("localhost/d/m:v1"), "{ls}");
-    let usage = ok(docker().args(["modelpack", "--help"]).output().unwrap(), "docker modelpack --help");
-    assert!(usage.contains("docker modelpack"), "help should use the invoked name:\n{usage}");
-    let meta = ok(Command::new(BIN).arg("docker-cli-plugin-metadata").output().unwrap(), "metadata");
+    let usage = ok(
+        docker().args(["modelpack", "--help"]).output().unwrap(),
+        "docker modelpack --help",
+    );
+    assert!(
+        usage.contains("docker modelpack"),
+        "help should use the invoked name:\n{usage}"
+    );
+    let meta = ok(
+        Command::new(BIN)
+            .arg("docker-cli-plugin-metadata")
+            .output()
+            .unwrap(),
+        "metadata",
+    );
     let _: serde_json::Value = serde_json::from_str(&meta).unwrap();
 }
 
@@ -242,7 +509,15 @@ fn concurrent_builds_into_one_store_keep_every_tag() {
     let children: Vec<_> = (0..4)
         .map(|i| {
             env.mp()
-                .args(["build", "-q", "-t", &format!("localhost/c/m:v{i}"), "-f", mf.to_str().unwrap(), model.to_str().unwrap()])
+                .args([
+                    "build",
+                    "-q",
+                    "-t",
+                    &format!("localhost/c/m:v{i}"),
+                    "-f",
+                    mf.to_str().unwrap(),
+                    model.to_str().unwrap(),
+                ])
                 .spawn()
                 .unwrap()
         })

@@ -6,13 +6,25 @@ use std::process::{Command, Output};
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fails the test with an actionable message when a required tool is missing.
 pub fn require_tool(tool: &str) {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(found, "{tool} is required by this test: run integration/setup.sh");
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is required by this test: run integration/setup.sh"
+    );
 }
 
 /// Output of a command that must succeed.
@@ -40,7 +52,10 @@ pub fn fails(out: Output, what: &str) -> String {
 
 /// Every regular file under `dir`, relative, sorted.
 pub fn files_under(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = walk(dir).into_iter().map(|p| p.strip_prefix(dir).unwrap().to_path_buf()).collect();
+    let mut v: Vec<PathBuf> = walk(dir)
+        .into_iter()
+        .map(|p| p.strip_prefix(dir).unwrap().to_path_buf())
+        .collect();
     v.sort();
     v
 }
@@ -62,12 +77,30 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 pub fn assert_same_tree(a: &Path, b: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let (fa, fb) = (files_under(a), files_under(b));
-    assert_eq!(fa, fb, "file lists differ between {} and {}", a.display(), b.display());
+    assert_eq!(
+        fa,
+        fb,
+        "file lists differ between {} and {}",
+        a.display(),
+        b.display()
+    );
     for f in fa {
         let (pa, pb) = (a.join(&f), b.join(&f));
-        assert!(std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(), "{} differs", f.display());
-        let (ma, mb) = (std::fs::metadata(&pa).unwrap().permissions().mode() & 0o111, std::fs::metadata(&pb).unwrap().permissions().mode() & 0o111);
-        assert_eq!(ma != 0, mb != 0, "executable bit of {} differs", f.display());
+        assert!(
+            std::fs::read(&pa).unwrap() == std::fs::read(&pb).unwrap(),
+            "{} differs",
+            f.display()
+        );
+        let (ma, mb) = (
+            std::fs::metadata(&pa).unwrap().permissions().mode() & 0o111,
+            std::fs::metadata(&pb).unwrap().permissions().mode() & 0o111,
+        );
+        assert_eq!(
+            ma != 0,
+            mb != 0,
+            "executable bit of {} differs",
+            f.display()
+        );
     }
 }
 

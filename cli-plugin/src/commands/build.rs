@@ -50,7 +50,8 @@ pub struct BuildArgs {
 }
 
 fn parse_format(s: &str) -> Result<LayerFormat, String> {
-    s.parse().map_err(|e: modelpack_common::Error| e.to_string())
+    s.parse()
+        .map_err(|e: modelpack_common::Error| e.to_string())
 }
 
 /// A resolved build: the files and the config fields, shared with `--output-remote`.
@@ -73,15 +74,28 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
         .into_iter()
         .map(|f| {
             let untested = generated && modelfile::classify(&f.rel_path, f.size).1;
-            PackFile { rel_path: f.rel_path, abs_path: f.abs_path, kind: f.kind, size: f.size, mode: f.mode, untested }
+            PackFile {
+                rel_path: f.rel_path,
+                abs_path: f.abs_path,
+                kind: f.kind,
+                size: f.size,
+                mode: f.mode,
+                untested,
+            }
         })
         .collect();
-    let family = if args.legacy_cnai { Family::Cnai } else { Family::Cncf };
+    let family = if args.legacy_cnai {
+        Family::Cnai
+    } else {
+        Family::Cncf
+    };
     let epoch = PackOptions::source_date_epoch()?;
     let created_at = if args.no_creation_time {
         None
     } else {
-        Some(rfc3339(epoch.unwrap_or_else(|| chrono::Utc::now().timestamp())))
+        Some(rfc3339(
+            epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()),
+        ))
     };
     let opts = PackOptions {
         family,
@@ -108,11 +122,23 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
     };
     let mut annotations = Annotations::new();
     annotations.insert(family.modelfile_annotation().to_string(), text);
-    Ok(Plan { files, descriptor, settings, annotations, opts })
+    Ok(Plan {
+        files,
+        descriptor,
+        settings,
+        annotations,
+        opts,
+    })
 }
 
-fn load_modelfile(explicit: Option<&Path>, context: &Path, ctx: &Ctx) -> Result<(Modelfile, String, bool)> {
-    let path = explicit.map(Path::to_path_buf).unwrap_or_else(|| context.join("Modelfile"));
+fn load_modelfile(
+    explicit: Option<&Path>,
+    context: &Path,
+    ctx: &Ctx,
+) -> Result<(Modelfile, String, bool)> {
+    let path = explicit
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| context.join("Modelfile"));
     if explicit.is_none() && !path.exists() {
         let mf = modelfile::generate(context, &GenerateOptions::default())?;
         ctx.out.status(format!(
@@ -124,8 +150,12 @@ fn load_modelfile(explicit: Option<&Path>, context: &Path, ctx: &Ctx) -> Result<
         let text = mf.to_text();
         return Ok((mf, text, true));
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read Modelfile {}", path.display()))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "Modelfile".into());
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read Modelfile {}", path.display()))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().to_string())
+        .unwrap_or_else(|| "Modelfile".into());
     let mf = modelfile::parse(&text, &name)?;
     Ok((mf, text, false))
 }
@@ -142,8 +172,20 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
     let pb = bar.clone();
     let started = std::time::Instant::now();
     let packed = super::blocking(move || {
-        let p = pack_to_store(&store, &plan.files, plan.descriptor, plan.settings, plan.annotations, &plan.opts, &|n| pb.inc(n))?;
-        let desc = Descriptor::new(media::OCI_MANIFEST, p.manifest_digest.clone(), p.manifest_bytes.len() as u64);
+        let p = pack_to_store(
+            &store,
+            &plan.files,
+            plan.descriptor,
+            plan.settings,
+            plan.annotations,
+            &plan.opts,
+            &|n| pb.inc(n),
+        )?;
+        let desc = Descriptor::new(
+            media::OCI_MANIFEST,
+            p.manifest_digest.clone(),
+            p.manifest_bytes.len() as u64,
+        );
         let mut desc = desc;
         desc.artifact_type = p.manifest.artifact_type.clone();
         store.tag(&reference, &desc)?;

@@ -28,9 +28,14 @@ pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
     let reference = parse_ref(&args.reference)?;
     let store = ctx.store()?;
     let loaded = store.load_manifest(&reference)?;
-    let opts = ExtractOptions { apply_metadata: !args.no_metadata, concurrency: args.concurrency };
+    let opts = ExtractOptions {
+        apply_metadata: !args.no_metadata,
+        concurrency: args.concurrency,
+    };
     let out = args.output.clone();
-    let stats = super::blocking(move || Ok(extract_from_store(&store, &loaded.manifest, &out, &opts)?)).await?;
+    let stats =
+        super::blocking(move || Ok(extract_from_store(&store, &loaded.manifest, &out, &opts)?))
+            .await?;
     if ctx.out.json {
         ctx.out.print_json(&serde_json::json!({"reference": reference.to_string(), "output": args.output, "stats": stats}))?;
     } else {

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
+use modelpack_common::Digest;
 use modelpack_common::config::ModelConfig;
 use modelpack_common::manifest::Manifest;
-use modelpack_common::Digest;
 use serde::Serialize;
 
 use super::{Ctx, parse_ref};
@@ -46,7 +46,12 @@ pub struct LayerRow {
     pub filepath: Option<String>,
 }
 
-pub fn describe(reference: &str, digest: &Digest, manifest: &Manifest, config_bytes: &[u8]) -> InspectOutput {
+pub fn describe(
+    reference: &str,
+    digest: &Digest,
+    manifest: &Manifest,
+    config_bytes: &[u8],
+) -> InspectOutput {
     InspectOutput {
         reference: reference.to_string(),
         digest: digest.to_string(),
@@ -74,7 +79,10 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     let cfg: Option<ModelConfig> = serde_json::from_value(o.config.clone()).ok();
     println!("Reference:     {}", o.reference);
     println!("Digest:        {}", o.digest);
-    println!("Artifact type: {}", o.artifact_type.as_deref().unwrap_or("-"));
+    println!(
+        "Artifact type: {}",
+        o.artifact_type.as_deref().unwrap_or("-")
+    );
     println!("Config:        {}", o.config_digest);
     if let Some(c) = &cfg {
         let d = &c.descriptor;
@@ -107,7 +115,10 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
             ]
         })
         .collect();
-    print!("{}", table(&["FILEPATH", "SIZE", "DIGEST", "MEDIA TYPE"], &rows));
+    print!(
+        "{}",
+        table(&["FILEPATH", "SIZE", "DIGEST", "MEDIA TYPE"], &rows)
+    );
     Ok(())
 }
 
@@ -124,6 +135,14 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);
     }
-    print(&ctx, &describe(&reference.to_string(), &loaded.digest, &loaded.manifest, &config))?;
+    print(
+        &ctx,
+        &describe(
+            &reference.to_string(),
+            &loaded.digest,
+            &loaded.manifest,
+            &config,
+        ),
+    )?;
     Ok(ExitCode::SUCCESS)
 }

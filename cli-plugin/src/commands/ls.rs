@@ -36,11 +36,17 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                 Ok(p) => (p.name(), p.tag.clone()),
                 Err(_) => (r.clone(), None),
             },
-            None => (e.repository.clone().unwrap_or_else(|| "<none>".into()), None),
+            None => (
+                e.repository.clone().unwrap_or_else(|| "<none>".into()),
+                None,
+            ),
         };
         let (created, size, name) = match store.load_manifest_digest(&e.descriptor.digest) {
             Ok(m) => {
-                let cfg = store.read_blob(&m.manifest.config.digest).ok().and_then(|b| ModelConfig::parse(&b, "config").ok());
+                let cfg = store
+                    .read_blob(&m.manifest.config.digest)
+                    .ok()
+                    .and_then(|b| ModelConfig::parse(&b, "config").ok());
                 (
                     cfg.as_ref().and_then(|c| c.descriptor.created_at.clone()),
                     m.manifest.content_size() + m.bytes.len() as u64,
@@ -49,7 +55,14 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             }
             Err(_) => (None, 0, None),
         };
-        rows.push(Row { repository, tag, digest: e.descriptor.digest.to_string(), created, size, name });
+        rows.push(Row {
+            repository,
+            tag,
+            digest: e.descriptor.digest.to_string(),
+            created,
+            size,
+            name,
+        });
     }
     if ctx.out.json {
         ctx.out.print_json(&rows)?;
@@ -73,7 +86,10 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                 ]
             })
             .collect();
-        print!("{}", table(&["REPOSITORY", "TAG", "DIGEST", "CREATED", "SIZE"], &cells));
+        print!(
+            "{}",
+            table(&["REPOSITORY", "TAG", "DIGEST", "CREATED", "SIZE"], &cells)
+        );
     }
     Ok(ExitCode::SUCCESS)
 }

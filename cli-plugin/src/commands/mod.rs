@@ -28,7 +28,8 @@ pub struct Ctx {
     pub out: Output,
     /// `docker modelpack` or `modelpack`: used in hints.
     pub display_name: String,
-    /// docker's `--config DIR` (plugin mode).
+    /// docker's `--config DIR` (plugin mode); credentials are read from there.
+    #[allow(dead_code)] // read by the registry verbs
     pub docker_config_dir: Option<PathBuf>,
 }
 
@@ -43,7 +44,12 @@ impl Ctx {
     }
 
     pub fn store(&self) -> Result<Store> {
-        Store::open(&self.storage_dir).with_context(|| format!("cannot open the local store at {}", self.storage_dir.display()))
+        Store::open(&self.storage_dir).with_context(|| {
+            format!(
+                "cannot open the local store at {}",
+                self.storage_dir.display()
+            )
+        })
     }
 }
 
@@ -79,13 +85,23 @@ fn version(ctx: &Ctx) -> Result<()> {
         ctx.out.print_json(&info)?;
     } else {
         println!("{} {}", ctx.display_name, env!("CARGO_PKG_VERSION"));
-        println!("platform: {}", info["platform"].as_str().unwrap_or_default());
-        println!("model-spec: {}", info["modelSpec"].as_str().unwrap_or_default());
+        println!(
+            "platform: {}",
+            info["platform"].as_str().unwrap_or_default()
+        );
+        println!(
+            "model-spec: {}",
+            info["modelSpec"].as_str().unwrap_or_default()
+        );
     }
     Ok(())
 }
 
 /// Runs blocking work (file I/O, hashing) off the async runtime.
-pub async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f).await.context("worker thread panicked")?
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .context("worker thread panicked")?
 }

@@ -73,7 +73,8 @@ pub async fn run(cmd: ModelfileCommand, ctx: Ctx) -> Result<ExitCode> {
     let output = a.output.clone().unwrap_or_else(|| a.dir.clone());
     let written = modelfile::write_generated(&a.dir, &output, a.overwrite, &opts)?;
     if ctx.out.json {
-        ctx.out.print_json(&serde_json::json!({"modelfile": written}))?;
+        ctx.out
+            .print_json(&serde_json::json!({"modelfile": written}))?;
     } else {
         ctx.out.status(format!("wrote {}", written.display()));
     }

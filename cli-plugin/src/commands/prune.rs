@@ -20,11 +20,24 @@ pub async fn run(args: PruneArgs, ctx: Ctx) -> Result<ExitCode> {
     let freed = super::blocking(move || Ok(store.prune(args.dry_run)?)).await?;
     let total: u64 = freed.iter().map(|(_, s)| s).sum();
     if ctx.out.json {
-        let blobs: Vec<_> = freed.iter().map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s})).collect();
-        ctx.out.print_json(&serde_json::json!({"dryRun": args.dry_run, "blobs": blobs, "bytes": total}))?;
+        let blobs: Vec<_> = freed
+            .iter()
+            .map(|(d, s)| serde_json::json!({"digest": d.to_string(), "size": s}))
+            .collect();
+        ctx.out.print_json(
+            &serde_json::json!({"dryRun": args.dry_run, "blobs": blobs, "bytes": total}),
+        )?;
     } else {
         for (d, s) in &freed {
-            println!("{}{d} {}", if args.dry_run { "would delete " } else { "deleted " }, human_size(*s));
+            println!(
+                "{}{d} {}",
+                if args.dry_run {
+                    "would delete "
+                } else {
+                    "deleted "
+                },
+                human_size(*s)
+            );
         }
         ctx.out.status(format!(
             "{} {} blob{} ({})",

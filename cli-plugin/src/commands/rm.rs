@@ -22,14 +22,27 @@ pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
         let reference = parse_ref(r)?;
         match store.remove(&reference)? {
             0 => {
-                eprintln!("error: {reference} is not in the local store\nhint: run `{} ls` to see stored models", ctx.display_name);
+                eprintln!(
+                    "error: {reference} is not in the local store\nhint: run `{} ls` to see stored models",
+                    ctx.display_name
+                );
                 failed = true;
             }
-            n => ctx.out.status(format!("removed {reference} ({n} reference{})", if n == 1 { "" } else { "s" })),
+            n => ctx.out.status(format!(
+                "removed {reference} ({n} reference{})",
+                if n == 1 { "" } else { "s" }
+            )),
         }
     }
     if !failed {
-        ctx.out.status(format!("run `{} prune` to free unreferenced blobs", ctx.display_name));
+        ctx.out.status(format!(
+            "run `{} prune` to free unreferenced blobs",
+            ctx.display_name
+        ));
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

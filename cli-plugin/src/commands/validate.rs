@@ -34,12 +34,24 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
         let loaded = store.load_manifest(&reference)?;
         let config = store.read_blob(&loaded.manifest.config.digest)?;
         let sizes = |d: &modelpack_common::Digest| store.blob_size(d);
-        (reference.to_string(), validate::validate_artifact(&loaded.bytes, &config, &sizes))
+        (
+            reference.to_string(),
+            validate::validate_artifact(&loaded.bytes, &config, &sizes),
+        )
     } else {
         match (&args.manifest, &args.config) {
-            (Some(m), Some(c)) => (format!("{} + {}", m.display(), c.display()), validate::validate_artifact(&read(m)?, &read(c)?, &|_| None)),
-            (Some(m), None) => (m.display().to_string(), validate::validate_manifest(&read(m)?)),
-            (None, Some(c)) => (c.display().to_string(), validate::validate_config(&read(c)?)),
+            (Some(m), Some(c)) => (
+                format!("{} + {}", m.display(), c.display()),
+                validate::validate_artifact(&read(m)?, &read(c)?, &|_| None),
+            ),
+            (Some(m), None) => (
+                m.display().to_string(),
+                validate::validate_manifest(&read(m)?),
+            ),
+            (None, Some(c)) => (
+                c.display().to_string(),
+                validate::validate_config(&read(c)?),
+            ),
             (None, None) => unreachable!("clap requires one input"),
         }
     };
@@ -50,10 +62,30 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
             println!("{p}");
         }
         if report.is_valid() {
-            ctx.out.status(format!("{what}: valid ({} warning{})", report.warnings().count(), if report.warnings().count() == 1 { "" } else { "s" }));
+            ctx.out.status(format!(
+                "{what}: valid ({} warning{})",
+                report.warnings().count(),
+                if report.warnings().count() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ));
         } else {
-            eprintln!("{what}: invalid ({} error{})", report.errors().count(), if report.errors().count() == 1 { "" } else { "s" });
+            eprintln!(
+                "{what}: invalid ({} error{})",
+                report.errors().count(),
+                if report.errors().count() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            );
         }
     }
-    Ok(if report.is_valid() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if report.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

@@ -145,6 +145,50 @@ pub fn extract_layer(
     }
 }
 
+/// True when the raw layer's file is already at `dest`, unchanged since we wrote it.
+pub fn is_extracted(dest: &Path, layer: &Descriptor) -> bool {
+    let mtime = layer.file_metadata().and_then(|m| m.mtime_unix());
+    already_extracted(dest, &layer.digest, layer.size, mtime)
+}
+
+/// Places a downloaded, already verified blob: a raw layer's file is renamed
+/// into place (no copy), a tar layer is unpacked and its blob removed.
+pub fn place_verified_blob(
+    layer: &Descriptor,
+    blob: &Path,
+    out: &Path,
+    opts: &ExtractOptions,
+) -> Result<ExtractStats> {
+    if layer_format(layer) != LayerFormat::Raw {
+        let stats = extract_layer(layer, blob, out, opts)?;
+        let _ = fs::remove_file(blob);
+        return Ok(stats);
+    }
+    let name = layer_name(layer);
+    let rel = layer
+        .filepath()
+        .ok_or_else(|| Error::Artifact(format!("layer {name} has no file path annotation")))?;
+    let rel = safe_relative_path(&name, rel)?;
+    let dest = path::prepare_parent(&name, out, &rel)?;
+    fs::rename(blob, &dest).ctx("rename into place", &dest)?;
+    let meta = layer.file_metadata();
+    if opts.apply_metadata {
+        finish_file(
+            &dest,
+            &layer.digest,
+            meta.as_ref().map(|m| m.mode & 0o777).filter(|m| *m != 0),
+            meta.as_ref().and_then(|m| m.mtime_unix()),
+        )?;
+    } else {
+        finish_file(&dest, &layer.digest, None, None)?;
+    }
+    Ok(ExtractStats {
+        files_written: 1,
+        bytes_written: layer.size,
+        ..Default::default()
+    })
+}
+
 fn extract_raw(
     layer: &Descriptor,
     blob: File,

@@ -1,1 +1,164 @@
-//! ModelPack validation: the HEAD JSON Schema plus lints the schema misses.
+//! ModelPack validation: the HEAD JSON Schema (embedded from `common/spec/`)
+//! plus the lints the schema misses (L1–L13, see docs/validation in the
+//! reference): paramSize grammar, precision values, SPDX licences, digest
+//! syntax, diffIds against layers, manifest media types, file path
+//! annotations, titles, sizes, RFC 3339 dates. Every problem carries the JSON
+//! path of the offending value.
+
+mod lints;
+mod schema;
+mod spdx;
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::digest::Digest;
+
+pub use lints::{lint_config, lint_manifest, lint_pair};
+pub use schema::schema_problems;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    pub severity: Severity,
+    /// `config:/config/paramSize`, `manifest:/layers/2/annotations/org.cncf.model.filepath`, …
+    pub path: String,
+    pub message: String,
+    /// `L1`…`L13`, or `None` for a JSON Schema violation.
+    pub lint: Option<&'static str>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sev = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        match self.lint {
+            Some(l) => write!(f, "{sev} {} [{l}]: {}", self.path, self.message),
+            None => write!(f, "{sev} {} [schema]: {}", self.path, self.message),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub problems: Vec<Problem>,
+}
+
+impl Report {
+    pub fn is_valid(&self) -> bool {
+        !self.problems.iter().any(|p| p.severity == Severity::Error)
+    }
+    pub fn errors(&self) -> impl Iterator<Item = &Problem> {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+    }
+    pub fn warnings(&self) -> impl Iterator<Item = &Problem> {
+        self.problems
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+    }
+    pub(crate) fn error(
+        &mut self,
+        path: impl Into<String>,
+        lint: Option<&'static str>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            severity: Severity::Error,
+            path: path.into(),
+            message: message.into(),
+            lint,
+        });
+    }
+    pub(crate) fn warn(
+        &mut self,
+        path: impl Into<String>,
+        lint: Option<&'static str>,
+        message: impl Into<String>,
+    ) {
+        self.problems.push(Problem {
+            severity: Severity::Warning,
+            path: path.into(),
+            message: message.into(),
+            lint,
+        });
+    }
+}
+
+/// JSON-pointer escaping of one segment.
+pub(crate) fn seg(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Validates a config document: schema (HEAD, or v0.0.6 for snake_case) plus config lints.
+pub fn validate_config(bytes: &[u8]) -> Report {
+    let mut r = Report::default();
+    let v: serde_json::Value = match serde_json::from_slice(bytes) {
+        Ok(v) => v,
+        Err(e) => {
+            r.error(
+                "config:",
+                None,
+                format!(
+                    "not valid JSON (line {}, column {}): {e}",
+                    e.line(),
+                    e.column()
+                ),
+            );
+            return r;
+        }
+    };
+    schema_problems(&v, &mut r);
+    lint_config(&v, &mut r);
+    r
+}
+
+/// Validates a manifest document on its own.
+pub fn validate_manifest(bytes: &[u8]) -> Report {
+    let mut r = Report::default();
+    match serde_json::from_slice::<serde_json::Value>(bytes) {
+        Ok(v) => lint_manifest(&v, &mut r),
+        Err(e) => r.error(
+            "manifest:",
+            None,
+            format!(
+                "not valid JSON (line {}, column {}): {e}",
+                e.line(),
+                e.column()
+            ),
+        ),
+    }
+    r
+}
+
+/// Validates manifest and config together (diffIds vs layers, config descriptor)
+/// and, where `blob_size` knows a blob, descriptor sizes.
+pub fn validate_artifact(
+    manifest: &[u8],
+    config: &[u8],
+    blob_size: &dyn Fn(&Digest) -> Option<u64>,
+) -> Report {
+    let mut r = validate_manifest(manifest);
+    let c = validate_config(config);
+    r.problems.extend(c.problems);
+    if let (Ok(m), Ok(c)) = (
+        serde_json::from_slice::<serde_json::Value>(manifest),
+        serde_json::from_slice::<serde_json::Value>(config),
+    ) {
+        lint_pair(&m, &c, config, blob_size, &mut r);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests;

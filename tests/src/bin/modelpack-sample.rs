@@ -23,20 +23,32 @@ fn main() {
         match args[i].as_str() {
             "--shards" => {
                 i += 1;
-                shards = args.get(i).and_then(|s| s.parse().ok()).unwrap_or_else(|| die("--shards needs a number"));
+                shards = args
+                    .get(i)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| die("--shards needs a number"));
             }
             "--size" => {
                 i += 1;
-                size = args.get(i).and_then(|s| parse_size(s)).unwrap_or_else(|| die("--size needs a size like 64M or 4G"));
+                size = args
+                    .get(i)
+                    .and_then(|s| parse_size(s))
+                    .unwrap_or_else(|| die("--size needs a size like 64M or 4G"));
             }
-            other if dir.is_none() && !other.starts_with('-') => dir = Some(std::path::PathBuf::from(other)),
+            other if dir.is_none() && !other.starts_with('-') => {
+                dir = Some(std::path::PathBuf::from(other))
+            }
             other => die(&format!("unexpected argument {other:?}")),
         }
         i += 1;
     }
-    let dir = dir.unwrap_or_else(|| die("usage: modelpack-sample DIR [--shards N] [--size 64M] (total weight bytes)"));
+    let dir = dir.unwrap_or_else(|| {
+        die("usage: modelpack-sample DIR [--shards N] [--size 64M] (total weight bytes)")
+    });
     let shards = shards.max(1);
-    if let Err(e) = modelpack_common::modelfile::write_sample_model(&dir, shards, size / shards as u64) {
+    if let Err(e) =
+        modelpack_common::modelfile::write_sample_model(&dir, shards, size / shards as u64)
+    {
         die(&e.to_string());
     }
 }

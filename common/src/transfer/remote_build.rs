@@ -1,0 +1,107 @@
+//! `build --output-remote`: pack straight into a registry, nothing stored
+//! locally except the digest cache. Unchanged files are recognised from the
+//! cache and skipped with a HEAD (also after `upload` pre-pushed them); raw
+//! layers are uploaded from the source file itself, encoded layers through a
+//! temp file that is removed afterwards.
+
+use futures::stream::{self, StreamExt, TryStreamExt};
+
+use crate::config::{ModelDescriptor, ModelSettings};
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::manifest::Annotations;
+use crate::media::LayerFormat;
+use crate::pack::{self, DigestCache, LayerEncoding, PackFile, PackOptions};
+use crate::reference::Reference;
+use crate::registry::RegistryClient;
+use crate::store::Store;
+
+use super::{KnownBlobs, PushReport, TransferProgress, push::BlobReport};
+
+#[allow(clippy::too_many_arguments)]
+pub async fn pack_to_registry(
+    client: &RegistryClient,
+    store: &Store,
+    remote: &Reference,
+    files: &[PackFile],
+    descriptor: ModelDescriptor,
+    settings: ModelSettings,
+    annotations: Annotations,
+    opts: &PackOptions,
+    progress: &dyn TransferProgress,
+) -> Result<PushReport> {
+    pack::check_unique_paths(files)?;
+    let cache = DigestCache::open(store);
+    let known = KnownBlobs::open(store);
+    let results: Vec<(LayerEncoding, BlobReport)> = stream::iter(files.iter().map(|file| {
+        let (cache, known) = (&cache, &known);
+        async move {
+            progress.blob_started(&file.rel_path, file.size);
+            let (enc, temp) = match cache.lookup(file, opts) {
+                Some(enc) if opts.format == LayerFormat::Raw => (enc, None),
+                _ => encode(store, file, opts).await?,
+            };
+            cache.record(file, opts, &enc);
+            let source = temp.clone().unwrap_or_else(|| file.abs_path.clone());
+            let candidates = known.mount_candidates(&enc.digest, &remote.registry, &remote.repository);
+            let outcome = client.push_blob_file(remote, &enc.digest, enc.size, &source, &candidates, progress).await;
+            if let Some(t) = &temp {
+                let _ = std::fs::remove_file(t);
+            }
+            let outcome = outcome?;
+            known.record(&enc.digest, &remote.registry, &remote.repository);
+            let (action, bytes_sent) = match outcome {
+                crate::registry::PushOutcome::Exists => (super::BlobAction::Exists, 0),
+                crate::registry::PushOutcome::Mounted => (super::BlobAction::Mounted, 0),
+                crate::registry::PushOutcome::Uploaded { bytes_sent } => (super::BlobAction::Uploaded, bytes_sent),
+            };
+            progress.blob_finished(&file.rel_path, file.size, action.as_str());
+            let report = BlobReport { digest: enc.digest.clone(), size: enc.size, name: file.rel_path.clone(), action, bytes_sent };
+            Ok::<_, Error>((enc, report))
+        }
+    }))
+    .buffered(opts.concurrency.max(1))
+    .try_collect()
+    .await?;
+    cache.save();
+    let layers = files.iter().zip(&results).map(|(f, (enc, _))| (pack::layer_descriptor(f, enc, opts), enc.diff_id.clone())).collect();
+    let (_, config_bytes, manifest) = pack::assemble(layers, descriptor, settings, annotations, opts);
+    client.push_blob_bytes(remote, &config_bytes).await?;
+    let manifest_bytes = manifest.to_bytes();
+    let target = remote.with_tag(remote.tag_or_default().unwrap_or("latest"));
+    let digest = client.put_manifest(&target, &manifest_bytes, crate::media::OCI_MANIFEST).await?;
+    if digest != Digest::of(&manifest_bytes) {
+        return Err(Error::DigestMismatch { what: format!("manifest pushed to {target}"), expected: Digest::of(&manifest_bytes).to_string(), actual: digest.to_string() });
+    }
+    known.save();
+    let blobs: Vec<BlobReport> = results.into_iter().map(|(_, r)| r).collect();
+    Ok(PushReport { reference: target.to_string(), digest, bytes_sent: blobs.iter().map(|b| b.bytes_sent).sum(), blobs })
+}
+
+/// Hashes a raw file, or encodes a tar layer into a temp file in the store's tmp dir.
+async fn encode(store: &Store, file: &PackFile, opts: &PackOptions) -> Result<(LayerEncoding, Option<std::path::PathBuf>)> {
+    let (file, opts, tmp) = (file.clone(), opts.clone(), store.tmp_dir());
+    tokio::task::spawn_blocking(move || {
+        if opts.format == LayerFormat::Raw {
+            let (digest, size) = crate::digest::hash_file(&file.abs_path)?;
+            return Ok((LayerEncoding { diff_id: digest.clone(), digest, size }, None));
+        }
+        let (path, f) = crate::store::tempfile_in(&tmp)?;
+        let mut w = std::io::BufWriter::with_capacity(crate::digest::COPY_BUF, f);
+        let enc = pack::encode_layer(&file, &opts, &mut w, &|_| {});
+        let enc = enc.and_then(|e| {
+            use std::io::Write;
+            w.flush().map_err(|err| Error::io("write", &path, err))?;
+            Ok(e)
+        });
+        match enc {
+            Ok(e) => Ok((e, Some(path))),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(e)
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("encoding worker failed: {e}")))?
+}

@@ -1,0 +1,325 @@
+//! Lints the JSON Schema cannot express (L1–L13).
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+
+use crate::digest::Digest;
+use crate::media::{self, Family, LayerFormat, LayerType};
+use crate::modelfile::{PRECISIONS, valid_param_size};
+
+use super::spdx::{self, Check};
+use super::{Report, seg};
+
+fn rfc3339(s: &str) -> bool {
+    chrono::DateTime::parse_from_rfc3339(s).is_ok()
+}
+
+pub fn lint_config(v: &Value, r: &mut Report) {
+    if let Some(p) = v
+        .pointer("/config/paramSize")
+        .or_else(|| v.pointer("/config/param_size"))
+        .and_then(Value::as_str)
+        && !valid_param_size(p)
+    {
+        r.error("config:/config/paramSize", Some("L1"), format!("{p:?} is not a parameter count like 8B, 6.7B or 500M (digits, at most one decimal, unit Q/T/B/M/K)"));
+    }
+    if let Some(p) = v.pointer("/config/precision").and_then(Value::as_str) {
+        for part in p.split(',').map(str::trim) {
+            if !PRECISIONS.contains(&part) {
+                r.error(
+                    "config:/config/precision",
+                    Some("L2"),
+                    format!(
+                        "{part:?} is not a spec precision ({})",
+                        PRECISIONS.join(", ")
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(ls) = v.pointer("/descriptor/licenses").and_then(Value::as_array) {
+        for (i, l) in ls.iter().enumerate() {
+            let Some(l) = l.as_str() else { continue };
+            match spdx::check(l) {
+                Check::Ok => {}
+                Check::Unknown(ids) => r.warn(format!("config:/descriptor/licenses/{i}"), Some("L3"), format!("{} not a known SPDX identifier (use LicenseRef-<name> for custom licenses)", ids.join(", "))),
+                Check::Invalid(why) => r.error(format!("config:/descriptor/licenses/{i}"), Some("L3"), format!("{l:?} is not an SPDX license expression: {why}")),
+            }
+        }
+    }
+    let diff_key = if v.pointer("/modelfs/diffIds").is_some() {
+        "diffIds"
+    } else {
+        "diff_ids"
+    };
+    if let Some(ids) = v
+        .pointer(&format!("/modelfs/{diff_key}"))
+        .and_then(Value::as_array)
+    {
+        for (i, d) in ids.iter().enumerate() {
+            if let Some(s) = d.as_str()
+                && let Err(e) = s.parse::<Digest>()
+            {
+                r.error(
+                    format!("config:/modelfs/{diff_key}/{i}"),
+                    Some("L4"),
+                    e.to_string(),
+                );
+            }
+        }
+    }
+    for (ptr, name) in [
+        ("/descriptor/createdAt", "createdAt"),
+        ("/config/capabilities/knowledgeCutoff", "knowledgeCutoff"),
+    ] {
+        if let Some(s) = v.pointer(ptr).and_then(Value::as_str)
+            && !rfc3339(s)
+        {
+            r.error(
+                format!("config:{ptr}"),
+                Some("L12"),
+                format!("{name} {s:?} is not an RFC 3339 date-time (e.g. 2025-01-01T00:00:00Z)"),
+            );
+        }
+    }
+}
+
+fn check_digest(r: &mut Report, path: String, v: Option<&Value>) {
+    match v.and_then(Value::as_str) {
+        Some(s) => {
+            if let Err(e) = s.parse::<Digest>() {
+                r.error(path, Some("L4"), e.to_string());
+            }
+        }
+        None => r.error(path, None, "digest is missing"),
+    }
+}
+
+pub fn lint_manifest(v: &Value, r: &mut Report) {
+    if v.get("schemaVersion").and_then(Value::as_u64) != Some(2) {
+        r.error("manifest:/schemaVersion", None, "schemaVersion must be 2");
+    }
+    match v.get("mediaType").and_then(Value::as_str) {
+        Some(media::OCI_MANIFEST) => {}
+        other => r.error(
+            "manifest:/mediaType",
+            Some("L7"),
+            format!("must be {} (got {other:?})", media::OCI_MANIFEST),
+        ),
+    }
+    let at = v.get("artifactType").and_then(Value::as_str);
+    match at.and_then(Family::of_media_type) {
+        Some(f) if at == Some(f.artifact_type().as_str()) => {
+            if f == Family::Cnai {
+                r.warn("manifest:/artifactType", Some("L7"), "legacy cnai identifiers (model-spec ≤ v0.0.6, Harbor 2.13); current is application/vnd.cncf.model.manifest.v1+json");
+            }
+        }
+        _ => r.error(
+            "manifest:/artifactType",
+            Some("L7"),
+            format!("must be {} (got {at:?})", Family::Cncf.artifact_type()),
+        ),
+    }
+    let cmt = v.pointer("/config/mediaType").and_then(Value::as_str);
+    if ![
+        Family::Cncf.config_media_type(),
+        Family::Cnai.config_media_type(),
+    ]
+    .iter()
+    .any(|m| Some(m.as_str()) == cmt)
+    {
+        r.error(
+            "manifest:/config/mediaType",
+            Some("L7"),
+            format!("must be {} (got {cmt:?})", Family::Cncf.config_media_type()),
+        );
+    }
+    check_digest(
+        r,
+        "manifest:/config/digest".into(),
+        v.pointer("/config/digest"),
+    );
+    let Some(layers) = v.get("layers").and_then(Value::as_array) else {
+        r.error("manifest:/layers", None, "layers must be an array");
+        return;
+    };
+    if layers.is_empty() {
+        r.error("manifest:/layers", None, "a model needs at least one layer");
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (i, l) in layers.iter().enumerate() {
+        let base = format!("manifest:/layers/{i}");
+        check_digest(r, format!("{base}/digest"), l.get("digest"));
+        let mt = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
+        match LayerType::parse(mt) {
+            Some(t) if t.legacy_dmr => r.warn(format!("{base}/mediaType"), Some("L8"), format!("{mt} is a Docker Model Runner legacy type; the spec uses …weight.v1.raw with config.format")),
+            Some(_) => {}
+            None => r.warn(format!("{base}/mediaType"), Some("L8"), format!("{mt:?} is not one of the 20 ModelPack layer media types")),
+        }
+        let ann = l.get("annotations").and_then(Value::as_object);
+        let get = |k: &str| ann.and_then(|a| a.get(k)).and_then(Value::as_str);
+        let cncf = Family::Cncf.filepath_annotation();
+        let cnai = Family::Cnai.filepath_annotation();
+        let (key, path) = match (get(&cncf), get(&cnai), get(media::ANNOTATION_TITLE)) {
+            (Some(p), _, _) => (cncf.clone(), Some(p)),
+            (None, Some(p), _) => (cnai.clone(), Some(p)),
+            (None, None, Some(p)) => {
+                r.warn(
+                    format!("{base}/annotations"),
+                    Some("L9"),
+                    format!("no {cncf} annotation; falling back to the title"),
+                );
+                (media::ANNOTATION_TITLE.to_string(), Some(p))
+            }
+            _ => {
+                r.error(
+                    format!("{base}/annotations"),
+                    Some("L9"),
+                    format!("no {cncf} annotation: extractors cannot name this file"),
+                );
+                (cncf.clone(), None)
+            }
+        };
+        if let Some(p) = path {
+            let ppath = format!("{base}/annotations/{}", seg(&key));
+            if let Some(why) = unsafe_path(p) {
+                r.error(ppath.clone(), Some("L9"), format!("{p:?} {why}"));
+            }
+            if let Some(first) = seen.insert(p.to_string(), i) {
+                r.error(
+                    ppath,
+                    Some("L9"),
+                    format!("{p:?} is also the path of layer {first}"),
+                );
+            }
+        }
+        if get(media::ANNOTATION_TITLE).is_none() {
+            r.warn(
+                format!("{base}/annotations"),
+                Some("L10"),
+                "no org.opencontainers.image.title: `oras pull` and CRI-O will not name this file",
+            );
+        }
+        let meta_key = [
+            Family::Cncf.metadata_annotation(),
+            Family::Cnai.metadata_annotation(),
+        ]
+        .into_iter()
+        .find(|k| get(k).is_some());
+        if let Some(k) = meta_key {
+            let mpath = format!("{base}/annotations/{}", seg(&k));
+            match serde_json::from_str::<crate::config::FileMetadata>(get(&k).unwrap_or_default()) {
+                Err(e) => r.error(mpath, Some("L13"), format!("file metadata is not valid JSON of {{name, mode, uid, gid, size, mtime, typeflag}}: {e}")),
+                Ok(m) => {
+                    let raw = LayerType::parse(mt).map(|t| t.format == LayerFormat::Raw).unwrap_or(false);
+                    let size = l.get("size").and_then(Value::as_u64);
+                    if raw && size.is_some_and(|s| s != m.size) {
+                        r.error(mpath, Some("L13"), format!("metadata size {} differs from the layer size {}", m.size, size.unwrap_or(0)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Why a file path is unsafe to extract, if it is.
+fn unsafe_path(p: &str) -> Option<&'static str> {
+    if p.is_empty() {
+        Some("is empty")
+    } else if p.starts_with('/') {
+        Some("is absolute")
+    } else if p.contains('\\') {
+        Some("contains a backslash (paths are '/'-separated)")
+    } else if p.split('/').any(|c| c == "..") {
+        Some("contains '..'")
+    } else if p.trim_end_matches('/').split('/').any(|c| c.is_empty()) {
+        Some("contains an empty path component")
+    } else {
+        None
+    }
+}
+
+pub fn lint_pair(
+    m: &Value,
+    c: &Value,
+    config_bytes: &[u8],
+    blob_size: &dyn Fn(&Digest) -> Option<u64>,
+    r: &mut Report,
+) {
+    let layers = m
+        .get("layers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let key = if c.pointer("/modelfs/diffIds").is_some() {
+        "diffIds"
+    } else {
+        "diff_ids"
+    };
+    let ids = c
+        .pointer(&format!("/modelfs/{key}"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if ids.len() != layers.len() {
+        r.error(
+            format!("config:/modelfs/{key}"),
+            Some("L5"),
+            format!(
+                "{} diffIds for {} layers; there must be one per layer",
+                ids.len(),
+                layers.len()
+            ),
+        );
+    }
+    for (i, (l, d)) in layers.iter().zip(&ids).enumerate() {
+        let mt = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
+        let fmt = LayerType::parse(mt).map(|t| t.format);
+        match fmt {
+            Some(LayerFormat::Raw | LayerFormat::Tar) if l.get("digest") != Some(d) => {
+                r.error(format!("config:/modelfs/{key}/{i}"), Some("L6"), format!("diffId {} differs from layer {i}'s digest {} (uncompressed layers have diffId = digest)", d.as_str().unwrap_or("?"), l.get("digest").and_then(Value::as_str).unwrap_or("?")));
+            }
+            Some(_) => r.warn(
+                format!("config:/modelfs/{key}/{i}"),
+                Some("L6"),
+                "diffId of a compressed layer not verified (needs the decompressed blob)",
+            ),
+            None => {}
+        }
+    }
+    let actual = Digest::of(config_bytes);
+    if m.pointer("/config/digest").and_then(Value::as_str) != Some(actual.to_string().as_str()) {
+        r.error(
+            "manifest:/config/digest",
+            Some("L11"),
+            format!("the config's bytes hash to {actual}"),
+        );
+    }
+    if m.pointer("/config/size").and_then(Value::as_u64) != Some(config_bytes.len() as u64) {
+        r.error(
+            "manifest:/config/size",
+            Some("L11"),
+            format!("the config is {} bytes", config_bytes.len()),
+        );
+    }
+    for (i, l) in layers.iter().enumerate() {
+        let (Some(d), Some(size)) = (
+            l.get("digest")
+                .and_then(Value::as_str)
+                .and_then(|d| d.parse::<Digest>().ok()),
+            l.get("size").and_then(Value::as_u64),
+        ) else {
+            continue;
+        };
+        if let Some(actual) = blob_size(&d)
+            && actual != size
+        {
+            r.error(
+                format!("manifest:/layers/{i}/size"),
+                Some("L11"),
+                format!("descriptor says {size} bytes, the blob has {actual}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,292 @@
+//! Table-driven checks modelled on model-spec's schema/config_test.go, plus one test per lint.
+
+use super::*;
+
+const D: &str = "sha256:1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef";
+
+fn cfg(descriptor: &str, config: &str, modelfs: &str) -> String {
+    format!(r#"{{"descriptor":{descriptor},"config":{config},"modelfs":{modelfs}}}"#)
+}
+
+fn fs_ok() -> String {
+    format!(r#"{{"type":"layers","diffIds":["{D}"]}}"#)
+}
+
+fn schema_only(doc: &str) -> Report {
+    let v: serde_json::Value = serde_json::from_str(doc).unwrap();
+    let mut r = Report::default();
+    schema_problems(&v, &mut r);
+    r
+}
+
+#[test]
+fn spec_invalid_cases() {
+    let f = fs_ok();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "createdAt not a date-time",
+            cfg(r#"{"createdAt":"2025/01/01"}"#, "{}", &f),
+        ),
+        (
+            "createdAt wrong type",
+            cfg(r#"{"createdAt":20250101}"#, "{}", &f),
+        ),
+        ("authors not an array", cfg(r#"{"authors":"me"}"#, "{}", &f)),
+        (
+            "authors items not strings",
+            cfg(r#"{"authors":[1]}"#, "{}", &f),
+        ),
+        ("empty name", cfg(r#"{"name":""}"#, "{}", &f)),
+        ("vendor number", cfg(r#"{"vendor":1}"#, "{}", &f)),
+        (
+            "licenses not an array",
+            cfg(r#"{"licenses":"MIT"}"#, "{}", &f),
+        ),
+        ("docURL number", cfg(r#"{"docURL":1}"#, "{}", &f)),
+        (
+            "datasetsURL string",
+            cfg(r#"{"datasetsURL":"x"}"#, "{}", &f),
+        ),
+        (
+            "unknown descriptor key",
+            cfg(r#"{"nickname":"x"}"#, "{}", &f),
+        ),
+        (
+            "architecture number",
+            cfg("{}", r#"{"architecture":1}"#, &f),
+        ),
+        ("format array", cfg("{}", r#"{"format":["gguf"]}"#, &f)),
+        ("paramSize number", cfg("{}", r#"{"paramSize":8}"#, &f)),
+        ("precision number", cfg("{}", r#"{"precision":16}"#, &f)),
+        (
+            "quantization bool",
+            cfg("{}", r#"{"quantization":true}"#, &f),
+        ),
+        (
+            "bad input modality",
+            cfg("{}", r#"{"capabilities":{"inputTypes":["smell"]}}"#, &f),
+        ),
+        (
+            "bad output modality",
+            cfg("{}", r#"{"capabilities":{"outputTypes":["hologram"]}}"#, &f),
+        ),
+        (
+            "inputTypes not an array",
+            cfg("{}", r#"{"capabilities":{"inputTypes":"text"}}"#, &f),
+        ),
+        (
+            "knowledgeCutoff bad date",
+            cfg(
+                "{}",
+                r#"{"capabilities":{"knowledgeCutoff":"yesterday"}}"#,
+                &f,
+            ),
+        ),
+        (
+            "reasoning string",
+            cfg("{}", r#"{"capabilities":{"reasoning":"yes"}}"#, &f),
+        ),
+        (
+            "toolUsage number",
+            cfg("{}", r#"{"capabilities":{"toolUsage":1}}"#, &f),
+        ),
+        (
+            "reward string",
+            cfg("{}", r#"{"capabilities":{"reward":"no"}}"#, &f),
+        ),
+        (
+            "language three letters",
+            cfg("{}", r#"{"capabilities":{"languages":["eng"]}}"#, &f),
+        ),
+        (
+            "language uppercase",
+            cfg("{}", r#"{"capabilities":{"languages":["EN"]}}"#, &f),
+        ),
+        (
+            "unknown capability key",
+            cfg("{}", r#"{"capabilities":{"embedding":true}}"#, &f),
+        ),
+        (
+            "empty diffIds",
+            cfg("{}", "{}", r#"{"type":"layers","diffIds":[]}"#),
+        ),
+        (
+            "type not layers",
+            cfg(
+                "{}",
+                "{}",
+                &format!(r#"{{"type":"layer","diffIds":["{D}"]}}"#),
+            ),
+        ),
+        ("missing diffIds", cfg("{}", "{}", r#"{"type":"layers"}"#)),
+        (
+            "snake_case diff_ids",
+            cfg(
+                "{}",
+                "{}",
+                &format!(r#"{{"type":"layers","diff_ids":["{D}"]}}"#),
+            ),
+        ),
+        (
+            "missing modelfs",
+            r#"{"descriptor":{},"config":{}}"#.to_string(),
+        ),
+        (
+            "missing config",
+            format!(r#"{{"descriptor":{{}},"modelfs":{f}}}"#),
+        ),
+        (
+            "unknown top-level key",
+            format!(r#"{{"descriptor":{{}},"config":{{}},"modelfs":{f},"extra":1}}"#),
+        ),
+    ];
+    assert!(cases.len() >= 24);
+    for (what, doc) in cases {
+        let r = schema_only(&doc);
+        assert!(!r.is_valid(), "{what} should be invalid: {doc}");
+        assert!(!validate_config(doc.as_bytes()).is_valid(), "{what}");
+    }
+}
+
+#[test]
+fn spec_valid_cases() {
+    let minimal = r#"{"descriptor":{},"config":{},"modelfs":{"type":"layers","diffIds":["x"]}}"#;
+    assert!(
+        schema_only(minimal).is_valid(),
+        "{:?}",
+        schema_only(minimal).problems
+    );
+    let full = include_str!("../../spec/modelpack-example-config.json");
+    let r = validate_config(full.as_bytes());
+    assert!(r.is_valid(), "{:?}", r.problems);
+    let caps = cfg(
+        r#"{"name":"m","licenses":["Apache-2.0 OR MIT"]}"#,
+        r#"{"paramSize":"0.5B","precision":"bfloat16, float32","capabilities":{"inputTypes":["text","image"],"outputTypes":["text"],"reasoning":true,"toolUsage":true,"reward":false,"languages":["en","fr"],"knowledgeCutoff":"2024-05-21T00:00:00Z"}}"#,
+        &fs_ok(),
+    );
+    let r = validate_config(caps.as_bytes());
+    assert!(r.is_valid(), "{:?}", r.problems);
+}
+
+fn has(r: &Report, path: &str, lint: Option<&str>) -> bool {
+    r.problems
+        .iter()
+        .any(|p| p.path == path && p.lint == lint && p.severity == Severity::Error)
+}
+
+#[test]
+fn config_lints() {
+    let r = validate_config(cfg("{}", r#"{"paramSize":"8.03B"}"#, &fs_ok()).as_bytes());
+    assert!(
+        has(&r, "config:/config/paramSize", Some("L1")),
+        "{:?}",
+        r.problems
+    );
+    let r = validate_config(cfg("{}", r#"{"precision":"bfloat16,fp8"}"#, &fs_ok()).as_bytes());
+    assert!(has(&r, "config:/config/precision", Some("L2")));
+    let r = validate_config(cfg(r#"{"licenses":["MIT OR"]}"#, "{}", &fs_ok()).as_bytes());
+    assert!(has(&r, "config:/descriptor/licenses/0", Some("L3")));
+    let r = validate_config(
+        cfg("{}", "{}", r#"{"type":"layers","diffIds":["sha256:abc"]}"#).as_bytes(),
+    );
+    assert!(has(&r, "config:/modelfs/diffIds/0", Some("L4")));
+    let r =
+        validate_config(cfg(r#"{"createdAt":"2025-13-45T00:00:00Z"}"#, "{}", &fs_ok()).as_bytes());
+    assert!(
+        has(&r, "config:/descriptor/createdAt", Some("L12")),
+        "{:?}",
+        r.problems
+    );
+    let r = validate_config(b"{not json");
+    assert!(!r.is_valid() && r.problems[0].message.contains("line 1"));
+}
+
+fn layer(path: &str, digest: &str, size: u64) -> String {
+    let meta = serde_json::to_string(&format!(r#"{{"name":"x","mode":420,"uid":0,"gid":0,"size":{size},"mtime":"1970-01-01T00:00:00Z","typeflag":0}}"#)).unwrap();
+    format!(
+        r#"{{"mediaType":"application/vnd.cncf.model.weight.v1.raw","digest":"{digest}","size":{size},"annotations":{{"org.cncf.model.filepath":"{path}","org.opencontainers.image.title":"{path}","org.cncf.model.file.metadata+json":{meta}}}}}"#
+    )
+}
+
+fn manifest(config: &[u8], layers: &[String]) -> String {
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/vnd.cncf.model.manifest.v1+json","config":{{"mediaType":"application/vnd.cncf.model.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        Digest::of(config),
+        config.len(),
+        layers.join(",")
+    )
+}
+
+#[test]
+fn builder_shaped_artifact_is_valid() {
+    let config = cfg("{}", "{}", &fs_ok());
+    let m = manifest(config.as_bytes(), &[layer("model.safetensors", D, 3)]);
+    let r = validate_artifact(m.as_bytes(), config.as_bytes(), &|_| Some(3));
+    assert!(r.is_valid(), "{:?}", r.problems);
+    assert_eq!(r.warnings().count(), 0, "{:?}", r.problems);
+}
+
+#[test]
+fn manifest_and_pair_lints() {
+    let config = cfg("{}", "{}", &fs_ok());
+    let c = config.as_bytes();
+    let m = manifest(c, &[layer("../etc/passwd", D, 3)]);
+    assert!(has(
+        &validate_manifest(m.as_bytes()),
+        "manifest:/layers/0/annotations/org.cncf.model.filepath",
+        Some("L9")
+    ));
+    let m = manifest(c, &[layer("a", D, 3), layer("a", D, 3)]);
+    assert!(has(
+        &validate_manifest(m.as_bytes()),
+        "manifest:/layers/1/annotations/org.cncf.model.filepath",
+        Some("L9")
+    ));
+    let m =
+        manifest(c, &[layer("a", D, 3)]).replace("\"org.opencontainers.image.title\":\"a\",", "");
+    assert!(
+        validate_manifest(m.as_bytes())
+            .warnings()
+            .any(|p| p.lint == Some("L10"))
+    );
+    let m = manifest(c, &[layer("a", D, 3)])
+        .replace(r#""size":3,"annotations""#, r#""size":4,"annotations""#);
+    assert!(has(
+        &validate_manifest(m.as_bytes()),
+        "manifest:/layers/0/annotations/org.cncf.model.file.metadata+json",
+        Some("L13")
+    ));
+    let m = manifest(c, &[layer("a", D, 3)]).replace(
+        "application/vnd.cncf.model.manifest.v1+json",
+        "application/vnd.unknown.artifact.v1",
+    );
+    assert!(has(
+        &validate_manifest(m.as_bytes()),
+        "manifest:/artifactType",
+        Some("L7")
+    ));
+    let m = manifest(c, &[layer("a", D, 3), layer("b", D, 3)]);
+    assert!(has(
+        &validate_artifact(m.as_bytes(), c, &|_| None),
+        "config:/modelfs/diffIds",
+        Some("L5")
+    ));
+    let other = "sha256:abcdef1234567890abcdef1234567890abcdef1234567890abcdef1234567890";
+    let m = manifest(c, &[layer("a", other, 3)]);
+    assert!(has(
+        &validate_artifact(m.as_bytes(), c, &|_| None),
+        "config:/modelfs/diffIds/0",
+        Some("L6")
+    ));
+    let m = manifest(c, &[layer("a", D, 3)]);
+    assert!(has(
+        &validate_artifact(m.as_bytes(), c, &|_| Some(5)),
+        "manifest:/layers/0/size",
+        Some("L11")
+    ));
+    assert!(has(
+        &validate_artifact(m.as_bytes(), b"{}", &|_| None),
+        "manifest:/config/digest",
+        Some("L11")
+    ));
+}

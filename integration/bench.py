@@ -1,0 +1,255 @@
+"""modelpack benchmark driver (run through integration/bench.sh).
+
+Generates a synthetic Hugging Face-style model, starts a loopback docker-registry
+with a temp store, runs every case alternating ours and the reference, repeats
+each case, and prints a Markdown table of medians with the peak RSS of our
+process. Page cache is dropped before cold runs when /proc/sys/vm/drop_caches is
+writable; the output says so otherwise.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target/release/docker-modelpack")
+SAMPLE = os.path.join(ROOT, "target/release/modelpack-sample")
+
+
+def parse_size(s):
+    s = s.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(s[-1], 1)
+    return int(float(s[:-1] if s[-1] in "KMG" else s) * mult)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def can_drop_caches():
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+        return True
+    except OSError:
+        return False
+
+
+def drop_caches():
+    subprocess.run(["sync"], check=False)
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        pass
+
+
+def run(cmd, env=None, stdin=None):
+    """Runs a command; returns (seconds, peak RSS bytes of that process tree's largest process)."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=stdin)
+    _, status, ru = os.wait4(p.pid, 0)
+    dt = time.perf_counter() - t0
+    err = p.stderr.read().decode(errors="replace")
+    p.stderr.close()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark step failed: {' '.join(cmd)}\n{err}")
+    return dt, ru.ru_maxrss * 1024
+
+
+def sh(script, env=None):
+    return run(["bash", "-c", script], env=env)
+
+
+class Registry:
+    def __init__(self, work):
+        self.port = free_port()
+        self.dir = os.path.join(work, "registry")
+        os.makedirs(self.dir)
+        cfg = os.path.join(self.dir, "config.yml")
+        with open(cfg, "w") as f:
+            f.write(
+                "version: 0.1\nlog: {level: error, accesslog: {disabled: true}}\n"
+                f"storage: {{filesystem: {{rootdirectory: {self.dir}/data}}, delete: {{enabled: true}}}}\n"
+                f"http: {{addr: 127.0.0.1:{self.port}, secret: bench}}\n"
+            )
+        self.proc = subprocess.Popen(["docker-registry", "serve", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.host = f"127.0.0.1:{self.port}"
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
+                return
+            except Exception:
+                time.sleep(0.05)
+        raise SystemExit("docker-registry did not start")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+
+
+def machine():
+    mem = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = int(line.split()[1]) * 1024
+    disk = subprocess.run(["df", "-h", "--output=source,fstype,size", tempfile.gettempdir()], capture_output=True, text=True).stdout.strip().splitlines()[-1]
+    cpu = "?"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{os.cpu_count()} cores ({cpu}), {mem / (1 << 30):.1f} GiB RAM, temp dir on {disk}, kernel {platform.release()}"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--size", default="4G")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--out", default=os.path.join(ROOT, "docs/benchmarks.md"))
+    ap.add_argument("--keep", action="store_true", help="keep the temp dir")
+    a = ap.parse_args()
+    size = parse_size(a.size)
+    shards = max(2, min(8, size // (512 << 20)))
+    work = tempfile.mkdtemp(prefix="mpbench-")
+    cold = can_drop_caches()
+    reg = Registry(work)
+    rows = []
+    try:
+        model = os.path.join(work, "model")
+        subprocess.run([SAMPLE, model, "--size", str(size), "--shards", str(shards)], check=True)
+        files = sorted(os.path.join(dp, f) for dp, _, fs in os.walk(model) for f in fs)
+        total = sum(os.path.getsize(f) for f in files)
+        mf = os.path.join(work, "Modelfile")
+        subprocess.run([BIN, "modelfile", "generate", model, "--output", mf], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = dict(os.environ)
+
+        def ours(args, store, extra_env=None):
+            e = dict(env, MODELPACK_HOME=store)
+            if extra_env:
+                e.update(extra_env)
+            return run([BIN, "-q"] + args, env=e)
+
+        def case(name, ours_fn, ref_name=None, ref_fn=None, prepare=None, cold_run=True, nbytes=total):
+            o, r, rss = [], [], []
+            for i in range(a.runs):
+                if prepare:
+                    prepare(i)
+                if cold_run and cold:
+                    drop_caches()
+                t, m = ours_fn(i)
+                o.append(t)
+                rss.append(m)
+                if ref_fn:
+                    if prepare:
+                        prepare(i)
+                    if cold_run and cold:
+                        drop_caches()
+                    r.append(ref_fn(i)[0])
+            om = statistics.median(o)
+            rm = statistics.median(r) if r else None
+            rows.append((name, om, nbytes / om / 1e9 if om else 0, ref_name or "", rm, (nbytes / rm / 1e9) if rm else None, (rm / om) if rm else None, max(rss)))
+            print(f"  {name}: ours {om:.2f}s" + (f", {ref_name} {rm:.2f}s" if rm else ""), file=sys.stderr)
+
+        stores = os.path.join(work, "stores")
+
+        def fresh(path):
+            shutil.rmtree(path, ignore_errors=True)
+            return path
+
+        print(f"model: {total / 1e9:.2f} GB in {len(files)} files; registry {reg.host}; page cache drop: {'yes' if cold else 'no'}", file=sys.stderr)
+
+        # build to the local store vs cp of the same files
+        case("build → local store",
+             lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/b{i}")),
+             "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
+        store = f"{stores}/b0"
+        case("SHA-256 of all files (reference only)", lambda i: sh(f"openssl dgst -sha256 {' '.join(files)} > /dev/null"))
+        case("no-op rebuild", lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], store), cold_run=False)
+
+        # push vs curl -T of the same blobs (monolithic PUT) and skopeo copy
+        blobs = [os.path.join(store, "blobs/sha256", d) for d in os.listdir(os.path.join(store, "blobs/sha256"))]
+
+        def curl_put(i):
+            script = "set -e\n"
+            for b in blobs:
+                digest = "sha256:" + os.path.basename(b)
+                script += (
+                    f"loc=$(curl -fsS -X POST -D - -o /dev/null http://{reg.host}/v2/curl{i}/blobs/uploads/ | tr -d '\\r' | awk -F': ' 'tolower($1)==\"location\"{{print $2}}')\n"
+                    f"case $loc in http*) ;; *) loc=http://{reg.host}$loc;; esac\n"
+                    f"curl -fsS -T {b} -H 'Expect:' -H 'Content-Type: application/octet-stream' \"$loc&digest={digest}\" -o /dev/null\n"
+                )
+            return sh(script)
+
+        # Each push run uses the store built in run i (no mount history) and a fresh repository.
+        def tag_for_push(prefix):
+            def prep(i):
+                ours(["tag", f"{reg.host}/bench/m:v1", f"{reg.host}/bench/{prefix}{i}:v1"], f"{stores}/b{i}")
+            return prep
+
+        case("push", lambda i: ours(["push", f"{reg.host}/bench/p{i}:v1"], f"{stores}/b{i}"),
+             "curl -T", curl_put, prepare=tag_for_push("p"))
+        case("push (vs skopeo copy oci→registry)", lambda i: ours(["push", f"{reg.host}/bench/q{i}:v1"], f"{stores}/b{i}"),
+             "skopeo copy", lambda i: run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{store}:{reg.host}/bench/m:v1", f"docker://{reg.host}/bench/s{i}:v1"]),
+             prepare=tag_for_push("q"))
+        ours(["push", f"{reg.host}/bench/m:v1"], store)
+        case("no-op re-push", lambda i: ours(["push", f"{reg.host}/bench/m:v1"], store), cold_run=False)
+
+        # pull vs curl -o of the same blobs, skopeo copy back, oras-py pull
+        def curl_get(i):
+            out = fresh(f"{work}/curl-get")
+            os.makedirs(out)
+            script = "set -e\n" + "".join(f"curl -fsS http://{reg.host}/v2/bench/m/blobs/sha256:{os.path.basename(b)} -o {out}/{os.path.basename(b)}\n" for b in blobs)
+            return sh(script)
+
+        case("pull → store", lambda i: ours(["pull", f"{reg.host}/bench/m:v1"], fresh(f"{stores}/p{i}")), "curl -o", curl_get)
+        case("pull + extract (--extract-from-remote)", lambda i: ours(["pull", f"{reg.host}/bench/m:v1", "--extract-dir", fresh(f"{work}/x{i}"), "--extract-from-remote"], f"{stores}/none"),
+             "skopeo copy registry→oci", lambda i: run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{reg.host}/bench/m:v1", f"oci:{fresh(work + '/sk')}:m"]))
+        oras_py = os.path.join(ROOT, "target/venv/bin/python")
+        oras_pull = (f"import oras.client; c=oras.client.OrasClient(hostname='{reg.host}', insecure=True); "
+                     f"c.pull(target='{reg.host}/bench/m:v1', outdir='{work}/oras-out')")
+        case("pull + extract (vs oras-py pull)", lambda i: ours(["pull", f"{reg.host}/bench/m:v1", "--extract-dir", fresh(f"{work}/y{i}"), "--extract-from-remote"], f"{stores}/none"),
+             "oras-py pull", lambda i: (fresh(f"{work}/oras-out"), run([oras_py, "-c", oras_pull]))[1])
+        case("extract from store", lambda i: ours(["extract", f"{reg.host}/bench/m:v1", "--output", fresh(f"{work}/e{i}")], store),
+             "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
+        case("build --output-remote", lambda i: ours(["build", "--output-remote", "-t", f"{reg.host}/bench/r{i}:v1", "-f", mf, model], f"{stores}/r{i}"),
+             "curl -T", lambda i: curl_put(100 + i))
+    finally:
+        reg.stop()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    lines = [
+        f"Model: {a.size} synthetic Hugging Face-style model ({total / 1e9:.2f} GB, {len(files)} files, {shards} safetensors shards); medians of {a.runs} run(s).",
+        f"Machine: {machine()}.",
+        f"Page cache {'dropped before each cold run' if cold else 'NOT dropped (no permission to write /proc/sys/vm/drop_caches): cold figures are warm-cache figures'}.",
+        "",
+        "| case | ours (s) | ours (GB/s) | reference | ref (s) | ref (GB/s) | ref time / ours | peak RSS (ours) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, om, og, rn, rm, rg, ratio, rss in rows:
+        lines.append(f"| {name} | {om:.2f} | {og:.2f} | {rn or '-'} | {'-' if rm is None else f'{rm:.2f}'} | {'-' if rg is None else f'{rg:.2f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | {rss / (1 << 20):.0f} MiB |")
+    table = "\n".join(lines)
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write("# Benchmarks\n\nGenerated by `integration/bench.sh`" + f" (--size {a.size} --runs {a.runs}).\n\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()

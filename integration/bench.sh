@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Benchmark: modelpack against the physical limits (cp, SHA-256, curl against the
+# same registry) and the peers (skopeo, oras-py), side by side, medians of N runs.
+#   integration/bench.sh [--size 4G] [--runs 3] [--out docs/benchmarks.md]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+integration/setup.sh
+cargo build -q --release -p modelpack-cli -p modelpack-e2e --bins
+exec target/venv/bin/python integration/bench.py "$@"
