@@ -277,7 +277,10 @@ pub fn lint_pair(
         let mt = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
         let fmt = LayerType::parse(mt).map(|t| t.format);
         match fmt {
-            Some(LayerFormat::Raw | LayerFormat::Tar) if l.get("digest") != Some(d) => {
+            Some(LayerFormat::Raw | LayerFormat::Tar) => {
+                if l.get("digest") == Some(d) {
+                    continue;
+                }
                 r.error(format!("config:/modelfs/{key}/{i}"), Some("L6"), format!("diffId {} differs from layer {i}'s digest {} (uncompressed layers have diffId = digest)", d.as_str().unwrap_or("?"), l.get("digest").and_then(Value::as_str).unwrap_or("?")));
             }
             Some(_) => r.warn(
