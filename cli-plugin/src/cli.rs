@@ -62,6 +62,18 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::modelfile::ModelfileCommand,
     },
+    /// Upload a stored model to a registry
+    Push(crate::commands::push::PushArgs),
+    /// Download a model into the local store (or straight into a directory)
+    Pull(crate::commands::pull::PullArgs),
+    /// Download only the files matching patterns, straight into a directory
+    Fetch(crate::commands::fetch::FetchArgs),
+    /// Pre-upload one file as a blob so a later `build --output-remote` skips it
+    Upload(crate::commands::upload::UploadArgs),
+    /// Log in to a registry (stored like `docker login` stores it)
+    Login(crate::commands::login::LoginArgs),
+    /// Remove stored credentials for a registry
+    Logout(crate::commands::login::LogoutArgs),
     /// Print version information
     Version,
 }

@@ -22,6 +22,7 @@ pub mod pack;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod transfer;
 pub mod validate;
 
 pub use digest::Digest;

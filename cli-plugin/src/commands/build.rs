@@ -38,9 +38,11 @@ pub struct BuildArgs {
     /// Record real mode/uid/gid/mtime in file metadata (breaks reproducibility across machines)
     #[arg(long)]
     pub keep_metadata: bool,
-    /// Files packed in parallel
-    #[arg(short = 'c', long, default_value_t = 4)]
-    pub concurrency: usize,
+    /// Stream the build straight to the registry; nothing is stored locally
+    #[arg(long)]
+    pub output_remote: bool,
+    #[command(flatten)]
+    pub registry: super::remote::RegistryArgs,
     /// descriptor.sourceURL
     #[arg(long)]
     pub source_url: Option<String>,
@@ -103,7 +105,7 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
         mtime: epoch.unwrap_or(0),
         created_at,
         keep_metadata: args.keep_metadata,
-        concurrency: args.concurrency.max(1),
+        concurrency: args.registry.concurrency.max(1),
     };
     let descriptor = ModelDescriptor {
         name: mf.name.clone(),
@@ -167,6 +169,9 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
     }
     let plan = plan(&args, &ctx)?;
     let total: u64 = plan.files.iter().map(|f| f.size).sum();
+    if args.output_remote {
+        return build_remote(&args, &ctx, &reference, plan, total).await;
+    }
     let store = ctx.store()?;
     let bar = ctx.out.bytes_bar(total, "building");
     let pb = bar.clone();
@@ -213,6 +218,49 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
             p.layers_cached
         ));
         println!("{}", p.manifest_digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn build_remote(
+    args: &BuildArgs,
+    ctx: &Ctx,
+    reference: &modelpack_common::Reference,
+    plan: Plan,
+    total: u64,
+) -> Result<ExitCode> {
+    let client = args.registry.client(ctx)?;
+    let store = ctx.store()?;
+    let bars =
+        super::remote::Bars::new(ctx, total, &format!("building to {}", reference.repository));
+    let started = std::time::Instant::now();
+    let report = modelpack_common::transfer::pack_to_registry(
+        &client,
+        &store,
+        reference,
+        &plan.files,
+        plan.descriptor,
+        plan.settings,
+        plan.annotations,
+        &plan.opts,
+        &bars,
+    )
+    .await;
+    bars.finish();
+    let report = report?;
+    if ctx.out.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+        ctx.out.print_json(&v)?;
+    } else {
+        ctx.out.status(format!(
+            "built and pushed {} ({} layers, {} sent) in {:.2}s",
+            report.reference,
+            report.blobs.len(),
+            crate::output::human_size(report.bytes_sent),
+            started.elapsed().as_secs_f64()
+        ));
+        println!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

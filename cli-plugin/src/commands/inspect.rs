@@ -23,6 +23,11 @@ pub struct InspectArgs {
     /// Print only the raw manifest JSON
     #[arg(long)]
     pub manifest: bool,
+    /// Inspect the model in its registry instead of the local store
+    #[arg(long)]
+    pub remote: bool,
+    #[command(flatten)]
+    pub registry: super::remote::RegistryArgs,
 }
 
 #[derive(Debug, Serialize)]
@@ -124,6 +129,9 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
 
 pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
     let reference = parse_ref(&args.reference)?;
+    if args.remote {
+        return run_remote(args, ctx, reference).await;
+    }
     let store = ctx.store()?;
     let loaded = store.load_manifest(&reference)?;
     if args.manifest {
@@ -143,6 +151,48 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
             &loaded.manifest,
             &config,
         ),
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_remote(
+    args: InspectArgs,
+    ctx: Ctx,
+    reference: modelpack_common::Reference,
+) -> Result<ExitCode> {
+    let client = args.registry.client(&ctx)?;
+    let fetched = client.get_manifest(&reference).await?;
+    if args.manifest {
+        println!("{}", String::from_utf8_lossy(&fetched.bytes));
+        return Ok(ExitCode::SUCCESS);
+    }
+    let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {reference}"))?;
+    let tmp = std::env::temp_dir().join(format!(
+        "modelpack-config-{}-{}",
+        std::process::id(),
+        manifest.config.digest.hex()
+    ));
+    let got = client
+        .pull_blob_to_file(
+            &reference,
+            &manifest.config.digest,
+            manifest.config.size,
+            &tmp,
+            &(),
+        )
+        .await;
+    let config = got.and_then(|_| {
+        std::fs::read(&tmp).map_err(|e| modelpack_common::Error::io("read", &tmp, e))
+    });
+    let _ = std::fs::remove_file(&tmp);
+    let config = config?;
+    if args.config {
+        println!("{}", String::from_utf8_lossy(&config));
+        return Ok(ExitCode::SUCCESS);
+    }
+    print(
+        &ctx,
+        &describe(&reference.to_string(), &fetched.digest, &manifest, &config),
     )?;
     Ok(ExitCode::SUCCESS)
 }

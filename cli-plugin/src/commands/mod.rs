@@ -2,12 +2,18 @@
 
 pub mod build;
 pub mod extract;
+pub mod fetch;
 pub mod inspect;
+pub mod login;
 pub mod ls;
 pub mod modelfile;
 pub mod prune;
+pub mod pull;
+pub mod push;
+pub mod remote;
 pub mod rm;
 pub mod tag;
+pub mod upload;
 pub mod validate;
 
 use std::path::PathBuf;
@@ -29,7 +35,6 @@ pub struct Ctx {
     /// `docker modelpack` or `modelpack`: used in hints.
     pub display_name: String,
     /// docker's `--config DIR` (plugin mode); credentials are read from there.
-    #[allow(dead_code)] // read by the registry verbs
     pub docker_config_dir: Option<PathBuf>,
 }
 
@@ -68,6 +73,12 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Extract(a) => extract::run(a, ctx).await,
         Command::Validate(a) => validate::run(a, ctx).await,
         Command::Modelfile { command } => modelfile::run(command, ctx).await,
+        Command::Push(a) => push::run(a, ctx).await,
+        Command::Pull(a) => pull::run(a, ctx).await,
+        Command::Fetch(a) => fetch::run(a, ctx).await,
+        Command::Upload(a) => upload::run(a, ctx).await,
+        Command::Login(a) => login::login(a, ctx).await,
+        Command::Logout(a) => login::logout(a, ctx).await,
         Command::Version => {
             version(&ctx)?;
             Ok(ExitCode::SUCCESS)

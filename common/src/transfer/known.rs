@@ -19,23 +19,45 @@ pub struct KnownBlobs {
 impl KnownBlobs {
     pub fn open(store: &Store) -> KnownBlobs {
         let path = store.root().join("cache").join("remote-blobs.json");
-        let map = std::fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        KnownBlobs { path, tmp: store.tmp_dir(), map: Mutex::new(map) }
+        let map = std::fs::read(&path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        KnownBlobs {
+            path,
+            tmp: store.tmp_dir(),
+            map: Mutex::new(map),
+        }
     }
 
     pub fn record(&self, digest: &Digest, registry: &str, repository: &str) {
-        self.map.lock().unwrap().entry(digest.to_string()).or_default().insert(format!("{registry}/{repository}"));
+        self.map
+            .lock()
+            .unwrap()
+            .entry(digest.to_string())
+            .or_default()
+            .insert(format!("{registry}/{repository}"));
     }
 
     /// Other repositories of `registry` that hold `digest`.
-    pub fn mount_candidates(&self, digest: &Digest, registry: &str, repository: &str) -> Vec<String> {
+    pub fn mount_candidates(
+        &self,
+        digest: &Digest,
+        registry: &str,
+        repository: &str,
+    ) -> Vec<String> {
         let prefix = format!("{registry}/");
         let me = format!("{registry}/{repository}");
         self.map
             .lock()
             .unwrap()
             .get(&digest.to_string())
-            .map(|s| s.iter().filter(|r| r.starts_with(&prefix) && **r != me).map(|r| r[prefix.len()..].to_string()).collect())
+            .map(|s| {
+                s.iter()
+                    .filter(|r| r.starts_with(&prefix) && **r != me)
+                    .map(|r| r[prefix.len()..].to_string())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -34,18 +34,29 @@ pub struct PullReport {
 }
 
 /// Fetches and parses a model manifest; an index is refused with a clear message.
-async fn fetch_manifest(client: &RegistryClient, remote: &Reference) -> Result<(Vec<u8>, Digest, Manifest)> {
+async fn fetch_manifest(
+    client: &RegistryClient,
+    remote: &Reference,
+) -> Result<(Vec<u8>, Digest, Manifest)> {
     let fetched = client.get_manifest(remote).await?;
     let mt = fetched.media_type.as_str();
     if mt == crate::media::OCI_INDEX || mt == crate::media::DOCKER_MANIFEST_LIST {
-        return Err(Error::Artifact(format!("{remote} is an image index, not a model manifest; pull one of its manifests by digest")));
+        return Err(Error::Artifact(format!(
+            "{remote} is an image index, not a model manifest; pull one of its manifests by digest"
+        )));
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
     Ok((fetched.bytes, fetched.digest, manifest))
 }
 
 /// Pulls `remote` into the store (skipping blobs already there) and tags it.
-pub async fn pull_to_store(client: &RegistryClient, store: &Store, remote: &Reference, concurrency: usize, progress: &dyn TransferProgress) -> Result<PullReport> {
+pub async fn pull_to_store(
+    client: &RegistryClient,
+    store: &Store,
+    remote: &Reference,
+    concurrency: usize,
+    progress: &dyn TransferProgress,
+) -> Result<PullReport> {
     let (bytes, digest, manifest) = fetch_manifest(client, remote).await?;
     let known = KnownBlobs::open(store);
     let mut blobs = vec![(manifest.config.clone(), "config".to_string())];
@@ -64,7 +75,9 @@ pub async fn pull_to_store(client: &RegistryClient, store: &Store, remote: &Refe
             }
             progress.blob_started(&name, desc.size);
             let partial = store.partial_path(&desc.digest);
-            client.pull_blob_to_file(remote, &desc.digest, desc.size, &partial, progress).await?;
+            client
+                .pull_blob_to_file(remote, &desc.digest, desc.size, &partial, progress)
+                .await?;
             sync_and_rename(&partial, &store.blob_path(&desc.digest))?;
             progress.blob_finished(&name, desc.size, "downloaded");
             Ok::<_, Error>((true, desc.size))
@@ -74,7 +87,12 @@ pub async fn pull_to_store(client: &RegistryClient, store: &Store, remote: &Refe
     .try_collect()
     .await?;
     store.put_bytes(&bytes)?;
-    let mut desc = Descriptor::new(crate::manifest::sniff_media_type(&bytes).unwrap_or_else(|| crate::media::OCI_MANIFEST.into()), digest.clone(), bytes.len() as u64);
+    let mut desc = Descriptor::new(
+        crate::manifest::sniff_media_type(&bytes)
+            .unwrap_or_else(|| crate::media::OCI_MANIFEST.into()),
+        digest.clone(),
+        bytes.len() as u64,
+    );
     desc.artifact_type = manifest.artifact_type.clone();
     if remote.tag.is_some() || remote.digest.is_none() {
         store.tag(remote, &desc)?;
@@ -95,20 +113,39 @@ pub async fn pull_to_store(client: &RegistryClient, store: &Store, remote: &Refe
 }
 
 fn sync_and_rename(partial: &Path, dest: &Path) -> Result<()> {
-    std::fs::File::open(partial).and_then(|f| f.sync_all()).ctx("fsync", partial)?;
+    std::fs::File::open(partial)
+        .and_then(|f| f.sync_all())
+        .ctx("fsync", partial)?;
     std::fs::rename(partial, dest).ctx("rename into place", dest)
 }
 
 /// Streams `remote`'s files straight into `out` (nothing kept in the store).
-pub async fn pull_to_dir(client: &RegistryClient, remote: &Reference, out: &Path, concurrency: usize, progress: &dyn TransferProgress) -> Result<PullReport> {
+pub async fn pull_to_dir(
+    client: &RegistryClient,
+    remote: &Reference,
+    out: &Path,
+    concurrency: usize,
+    progress: &dyn TransferProgress,
+) -> Result<PullReport> {
     fetch_to_dir(client, remote, out, &[], concurrency, progress).await
 }
 
 /// Like [`pull_to_dir`], restricted to layers whose file path matches one of
 /// `patterns` (globs with `**`); each matching layer is fetched once.
-pub async fn fetch_to_dir(client: &RegistryClient, remote: &Reference, out: &Path, patterns: &[String], concurrency: usize, progress: &dyn TransferProgress) -> Result<PullReport> {
+pub async fn fetch_to_dir(
+    client: &RegistryClient,
+    remote: &Reference,
+    out: &Path,
+    patterns: &[String],
+    concurrency: usize,
+    progress: &dyn TransferProgress,
+) -> Result<PullReport> {
     let (_, digest, manifest) = fetch_manifest(client, remote).await?;
-    let matcher = if patterns.is_empty() { None } else { Some(build_globs(patterns)?) };
+    let matcher = if patterns.is_empty() {
+        None
+    } else {
+        Some(build_globs(patterns)?)
+    };
     let mut selected: Vec<Descriptor> = Vec::new();
     for l in &manifest.layers {
         let path = l.filepath().unwrap_or_default();
@@ -116,7 +153,11 @@ pub async fn fetch_to_dir(client: &RegistryClient, remote: &Reference, out: &Pat
             None => true,
             Some(m) => m.is_match(path) || m.is_match(path.trim_end_matches('/')),
         };
-        if wanted && !selected.iter().any(|s| s.digest == l.digest && s.filepath() == l.filepath()) {
+        if wanted
+            && !selected
+                .iter()
+                .any(|s| s.digest == l.digest && s.filepath() == l.filepath())
+        {
             selected.push(l.clone());
         }
     }
@@ -138,18 +179,29 @@ pub async fn fetch_to_dir(client: &RegistryClient, remote: &Reference, out: &Pat
             if let Some(dest) = raw_destination(layer, out)? {
                 if extract::is_extracted(&dest, layer) {
                     progress.blob_finished(&name, layer.size, "unchanged");
-                    return Ok((false, 0, ExtractStats { files_skipped: 1, ..Default::default() }));
+                    return Ok((
+                        false,
+                        0,
+                        ExtractStats {
+                            files_skipped: 1,
+                            ..Default::default()
+                        },
+                    ));
                 }
             }
             progress.blob_started(&name, layer.size);
             let partial = partial_dir.join(format!("{}.partial", layer.digest.hex()));
-            client.pull_blob_to_file(remote, &layer.digest, layer.size, &partial, progress).await?;
+            client
+                .pull_blob_to_file(remote, &layer.digest, layer.size, &partial, progress)
+                .await?;
             let layer2 = layer.clone();
             let out2 = out.to_path_buf();
             let opts2 = opts.clone();
-            let stats = tokio::task::spawn_blocking(move || extract::place_verified_blob(&layer2, &partial, &out2, &opts2))
-                .await
-                .map_err(|e| Error::Invalid(format!("extract worker failed: {e}")))??;
+            let stats = tokio::task::spawn_blocking(move || {
+                extract::place_verified_blob(&layer2, &partial, &out2, &opts2)
+            })
+            .await
+            .map_err(|e| Error::Invalid(format!("extract worker failed: {e}")))??;
             progress.blob_finished(&name, layer.size, "downloaded");
             Ok::<_, Error>((true, layer.size, stats))
         }
@@ -181,19 +233,27 @@ fn raw_destination(layer: &Descriptor, out: &Path) -> Result<Option<PathBuf>> {
         return Ok(None);
     }
     match layer.filepath() {
-        Some(p) => Ok(Some(out.join(extract::safe_relative_path(&extract::layer_name(layer), p)?))),
+        Some(p) => Ok(Some(
+            out.join(extract::safe_relative_path(&extract::layer_name(layer), p)?),
+        )),
         None => Ok(None),
     }
 }
 
 fn build_globs(patterns: &[String]) -> Result<globset::GlobSet> {
     let mut b = globset::GlobSetBuilder::new();
-    for p in patterns.iter().flat_map(|p| p.split(',')).map(str::trim).filter(|p| !p.is_empty()) {
+    for p in patterns
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+    {
         let g = globset::GlobBuilder::new(p)
             .literal_separator(true)
             .build()
             .map_err(|e| Error::Invalid(format!("invalid pattern {p:?}: {e}")))?;
         b.add(g);
     }
-    b.build().map_err(|e| Error::Invalid(format!("invalid patterns: {e}")))
+    b.build()
+        .map_err(|e| Error::Invalid(format!("invalid patterns: {e}")))
 }

@@ -72,10 +72,18 @@ pub async fn push_from_store(
 ) -> Result<PushReport> {
     let loaded = store.load_manifest(local)?;
     let known = KnownBlobs::open(store);
-    let mut blobs = vec![(loaded.manifest.config.digest.clone(), loaded.manifest.config.size, "config".to_string())];
+    let mut blobs = vec![(
+        loaded.manifest.config.digest.clone(),
+        loaded.manifest.config.size,
+        "config".to_string(),
+    )];
     for l in &loaded.manifest.layers {
         if !blobs.iter().any(|(d, _, _)| d == &l.digest) {
-            blobs.push((l.digest.clone(), l.size, l.filepath().unwrap_or("layer").to_string()));
+            blobs.push((
+                l.digest.clone(),
+                l.size,
+                l.filepath().unwrap_or("layer").to_string(),
+            ));
         }
     }
     for (d, _, name) in &blobs {
@@ -91,30 +99,67 @@ pub async fn push_from_store(
         async move {
             progress.blob_started(&name, size);
             let candidates = known.mount_candidates(&digest, &remote.registry, &remote.repository);
-            let outcome = client.push_blob_file(remote, &digest, size, &store.blob_path(&digest), &candidates, progress).await?;
+            let outcome = client
+                .push_blob_file(
+                    remote,
+                    &digest,
+                    size,
+                    &store.blob_path(&digest),
+                    &candidates,
+                    progress,
+                )
+                .await?;
             let (action, bytes_sent) = action(&outcome);
             known.record(&digest, &remote.registry, &remote.repository);
             progress.blob_finished(&name, size, action.as_str());
-            Ok::<_, Error>(BlobReport { digest, size, name, action, bytes_sent })
+            Ok::<_, Error>(BlobReport {
+                digest,
+                size,
+                name,
+                action,
+                bytes_sent,
+            })
         }
     }))
     .buffer_unordered(concurrency.max(1))
     .try_collect()
     .await?;
-    let media_type = crate::manifest::sniff_media_type(&loaded.bytes).unwrap_or_else(|| crate::media::OCI_MANIFEST.into());
-    let target = if remote.digest.is_some() && remote.tag.is_none() { remote.clone() } else { remote.with_tag(remote.tag_or_default().unwrap_or("latest")) };
-    let digest = client.put_manifest(&target, &loaded.bytes, &media_type).await?;
+    let media_type = crate::manifest::sniff_media_type(&loaded.bytes)
+        .unwrap_or_else(|| crate::media::OCI_MANIFEST.into());
+    let target = if remote.digest.is_some() && remote.tag.is_none() {
+        remote.clone()
+    } else {
+        remote.with_tag(remote.tag_or_default().unwrap_or("latest"))
+    };
+    let digest = client
+        .put_manifest(&target, &loaded.bytes, &media_type)
+        .await?;
     if digest != loaded.digest {
-        return Err(Error::DigestMismatch { what: format!("manifest pushed to {remote}"), expected: loaded.digest.to_string(), actual: digest.to_string() });
+        return Err(Error::DigestMismatch {
+            what: format!("manifest pushed to {remote}"),
+            expected: loaded.digest.to_string(),
+            actual: digest.to_string(),
+        });
     }
     known.save();
     let bytes_sent = reports.iter().map(|r| r.bytes_sent).sum();
-    Ok(PushReport { reference: target.to_string(), digest, blobs: reports, bytes_sent })
+    Ok(PushReport {
+        reference: target.to_string(),
+        digest,
+        blobs: reports,
+        bytes_sent,
+    })
 }
 
 /// Uploads one file as a raw blob to `repository` (no manifest), so a later
 /// `build --output-remote` finds it with a HEAD and skips it. Returns its digest.
-pub async fn upload_file(client: &RegistryClient, store: &Store, file: &Path, repository: &Reference, progress: &dyn TransferProgress) -> Result<BlobReport> {
+pub async fn upload_file(
+    client: &RegistryClient,
+    store: &Store,
+    file: &Path,
+    repository: &Reference,
+    progress: &dyn TransferProgress,
+) -> Result<BlobReport> {
     let path = file.to_path_buf();
     let (digest, size) = tokio::task::spawn_blocking(move || crate::digest::hash_file(&path))
         .await
@@ -123,10 +168,18 @@ pub async fn upload_file(client: &RegistryClient, store: &Store, file: &Path, re
     progress.blob_started(&name, size);
     let known = KnownBlobs::open(store);
     let candidates = known.mount_candidates(&digest, &repository.registry, &repository.repository);
-    let outcome = client.push_blob_file(repository, &digest, size, file, &candidates, progress).await?;
+    let outcome = client
+        .push_blob_file(repository, &digest, size, file, &candidates, progress)
+        .await?;
     let (action, bytes_sent) = action(&outcome);
     known.record(&digest, &repository.registry, &repository.repository);
     known.save();
     progress.blob_finished(&name, size, action.as_str());
-    Ok(BlobReport { digest, size, name, action, bytes_sent })
+    Ok(BlobReport {
+        digest,
+        size,
+        name,
+        action,
+        bytes_sent,
+    })
 }

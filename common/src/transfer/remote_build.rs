@@ -43,8 +43,18 @@ pub async fn pack_to_registry(
             };
             cache.record(file, opts, &enc);
             let source = temp.clone().unwrap_or_else(|| file.abs_path.clone());
-            let candidates = known.mount_candidates(&enc.digest, &remote.registry, &remote.repository);
-            let outcome = client.push_blob_file(remote, &enc.digest, enc.size, &source, &candidates, progress).await;
+            let candidates =
+                known.mount_candidates(&enc.digest, &remote.registry, &remote.repository);
+            let outcome = client
+                .push_blob_file(
+                    remote,
+                    &enc.digest,
+                    enc.size,
+                    &source,
+                    &candidates,
+                    progress,
+                )
+                .await;
             if let Some(t) = &temp {
                 let _ = std::fs::remove_file(t);
             }
@@ -53,10 +63,18 @@ pub async fn pack_to_registry(
             let (action, bytes_sent) = match outcome {
                 crate::registry::PushOutcome::Exists => (super::BlobAction::Exists, 0),
                 crate::registry::PushOutcome::Mounted => (super::BlobAction::Mounted, 0),
-                crate::registry::PushOutcome::Uploaded { bytes_sent } => (super::BlobAction::Uploaded, bytes_sent),
+                crate::registry::PushOutcome::Uploaded { bytes_sent } => {
+                    (super::BlobAction::Uploaded, bytes_sent)
+                }
             };
             progress.blob_finished(&file.rel_path, file.size, action.as_str());
-            let report = BlobReport { digest: enc.digest.clone(), size: enc.size, name: file.rel_path.clone(), action, bytes_sent };
+            let report = BlobReport {
+                digest: enc.digest.clone(),
+                size: enc.size,
+                name: file.rel_path.clone(),
+                action,
+                bytes_sent,
+            };
             Ok::<_, Error>((enc, report))
         }
     }))
@@ -64,27 +82,54 @@ pub async fn pack_to_registry(
     .try_collect()
     .await?;
     cache.save();
-    let layers = files.iter().zip(&results).map(|(f, (enc, _))| (pack::layer_descriptor(f, enc, opts), enc.diff_id.clone())).collect();
-    let (_, config_bytes, manifest) = pack::assemble(layers, descriptor, settings, annotations, opts);
+    let layers = files
+        .iter()
+        .zip(&results)
+        .map(|(f, (enc, _))| (pack::layer_descriptor(f, enc, opts), enc.diff_id.clone()))
+        .collect();
+    let (_, config_bytes, manifest) =
+        pack::assemble(layers, descriptor, settings, annotations, opts);
     client.push_blob_bytes(remote, &config_bytes).await?;
     let manifest_bytes = manifest.to_bytes();
     let target = remote.with_tag(remote.tag_or_default().unwrap_or("latest"));
-    let digest = client.put_manifest(&target, &manifest_bytes, crate::media::OCI_MANIFEST).await?;
+    let digest = client
+        .put_manifest(&target, &manifest_bytes, crate::media::OCI_MANIFEST)
+        .await?;
     if digest != Digest::of(&manifest_bytes) {
-        return Err(Error::DigestMismatch { what: format!("manifest pushed to {target}"), expected: Digest::of(&manifest_bytes).to_string(), actual: digest.to_string() });
+        return Err(Error::DigestMismatch {
+            what: format!("manifest pushed to {target}"),
+            expected: Digest::of(&manifest_bytes).to_string(),
+            actual: digest.to_string(),
+        });
     }
     known.save();
     let blobs: Vec<BlobReport> = results.into_iter().map(|(_, r)| r).collect();
-    Ok(PushReport { reference: target.to_string(), digest, bytes_sent: blobs.iter().map(|b| b.bytes_sent).sum(), blobs })
+    Ok(PushReport {
+        reference: target.to_string(),
+        digest,
+        bytes_sent: blobs.iter().map(|b| b.bytes_sent).sum(),
+        blobs,
+    })
 }
 
 /// Hashes a raw file, or encodes a tar layer into a temp file in the store's tmp dir.
-async fn encode(store: &Store, file: &PackFile, opts: &PackOptions) -> Result<(LayerEncoding, Option<std::path::PathBuf>)> {
+async fn encode(
+    store: &Store,
+    file: &PackFile,
+    opts: &PackOptions,
+) -> Result<(LayerEncoding, Option<std::path::PathBuf>)> {
     let (file, opts, tmp) = (file.clone(), opts.clone(), store.tmp_dir());
     tokio::task::spawn_blocking(move || {
         if opts.format == LayerFormat::Raw {
             let (digest, size) = crate::digest::hash_file(&file.abs_path)?;
-            return Ok((LayerEncoding { diff_id: digest.clone(), digest, size }, None));
+            return Ok((
+                LayerEncoding {
+                    diff_id: digest.clone(),
+                    digest,
+                    size,
+                },
+                None,
+            ));
         }
         let (path, f) = crate::store::tempfile_in(&tmp)?;
         let mut w = std::io::BufWriter::with_capacity(crate::digest::COPY_BUF, f);

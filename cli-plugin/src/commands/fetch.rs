@@ -1,0 +1,56 @@
+//! `fetch REF --output DIR --patterns GLOB…`: only the matching files, each once,
+//! straight from the registry into DIR.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use modelpack_common::transfer::fetch_to_dir;
+
+use super::remote::{Bars, RegistryArgs};
+use super::{Ctx, parse_ref};
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// Model reference (tag or digest)
+    pub reference: String,
+    /// Directory to write the files into
+    #[arg(short, long, value_name = "DIR")]
+    pub output: PathBuf,
+    /// Globs over file paths (`**` allowed); comma-separated or repeated
+    #[arg(long, required = true, num_args = 1..)]
+    pub patterns: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
+    let remote = parse_ref(&args.reference)?;
+    let client = args.registry.client(&ctx)?;
+    let bars = Bars::new(&ctx, 0, "fetching");
+    let report = fetch_to_dir(
+        &client,
+        &remote,
+        &args.output,
+        &args.patterns,
+        args.registry.concurrency,
+        &bars,
+    )
+    .await;
+    bars.finish();
+    let report = report?;
+    if ctx.out.json {
+        ctx.out.print_json(&report)?;
+    } else {
+        let x = report.extract.clone().unwrap_or_default();
+        ctx.out.status(format!(
+            "fetched {} file(s) of {} into {} ({} unchanged)",
+            report.layers,
+            report.reference,
+            args.output.display(),
+            x.files_skipped
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

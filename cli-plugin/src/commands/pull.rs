@@ -1,0 +1,86 @@
+//! `pull REF`: into the local store (blobs already there are skipped,
+//! partial downloads resume); `--extract-dir DIR` also extracts;
+//! `--extract-from-remote` streams straight into DIR with nothing stored.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use modelpack_common::extract::{ExtractOptions, extract_from_store};
+use modelpack_common::transfer::{pull_to_dir, pull_to_store};
+
+use super::remote::{Bars, RegistryArgs};
+use super::{Ctx, parse_ref};
+use crate::output::human_size;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Model reference (tag or digest)
+    pub reference: String,
+    /// Also extract the files into DIR
+    #[arg(long, value_name = "DIR")]
+    pub extract_dir: Option<PathBuf>,
+    /// Stream files straight into --extract-dir, keeping nothing in the store
+    #[arg(long, requires = "extract_dir")]
+    pub extract_from_remote: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
+    let remote = parse_ref(&args.reference)?;
+    let client = args.registry.client(&ctx)?;
+    let bars = Bars::new(&ctx, 0, &format!("pulling {}", remote.repository));
+    let mut report = if args.extract_from_remote {
+        let dir = args.extract_dir.clone().expect("clap requires it");
+        pull_to_dir(&client, &remote, &dir, args.registry.concurrency, &bars).await
+    } else {
+        pull_to_store(
+            &client,
+            &ctx.store()?,
+            &remote,
+            args.registry.concurrency,
+            &bars,
+        )
+        .await
+    };
+    bars.finish();
+    if let (Ok(r), Some(dir), false) = (&mut report, &args.extract_dir, args.extract_from_remote) {
+        let store = ctx.store()?;
+        let manifest = r.manifest.clone().expect("pull returns the manifest");
+        let dir = dir.clone();
+        let opts = ExtractOptions {
+            concurrency: args.registry.concurrency,
+            ..Default::default()
+        };
+        r.extract = Some(
+            super::blocking(move || Ok(extract_from_store(&store, &manifest, &dir, &opts)?))
+                .await?,
+        );
+    }
+    let report = report?;
+    if ctx.out.json {
+        ctx.out.print_json(&report)?;
+    } else {
+        ctx.out.status(format!(
+            "pulled {} ({} layers: {} downloaded, {} already present; {}, {}/s)",
+            report.reference,
+            report.layers,
+            report.blobs_downloaded,
+            report.blobs_skipped,
+            human_size(report.bytes_received),
+            human_size(bars.throughput() as u64)
+        ));
+        if let (Some(x), Some(dir)) = (&report.extract, &args.extract_dir) {
+            ctx.out.status(format!(
+                "extracted to {}: {} written, {} unchanged",
+                dir.display(),
+                x.files_written,
+                x.files_skipped
+            ));
+        }
+        println!("{}", report.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,219 @@
+//! Shared registry options (oras-style) and progress reporting for the verbs
+//! that talk to registries.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use modelpack_common::credentials::{Credential, CredentialOptions, CredentialStore};
+use modelpack_common::registry::{Progress, RegistryClient, TransportOptions};
+use modelpack_common::transfer::TransferProgress;
+
+use super::Ctx;
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct RegistryArgs {
+    /// Registry username
+    #[arg(short = 'u', long)]
+    pub username: Option<String>,
+    /// Registry password or token (prefer --password-stdin)
+    #[arg(short = 'p', long)]
+    pub password: Option<String>,
+    /// Read the password from stdin
+    #[arg(long)]
+    pub password_stdin: bool,
+    /// OAuth2 refresh (identity) token
+    #[arg(long)]
+    pub identity_token: Option<String>,
+    /// Credentials file in docker config.json format (repeatable, first match wins)
+    #[arg(long, value_name = "FILE")]
+    pub registry_config: Vec<PathBuf>,
+    /// podman/containers auth.json [default: $REGISTRY_AUTH_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Use plain HTTP (loopback registries do by default)
+    #[arg(long)]
+    pub plain_http: bool,
+    /// Skip TLS certificate verification
+    #[arg(long)]
+    pub insecure: bool,
+    /// Trust this CA bundle (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// Client key (PEM)
+    #[arg(long, value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// containerd hosts.toml directory for mirrors/CA/plain-http [default: /etc/containerd/certs.d if present]
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<PathBuf>,
+    /// Blobs transferred in parallel
+    #[arg(short = 'c', long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Upload chunk size in MiB for large blobs (resumable)
+    #[arg(long, default_value_t = 64, hide = true)]
+    pub chunk_mib: u64,
+}
+
+impl RegistryArgs {
+    fn explicit(&self) -> Result<Option<Credential>> {
+        if let Some(t) = &self.identity_token {
+            return Ok(Some(Credential::IdentityToken(t.clone())));
+        }
+        let password = if self.password_stdin {
+            let mut s = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+                .context("cannot read the password from stdin")?;
+            Some(s.trim_end_matches(['\n', '\r']).to_string())
+        } else {
+            self.password.clone()
+        };
+        match (&self.username, password) {
+            (Some(u), Some(p)) => Ok(Some(Credential::Basic {
+                username: u.clone(),
+                password: p,
+            })),
+            (None, Some(_)) => anyhow::bail!("a password needs a username (-u)"),
+            (Some(_), None) => anyhow::bail!("-u needs a password: -p, or --password-stdin"),
+            (None, None) => Ok(None),
+        }
+    }
+
+    pub fn credential_options(&self, ctx: &Ctx) -> Result<CredentialOptions> {
+        Ok(CredentialOptions {
+            docker_config_dir: ctx.docker_config_dir.clone(),
+            registry_configs: self.registry_config.clone(),
+            authfile: self.authfile.clone(),
+            explicit: self.explicit()?,
+        })
+    }
+
+    pub fn client(&self, ctx: &Ctx) -> Result<RegistryClient> {
+        let creds = Arc::new(CredentialStore::new(self.credential_options(ctx)?));
+        let hosts_dir = self.hosts_dir.clone().or_else(|| {
+            let d = PathBuf::from("/etc/containerd/certs.d");
+            d.is_dir().then_some(d)
+        });
+        let opts = TransportOptions {
+            plain_http: self.plain_http,
+            insecure: self.insecure,
+            ca_file: self.ca_file.clone(),
+            cert_file: self.cert_file.clone(),
+            key_file: self.key_file.clone(),
+            hosts_dir,
+            concurrency: self.concurrency.max(1),
+            chunk_size: self.chunk_mib.max(1) << 20,
+            retries: 5,
+        };
+        Ok(RegistryClient::new(opts, creds)?)
+    }
+}
+
+/// One bar per blob plus a total with throughput on a TTY; a plain line per
+/// finished blob otherwise; nothing with --quiet/--json.
+pub struct Bars {
+    multi: Option<MultiProgress>,
+    total: Option<ProgressBar>,
+    bars: std::sync::Mutex<std::collections::HashMap<String, ProgressBar>>,
+    plain: bool,
+    bytes: AtomicU64,
+    started: Instant,
+}
+
+impl Bars {
+    pub fn new(ctx: &Ctx, total_bytes: u64, label: &str) -> Bars {
+        let tty = std::io::stderr().is_terminal() && !ctx.out.quiet && !ctx.out.json;
+        let (multi, total) = if tty {
+            let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let t = m.add(ProgressBar::new(total_bytes));
+            t.set_style(
+                ProgressStyle::with_template(
+                    "{msg:<28} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                )
+                .expect("template")
+                .progress_chars("=> "),
+            );
+            t.set_message(label.to_string());
+            (Some(m), Some(t))
+        } else {
+            (None, None)
+        };
+        Bars {
+            multi,
+            total,
+            bars: Default::default(),
+            plain: !tty && !ctx.out.quiet && !ctx.out.json,
+            bytes: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(t) = &self.total {
+            t.finish_and_clear();
+        }
+        for b in self.bars.lock().unwrap().values() {
+            b.finish_and_clear();
+        }
+    }
+
+    pub fn throughput(&self) -> f64 {
+        self.bytes.load(Ordering::Relaxed) as f64 / self.started.elapsed().as_secs_f64().max(1e-9)
+    }
+}
+
+impl Progress for Bars {
+    fn advance(&self, bytes: u64) {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+        if let Some(t) = &self.total {
+            t.inc(bytes);
+        }
+    }
+}
+
+impl TransferProgress for Bars {
+    fn blob_started(&self, name: &str, size: u64) {
+        if let Some(m) = &self.multi {
+            let b = m.insert_before(self.total.as_ref().expect("tty"), ProgressBar::new(size));
+            b.set_style(
+                ProgressStyle::with_template("  {msg:<26} {bytes:>10}/{total_bytes}")
+                    .expect("template"),
+            );
+            b.set_message(short(name));
+            self.bars.lock().unwrap().insert(name.to_string(), b);
+        }
+    }
+
+    fn blob_finished(&self, name: &str, size: u64, action: &str) {
+        if let Some(b) = self.bars.lock().unwrap().remove(name) {
+            b.finish_and_clear();
+        }
+        if self.plain {
+            eprintln!("{action:>10} {name} ({})", crate::output::human_size(size));
+        }
+    }
+}
+
+fn short(name: &str) -> String {
+    if name.chars().count() <= 26 {
+        name.to_string()
+    } else {
+        format!(
+            "…{}",
+            name.chars()
+                .rev()
+                .take(25)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<String>()
+        )
+    }
+}

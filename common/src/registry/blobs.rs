@@ -1,0 +1,595 @@
+//! Blob transfer: HEAD-skip, cross-repo mount, monolithic upload for small
+//! blobs, resumable chunked upload (after a dropped connection the session's
+//! `Range` says where to continue), and Range-resumed, verified downloads.
+
+use std::io::{Read, SeekFrom};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt;
+use reqwest::StatusCode;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::digest::{Digest, Hasher};
+use crate::error::{Error, IoContext, Result};
+use crate::reference::Reference;
+
+use super::{
+    Access, Attempt, Endpoint, Progress, PushOutcome, RegistryClient, status_error, transient,
+};
+
+const OCTET: &str = "application/octet-stream";
+
+fn absolute(ep: &Endpoint, loc: &str) -> String {
+    if loc.starts_with("http://") || loc.starts_with("https://") {
+        loc.to_string()
+    } else {
+        format!("{}{loc}", ep.base)
+    }
+}
+
+fn with_digest(loc: &str, d: &Digest) -> String {
+    format!(
+        "{loc}{}digest={d}",
+        if loc.contains('?') { '&' } else { '?' }
+    )
+}
+
+fn location(
+    r: &Reference,
+    ep: &Endpoint,
+    resp: &reqwest::Response,
+) -> std::result::Result<String, Attempt> {
+    resp.headers()
+        .get(LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| absolute(ep, l))
+        .ok_or_else(|| {
+            Attempt::from(Error::Registry {
+                registry: r.registry.clone(),
+                message: "upload response has no Location header".into(),
+            })
+        })
+}
+
+/// A body streaming `len` bytes of `path` from `offset`, counting what it sends into `sent`.
+async fn file_body(
+    path: &Path,
+    offset: u64,
+    len: u64,
+    sent: &Arc<AtomicU64>,
+) -> Result<reqwest::Body> {
+    let mut f = tokio::fs::File::open(path).await.ctx("open", path)?;
+    f.seek(SeekFrom::Start(offset)).await.ctx("seek", path)?;
+    let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), 1 << 20);
+    let sent = sent.clone();
+    Ok(reqwest::Body::wrap_stream(stream.map(move |chunk| {
+        if let Ok(c) = &chunk {
+            sent.fetch_add(c.len() as u64, Ordering::Relaxed);
+        }
+        chunk
+    })))
+}
+
+/// Awaits `fut` while forwarding the growth of `sent` to `progress` (the body
+/// stream lives in the HTTP connection task, so it cannot hold `progress`).
+async fn tracking<T>(
+    fut: impl std::future::Future<Output = T>,
+    sent: &AtomicU64,
+    reported: &mut u64,
+    progress: &dyn Progress,
+) -> T {
+    tokio::pin!(fut);
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            out = &mut fut => {
+                let now = sent.load(Ordering::Relaxed);
+                progress.advance(now - *reported);
+                *reported = now;
+                return out;
+            }
+            _ = tick.tick() => {
+                let now = sent.load(Ordering::Relaxed);
+                progress.advance(now - *reported);
+                *reported = now;
+            }
+        }
+    }
+}
+
+impl RegistryClient {
+    fn server(&self, r: &Reference) -> Result<Endpoint> {
+        Ok(self
+            .endpoints(&r.registry)?
+            .iter()
+            .find(|e| !e.mirror)
+            .expect("server endpoint")
+            .clone())
+    }
+
+    /// HEAD: the blob's size when the repository has it.
+    pub async fn blob_exists(&self, r: &Reference, d: &Digest) -> Result<Option<u64>> {
+        let ep = self.server(r)?;
+        let path = format!("/v2/{}/blobs/{d}", r.repository);
+        self.retry("check blob", || async {
+            let resp = self
+                .send(r, &ep, &Access::Pull, &|c, base| {
+                    c.head(format!("{base}{path}"))
+                })
+                .await?;
+            match resp.status() {
+                s if s.is_success() => Ok(Some(
+                    resp.headers()
+                        .get(CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0),
+                )),
+                StatusCode::NOT_FOUND => Ok(None),
+                _ => Err(status_error(r, "check blob", resp).await),
+            }
+        })
+        .await
+    }
+
+    /// Asks the registry to link `d` from `from_repository`; false when it would rather take an upload.
+    pub async fn mount_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        from_repository: &str,
+    ) -> Result<bool> {
+        let ep = self.server(r)?;
+        let path = format!(
+            "/v2/{}/blobs/uploads/?mount={d}&from={from_repository}",
+            r.repository
+        );
+        let access = Access::PushMountFrom(from_repository.to_string());
+        self.retry("mount blob", || async {
+            let resp = self
+                .send(r, &ep, &access, &|c, base| {
+                    c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0)
+                })
+                .await?;
+            match resp.status() {
+                StatusCode::CREATED => Ok(true),
+                StatusCode::ACCEPTED => {
+                    // The registry opened an upload session instead; cancel it.
+                    if let Ok(loc) = location(r, &ep, &resp) {
+                        let _ = self
+                            .send(r, &ep, &Access::Push, &|c, _| c.delete(loc.clone()))
+                            .await;
+                    }
+                    Ok(false)
+                }
+                _ => Err(status_error(r, "mount blob", resp).await),
+            }
+        })
+        .await
+    }
+
+    async fn start_upload(
+        &self,
+        r: &Reference,
+        ep: &Endpoint,
+    ) -> std::result::Result<String, Attempt> {
+        let path = format!("/v2/{}/blobs/uploads/", r.repository);
+        let resp = self
+            .send(r, ep, &Access::Push, &|c, base| {
+                c.post(format!("{base}{path}")).header(CONTENT_LENGTH, 0)
+            })
+            .await?;
+        if resp.status() != StatusCode::ACCEPTED {
+            return Err(status_error(r, "start blob upload", resp).await);
+        }
+        location(r, ep, &resp)
+    }
+
+    /// Pushes one blob from a file: skip if present, mount if known elsewhere, else upload.
+    pub async fn push_blob_file(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+        path: &Path,
+        mount_from: &[String],
+        progress: &dyn Progress,
+    ) -> Result<PushOutcome> {
+        if self.blob_exists(r, d).await?.is_some() {
+            progress.advance(size);
+            return Ok(PushOutcome::Exists);
+        }
+        for from in mount_from {
+            match self.mount_blob(r, d, from).await {
+                Ok(true) => {
+                    progress.advance(size);
+                    return Ok(PushOutcome::Mounted);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::debug!("mount of {d} from {from} failed: {e}"),
+            }
+        }
+        let ep = self.server(r)?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let reported = std::sync::Mutex::new(0u64);
+        if size <= self.options().chunk_size {
+            self.retry(&format!("upload {d}"), || async {
+                let loc = self.start_upload(r, &ep).await?;
+                let url = with_digest(&loc, d);
+                let body = file_body(path, 0, size, &sent).await?;
+                let body = std::sync::Mutex::new(Some(body));
+                let mut rep = *reported.lock().unwrap();
+                let resp = tracking(
+                    self.send(r, &ep, &Access::Push, &|c, _| {
+                        let b = body
+                            .lock()
+                            .unwrap()
+                            .take()
+                            .unwrap_or_else(|| reqwest::Body::from(Vec::new()));
+                        c.put(url.clone())
+                            .header(CONTENT_TYPE, OCTET)
+                            .header(CONTENT_LENGTH, size)
+                            .body(b)
+                    }),
+                    &sent,
+                    &mut rep,
+                    progress,
+                )
+                .await;
+                *reported.lock().unwrap() = rep;
+                let resp = resp?;
+                if resp.status() != StatusCode::CREATED {
+                    return Err(status_error(r, &format!("upload {d}"), resp).await);
+                }
+                Ok(())
+            })
+            .await?;
+        } else {
+            self.chunked_upload(r, &ep, d, size, path, progress, &sent)
+                .await?;
+        }
+        Ok(PushOutcome::Uploaded {
+            bytes_sent: sent.load(Ordering::Relaxed),
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn chunked_upload(
+        &self,
+        r: &Reference,
+        ep: &Endpoint,
+        d: &Digest,
+        size: u64,
+        path: &Path,
+        progress: &dyn Progress,
+        sent: &Arc<AtomicU64>,
+    ) -> Result<()> {
+        let mut reported = 0u64;
+        let chunk = self.options().chunk_size.max(1);
+        let mut loc = self
+            .retry("start blob upload", || self.start_upload(r, ep))
+            .await?;
+        let mut offset = 0u64;
+        let mut failures = 0u32;
+        while offset < size {
+            let len = chunk.min(size - offset);
+            let body = file_body(path, offset, len, sent).await?;
+            let body = std::sync::Mutex::new(Some(body));
+            let url = loc.clone();
+            let res = tracking(
+                self.send(r, ep, &Access::Push, &|c, _| {
+                    let b = body
+                        .lock()
+                        .unwrap()
+                        .take()
+                        .unwrap_or_else(|| reqwest::Body::from(Vec::new()));
+                    c.patch(url.clone())
+                        .header(CONTENT_TYPE, OCTET)
+                        .header(CONTENT_LENGTH, len)
+                        .header("Content-Range", format!("{offset}-{}", offset + len - 1))
+                        .body(b)
+                }),
+                sent,
+                &mut reported,
+                progress,
+            )
+            .await;
+            let outcome = match res {
+                Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
+                    loc = location(r, ep, &resp).map_err(|a| a.err)?;
+                    offset += len;
+                    failures = 0;
+                    continue;
+                }
+                Ok(resp) => status_error(r, "upload chunk", resp).await,
+                Err(a) => a,
+            };
+            if !outcome.retry || failures >= self.options().retries {
+                return Err(outcome.err);
+            }
+            failures += 1;
+            tracing::warn!(
+                "upload of {d} interrupted at byte {offset}: {} — resuming",
+                outcome.err
+            );
+            tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(failures.min(5)))).await;
+            // Ask the session how much it has; continue from there.
+            match self.upload_status(r, ep, &loc).await {
+                Ok((next, new_loc)) => {
+                    offset = next;
+                    loc = new_loc;
+                }
+                Err(e) => {
+                    tracing::warn!("upload session for {d} lost ({e}); starting a new one");
+                    loc = self
+                        .retry("start blob upload", || self.start_upload(r, ep))
+                        .await?;
+                    offset = 0;
+                }
+            }
+        }
+        let url = with_digest(&loc, d);
+        self.retry("finish blob upload", || async {
+            let resp = self
+                .send(r, ep, &Access::Push, &|c, _| {
+                    c.put(url.clone())
+                        .header(CONTENT_TYPE, OCTET)
+                        .header(CONTENT_LENGTH, 0)
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error(r, "finish blob upload", resp).await);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// GET on an upload session: the next offset (from `Range: 0-N`) and its location.
+    async fn upload_status(
+        &self,
+        r: &Reference,
+        ep: &Endpoint,
+        loc: &str,
+    ) -> Result<(u64, String)> {
+        let resp = self
+            .send(r, ep, &Access::Push, &|c, _| c.get(loc.to_string()))
+            .await
+            .map_err(|a| a.err)?;
+        if resp.status() != StatusCode::NO_CONTENT {
+            return Err(status_error(r, "query upload session", resp).await.err);
+        }
+        let next = resp
+            .headers()
+            .get(RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit('-').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .map(|n| n + 1)
+            .unwrap_or(0);
+        let new_loc = location(r, ep, &resp).unwrap_or_else(|_| loc.to_string());
+        Ok((next, new_loc))
+    }
+
+    /// Pushes a small in-memory blob (config); returns its digest.
+    pub async fn push_blob_bytes(&self, r: &Reference, bytes: &[u8]) -> Result<Digest> {
+        let d = Digest::of(bytes);
+        if self.blob_exists(r, &d).await?.is_some() {
+            return Ok(d);
+        }
+        let ep = self.server(r)?;
+        let body = bytes.to_vec();
+        self.retry("upload blob", || async {
+            let loc = self.start_upload(r, &ep).await?;
+            let url = with_digest(&loc, &d);
+            let resp = self
+                .send(r, &ep, &Access::Push, &|c, _| {
+                    c.put(url.clone())
+                        .header(CONTENT_TYPE, OCTET)
+                        .body(body.clone())
+                })
+                .await?;
+            if resp.status() != StatusCode::CREATED {
+                return Err(status_error(r, "upload blob", resp).await);
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(d)
+    }
+
+    /// Downloads a blob into `partial`, resuming what is already there with
+    /// `Range`, and verifies size and digest. On mismatch the partial file is
+    /// removed and `DigestMismatch` names the layer.
+    pub async fn pull_blob_to_file(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+        partial: &Path,
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        if let Some(dir) = partial.parent() {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .ctx("create directory", dir)?;
+        }
+        let mut hasher = Hasher::new();
+        let mut have = match std::fs::metadata(partial) {
+            Ok(m) if m.len() <= size => m.len(),
+            Ok(_) => {
+                std::fs::remove_file(partial).ctx("remove", partial)?;
+                0
+            }
+            Err(_) => 0,
+        };
+        if have > 0 {
+            let mut f = std::fs::File::open(partial).ctx("open", partial)?;
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = f.read(&mut buf).ctx("read", partial)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+            }
+            progress.advance(have);
+            tracing::info!("resuming {d} at byte {have} of {size}");
+        }
+        let mut file = tokio::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(partial)
+            .await
+            .ctx("open", partial)?;
+        let eps = self.endpoints(&r.registry)?;
+        let pull_eps: Vec<&Endpoint> = eps.iter().filter(|e| e.pull).collect();
+        let mut ep_index = 0;
+        let mut failures = 0u32;
+        let path = format!("/v2/{}/blobs/{d}", r.repository);
+        while have < size || size == 0 {
+            let ep = pull_eps[ep_index];
+            let start = have;
+            let res: std::result::Result<(), Attempt> = async {
+                let resp = self
+                    .send(r, ep, &Access::Pull, &|c, base| {
+                        let req = c.get(format!("{base}{path}"));
+                        if start > 0 {
+                            req.header(RANGE, format!("bytes={start}-"))
+                        } else {
+                            req
+                        }
+                    })
+                    .await?;
+                match resp.status() {
+                    StatusCode::PARTIAL_CONTENT => {}
+                    StatusCode::OK => {
+                        if start > 0 {
+                            // The server ignored Range: start over.
+                            file.set_len(0)
+                                .await
+                                .map_err(|e| Attempt::from(Error::io("truncate", partial, e)))?;
+                            hasher = Hasher::new();
+                            have = 0;
+                        }
+                    }
+                    StatusCode::NOT_FOUND => {
+                        return Err(Attempt {
+                            err: Error::NotFound {
+                                what: format!("blob {d} in {}/{}", r.registry, r.repository),
+                                hint: None,
+                            },
+                            retry: false,
+                        });
+                    }
+                    _ => return Err(status_error(r, &format!("download {d}"), resp).await),
+                }
+                let mut stream = resp.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| transient(&r.registry, e))?;
+                    if have + chunk.len() as u64 > size {
+                        return Err(Attempt::from(Error::SizeMismatch {
+                            what: format!("layer {d} from {r}"),
+                            expected: size,
+                            actual: have + chunk.len() as u64,
+                        }));
+                    }
+                    file.write_all(&chunk)
+                        .await
+                        .map_err(|e| Attempt::from(Error::io("write", partial, e)))?;
+                    hasher.update(&chunk);
+                    have += chunk.len() as u64;
+                    progress.advance(chunk.len() as u64);
+                }
+                Ok(())
+            }
+            .await;
+            file.flush().await.ctx("write", partial)?;
+            match res {
+                Ok(()) if size == 0 || have == size => break,
+                Ok(()) => {
+                    // Stream ended early: treat like a dropped connection.
+                    failures += 1;
+                    if failures > self.options().retries {
+                        return Err(Error::SizeMismatch {
+                            what: format!("layer {d} from {r}"),
+                            expected: size,
+                            actual: have,
+                        });
+                    }
+                }
+                Err(a) if ep.mirror && ep_index + 1 < pull_eps.len() => {
+                    tracing::info!(
+                        "mirror {} failed for {d}: {}; trying the next endpoint",
+                        ep.base,
+                        a.err
+                    );
+                    ep_index += 1;
+                }
+                Err(a) if a.retry && failures < self.options().retries => {
+                    failures += 1;
+                    tracing::warn!(
+                        "download of {d} interrupted at byte {have}: {} — resuming",
+                        a.err
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(failures.min(5))))
+                        .await;
+                }
+                Err(a) => {
+                    if let Error::SizeMismatch { .. } = a.err {
+                        let _ = std::fs::remove_file(partial);
+                    }
+                    return Err(a.err);
+                }
+            }
+        }
+        drop(file);
+        let actual = hasher.finish();
+        if &actual != d {
+            let _ = std::fs::remove_file(partial);
+            return Err(Error::DigestMismatch {
+                what: format!("layer {d} from {r}"),
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// A byte range of a blob (lazy chunk fetch); not verified here — callers verify chunk digests.
+    pub async fn pull_blob_range(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        offset: u64,
+        len: u64,
+    ) -> Result<Vec<u8>> {
+        let ep = self.server(r)?;
+        let path = format!("/v2/{}/blobs/{d}", r.repository);
+        self.retry("read blob range", || async {
+            let resp = self
+                .send(r, &ep, &Access::Pull, &|c, base| {
+                    c.get(format!("{base}{path}"))
+                        .header(RANGE, format!("bytes={offset}-{}", offset + len - 1))
+                })
+                .await?;
+            if resp.status() != StatusCode::PARTIAL_CONTENT && resp.status() != StatusCode::OK {
+                return Err(status_error(r, "read blob range", resp).await);
+            }
+            let full = resp.status() == StatusCode::OK;
+            let bytes = resp.bytes().await.map_err(|e| transient(&r.registry, e))?;
+            Ok(if full {
+                bytes
+                    .slice(offset as usize..(offset + len) as usize)
+                    .to_vec()
+            } else {
+                bytes.to_vec()
+            })
+        })
+        .await
+    }
+}

@@ -1,0 +1,265 @@
+//! Per-host transport: scheme, TLS settings and containerd `hosts.toml`
+//! mirrors (`<hosts_dir>/<host>/hosts.toml`), so a Dragonfly or Spegel mirror
+//! on a node is used the way containerd uses it: mirrors with the needed
+//! capability first, the registry itself last.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::reference::{DOCKER_HUB, DOCKER_HUB_API_HOST, is_loopback_host};
+
+use super::TransportOptions;
+
+/// One place to send requests for a registry.
+#[derive(Clone)]
+pub struct Endpoint {
+    /// `scheme://host[:port][/prefix]`; request paths (`/v2/...`) are appended.
+    pub base: String,
+    pub client: reqwest::Client,
+    pub pull: bool,
+    pub push: bool,
+    pub mirror: bool,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "Endpoint({}, pull={}, push={}, mirror={})",
+            self.base, self.pull, self.push, self.mirror
+        )
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    #[default]
+    None,
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn list(&self) -> Vec<String> {
+        match self {
+            OneOrMany::None => vec![],
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct HostEntry {
+    #[serde(default)]
+    capabilities: Option<Vec<String>>,
+    #[serde(default)]
+    ca: OneOrMany,
+    #[serde(default)]
+    client: Option<toml::Value>,
+    #[serde(default)]
+    skip_verify: Option<bool>,
+    #[serde(default)]
+    override_path: Option<bool>,
+}
+
+/// The parsed hosts.toml of one registry.
+#[derive(Debug, Default, Deserialize)]
+pub struct HostsConfig {
+    #[serde(default)]
+    server: Option<String>,
+    #[serde(default)]
+    ca: OneOrMany,
+    #[serde(default)]
+    skip_verify: Option<bool>,
+    #[serde(default)]
+    host: toml::Table,
+}
+
+impl HostsConfig {
+    pub fn load(hosts_dir: &Path, registry: &str) -> Result<Option<HostsConfig>> {
+        let dirname = registry.replace(':', ":");
+        for d in [dirname.as_str(), "_default"] {
+            let p = hosts_dir.join(d).join("hosts.toml");
+            match std::fs::read_to_string(&p) {
+                Ok(text) => {
+                    return toml::from_str(&text)
+                        .map(Some)
+                        .map_err(|e| Error::Invalid(format!("{}: {e}", p.display())));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("read", p, e)),
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn build_client(
+    insecure: bool,
+    cas: &[String],
+    cert_key: Option<(String, Option<String>)>,
+) -> Result<reqwest::Client> {
+    let mut b = reqwest::Client::builder()
+        .user_agent(concat!("modelpack/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(std::time::Duration::from_secs(30))
+        .read_timeout(std::time::Duration::from_secs(300))
+        .pool_max_idle_per_host(16);
+    if insecure {
+        b = b.danger_accept_invalid_certs(true);
+    }
+    for ca in cas {
+        let pem = std::fs::read(ca).map_err(|e| Error::io("read CA file", ca, e))?;
+        for c in reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| Error::Invalid(format!("{ca}: not a PEM certificate bundle: {e}")))?
+        {
+            b = b.add_root_certificate(c);
+        }
+    }
+    if let Some((cert, key)) = cert_key {
+        let mut pem =
+            std::fs::read(&cert).map_err(|e| Error::io("read client certificate", &cert, e))?;
+        if let Some(k) = key {
+            pem.extend(std::fs::read(&k).map_err(|e| Error::io("read client key", &k, e))?);
+        }
+        b = b.identity(reqwest::Identity::from_pem(&pem).map_err(|e| {
+            Error::Invalid(format!("{cert}: unusable client certificate/key: {e}"))
+        })?);
+    }
+    b.build()
+        .map_err(|e| Error::Invalid(format!("cannot set up the HTTP client: {e}")))
+}
+
+fn client_pair(v: &Option<toml::Value>) -> Option<(String, Option<String>)> {
+    match v {
+        Some(toml::Value::String(s)) => Some((s.clone(), None)),
+        Some(toml::Value::Array(a)) => match a.first() {
+            Some(toml::Value::String(c)) => Some((
+                c.clone(),
+                a.get(1).and_then(|k| k.as_str()).map(str::to_string),
+            )),
+            Some(toml::Value::Array(pair)) => Some((
+                pair.first()?.as_str()?.to_string(),
+                pair.get(1).and_then(|k| k.as_str()).map(str::to_string),
+            )),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Mirrors from hosts.toml (in file order), then the registry itself.
+pub fn endpoints_for(registry: &str, opts: &TransportOptions) -> Result<Vec<Endpoint>> {
+    let host = if registry == DOCKER_HUB {
+        DOCKER_HUB_API_HOST
+    } else {
+        registry
+    };
+    let plain = opts.plain_http || is_loopback_host(host);
+    let global_cas: Vec<String> = opts
+        .ca_file
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    let global_cert = opts.cert_file.as_ref().map(|c| {
+        (
+            c.display().to_string(),
+            opts.key_file.as_ref().map(|k| k.display().to_string()),
+        )
+    });
+    let mut out = Vec::new();
+    let cfg = match &opts.hosts_dir {
+        Some(d) => HostsConfig::load(d, registry)?,
+        None => None,
+    };
+    let mut server = format!("{}://{host}", if plain { "http" } else { "https" });
+    let mut server_insecure = opts.insecure;
+    let mut server_cas = global_cas.clone();
+    if let Some(cfg) = &cfg {
+        if let Some(s) = &cfg.server {
+            server = s.trim_end_matches('/').to_string();
+        }
+        server_insecure |= cfg.skip_verify.unwrap_or(false);
+        server_cas.extend(cfg.ca.list());
+        for (url, v) in &cfg.host {
+            let entry: HostEntry = v.clone().try_into().map_err(|e| {
+                Error::Invalid(format!("hosts.toml for {registry}: host {url:?}: {e}"))
+            })?;
+            let caps = entry
+                .capabilities
+                .clone()
+                .unwrap_or_else(|| vec!["pull".into(), "resolve".into(), "push".into()]);
+            let mut cas = global_cas.clone();
+            cas.extend(entry.ca.list());
+            let client = build_client(
+                opts.insecure || entry.skip_verify.unwrap_or(false),
+                &cas,
+                client_pair(&entry.client).or_else(|| global_cert.clone()),
+            )?;
+            let mut base = url.trim_end_matches('/').to_string();
+            // containerd appends /v2 unless override_path is set; our paths carry /v2 themselves.
+            if entry.override_path.unwrap_or(false) {
+                base = base.trim_end_matches("/v2").to_string();
+            } else if let Some(b) = base.strip_suffix("/v2") {
+                base = b.to_string();
+            }
+            out.push(Endpoint {
+                base,
+                client,
+                pull: caps.iter().any(|c| c == "pull" || c == "resolve"),
+                push: caps.iter().any(|c| c == "push"),
+                mirror: true,
+            });
+        }
+    }
+    out.push(Endpoint {
+        base: server,
+        client: build_client(server_insecure, &server_cas, global_cert)?,
+        pull: true,
+        push: true,
+        mirror: false,
+    });
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_is_plain_http_and_hosts_toml_adds_mirrors() {
+        let eps = endpoints_for("127.0.0.1:5000", &TransportOptions::default()).unwrap();
+        assert_eq!(eps.len(), 1);
+        assert_eq!(eps[0].base, "http://127.0.0.1:5000");
+        let eps = endpoints_for("docker.io", &TransportOptions::default()).unwrap();
+        assert_eq!(eps[0].base, "https://registry-1.docker.io");
+
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("ghcr.io")).unwrap();
+        std::fs::write(
+            d.path().join("ghcr.io/hosts.toml"),
+            "server = \"https://ghcr.io\"\n[host.\"http://127.0.0.1:65001\"]\n  capabilities = [\"pull\", \"resolve\"]\n[host.\"https://mirror.example/v2\"]\n  capabilities = [\"pull\"]\n  skip_verify = true\n",
+        )
+        .unwrap();
+        let opts = TransportOptions {
+            hosts_dir: Some(d.path().into()),
+            ..Default::default()
+        };
+        let eps = endpoints_for("ghcr.io", &opts).unwrap();
+        let bases: Vec<_> = eps
+            .iter()
+            .map(|e| (e.base.as_str(), e.mirror, e.push))
+            .collect();
+        assert_eq!(
+            bases,
+            vec![
+                ("http://127.0.0.1:65001", true, false),
+                ("https://mirror.example", true, false),
+                ("https://ghcr.io", false, true)
+            ]
+        );
+    }
+}
