@@ -12,6 +12,14 @@ use std::process::ExitCode;
 use clap::{CommandFactory, FromArgMatches};
 
 fn main() -> ExitCode {
+    // Behave like other CLI tools when piped into `head`: exit quietly on a closed pipe.
+    // SAFETY: setting a signal disposition to its default before any thread starts.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
     let inv = plugin::parse_invocation(
         std::env::args_os().collect(),
         std::env::var_os("DOCKER_CLI_PLUGIN_ORIGINAL_CLI_COMMAND").is_some(),

@@ -117,3 +117,18 @@ pub fn copy_tree(src: &Path, dst: &Path) {
         }
     }
 }
+
+pub mod services;
+
+/// The Python with oras-py and cryptography: `$MODELPACK_TEST_PYTHON`, else the
+/// venv `integration/setup.sh` creates, else `python3`.
+pub fn python() -> String {
+    if let Ok(p) = std::env::var("MODELPACK_TEST_PYTHON") {
+        return p;
+    }
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/venv/bin/python");
+    if venv.exists() {
+        return venv.display().to_string();
+    }
+    "python3".into()
+}

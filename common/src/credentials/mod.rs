@@ -135,10 +135,10 @@ impl CredentialStore {
             }
         }
         for p in &self.opts.registry_configs {
-            if let Some(f) = AuthFile::load(p)? {
-                if let Some(c) = self.from_docker_file(&f, registry)? {
-                    return Ok(Some(c));
-                }
+            if let Some(f) = AuthFile::load(p)?
+                && let Some(c) = self.lookup_docker_file(&f, registry)?
+            {
+                return Ok(Some(c));
             }
         }
         let authfile = self
@@ -146,30 +146,29 @@ impl CredentialStore {
             .authfile
             .clone()
             .or_else(|| (self.env)("REGISTRY_AUTH_FILE").map(PathBuf::from));
-        if let Some(p) = authfile {
-            if let Some(f) = AuthFile::load(&p)? {
-                if let Some(c) = f.podman_lookup(registry, repository)? {
-                    return Ok(Some(c));
-                }
-            }
+        if let Some(p) = authfile
+            && let Some(f) = AuthFile::load(&p)?
+            && let Some(c) = f.podman_lookup(registry, repository)?
+        {
+            return Ok(Some(c));
         }
-        if let Some(f) = AuthFile::load(&self.docker_config_path())? {
-            if let Some(c) = self.from_docker_file(&f, registry)? {
-                return Ok(Some(c));
-            }
+        if let Some(f) = AuthFile::load(&self.docker_config_path())?
+            && let Some(c) = self.lookup_docker_file(&f, registry)?
+        {
+            return Ok(Some(c));
         }
         for p in self.podman_defaults() {
-            if let Some(f) = AuthFile::load(&p)? {
-                if let Some(c) = f.podman_lookup(registry, repository)? {
-                    return Ok(Some(c));
-                }
+            if let Some(f) = AuthFile::load(&p)?
+                && let Some(c) = f.podman_lookup(registry, repository)?
+            {
+                return Ok(Some(c));
             }
         }
         Ok(None)
     }
 
     /// docker's order within one config file: credHelpers[host] → credsStore → auths.
-    fn from_docker_file(&self, f: &AuthFile, registry: &str) -> Result<Option<Credential>> {
+    fn lookup_docker_file(&self, f: &AuthFile, registry: &str) -> Result<Option<Credential>> {
         let key = helper_key(registry);
         if let Some(h) = f
             .cred_helpers
@@ -178,10 +177,10 @@ impl CredentialStore {
         {
             return helper::get(h, &key);
         }
-        if let Some(h) = &f.creds_store {
-            if let Some(c) = helper::get(h, &key)? {
-                return Ok(Some(c));
-            }
+        if let Some(h) = &f.creds_store
+            && let Some(c) = helper::get(h, &key)?
+        {
+            return Ok(Some(c));
         }
         f.docker_lookup(registry)
     }

@@ -155,10 +155,10 @@ impl TokenCache {
             scopes.extend(challenge_scope.iter().cloned());
         }
         let k = key(registry, &scopes);
-        if let Some((t, exp)) = self.tokens.lock().unwrap().get(&k) {
-            if Instant::now() < *exp {
-                return Ok(format!("Bearer {t}"));
-            }
+        if let Some((t, exp)) = self.tokens.lock().unwrap().get(&k)
+            && Instant::now() < *exp
+        {
+            return Ok(format!("Bearer {t}"));
         }
         let resp = match credential {
             Some(Credential::IdentityToken(refresh)) => {

@@ -140,9 +140,16 @@ fn infer(root: &Path, weights: &[PathBuf], mf: &mut Modelfile) -> Result<()> {
             .extension()
             .map(|e| e.to_string_lossy().to_lowercase())
             .unwrap_or_default();
+        let header = |r: Result<TensorSummary>| match r {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::warn!("{e}; its tensors are not counted in PARAMSIZE/PRECISION");
+                None
+            }
+        };
         let (fmt, summary) = match ext.as_str() {
-            "safetensors" => ("safetensors", Some(read_safetensors_summary(w)?)),
-            "gguf" => ("gguf", Some(read_gguf_summary(w)?)),
+            "safetensors" => ("safetensors", header(read_safetensors_summary(w))),
+            "gguf" => ("gguf", header(read_gguf_summary(w))),
             "bin" | "pt" | "pth" | "ckpt" => ("pt", None),
             "onnx" => ("onnx", None),
             "dduf" => ("dduf", None),

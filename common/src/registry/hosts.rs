@@ -81,8 +81,8 @@ pub struct HostsConfig {
 
 impl HostsConfig {
     pub fn load(hosts_dir: &Path, registry: &str) -> Result<Option<HostsConfig>> {
-        let dirname = registry.replace(':', ":");
-        for d in [dirname.as_str(), "_default"] {
+        let dirname = registry;
+        for d in [dirname, "_default"] {
             let p = hosts_dir.join(d).join("hosts.toml");
             match std::fs::read_to_string(&p) {
                 Ok(text) => {

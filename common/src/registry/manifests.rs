@@ -66,14 +66,14 @@ impl RegistryClient {
                         )));
                     }
                     let digest = Digest::of(&bytes);
-                    if let Some(want) = &r.digest {
-                        if want != &digest {
-                            return Err(Error::DigestMismatch {
-                                what: format!("manifest {r}"),
-                                expected: want.to_string(),
-                                actual: digest.to_string(),
-                            });
-                        }
+                    if let Some(want) = &r.digest
+                        && want != &digest
+                    {
+                        return Err(Error::DigestMismatch {
+                            what: format!("manifest {r}"),
+                            expected: want.to_string(),
+                            actual: digest.to_string(),
+                        });
                     }
                     let media_type = mt
                         .filter(|m| !m.is_empty() && m != "application/json")

@@ -88,12 +88,16 @@ pub struct RegistryClient {
     inner: Arc<Inner>,
 }
 
+type AuthLock = Arc<tokio::sync::Mutex<()>>;
+
 struct Inner {
     opts: TransportOptions,
     creds: Arc<CredentialStore>,
     tokens: TokenCache,
     /// Authorization header per (registry, scope set), reused until a 401.
     auth: Mutex<HashMap<(String, String), HeaderValue>>,
+    /// One token fetch at a time per (registry, scope set): concurrent blobs share it.
+    auth_locks: Mutex<HashMap<(String, String), AuthLock>>,
     endpoints: Mutex<HashMap<String, Arc<Vec<Endpoint>>>>,
 }
 
@@ -149,6 +153,7 @@ impl RegistryClient {
                 creds,
                 tokens: TokenCache::new(),
                 auth: Mutex::new(HashMap::new()),
+                auth_locks: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
             }),
         })
@@ -193,6 +198,27 @@ impl RegistryClient {
         tracing::debug!(registry = %registry, status = %resp.status(), "registry response");
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
+        }
+        let lock = self
+            .inner
+            .auth_locks
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        let current = self.inner.auth.lock().unwrap().get(&key).cloned();
+        if let Some(header) = current.filter(|c| Some(c) != cached.as_ref()) {
+            // Another request obtained a fresh header while we waited: use it.
+            let resp = build(&ep.client, &ep.base)
+                .header(AUTHORIZATION, header)
+                .send()
+                .await
+                .map_err(|e| transient(registry, e))?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
         }
         let challenge = resp
             .headers()

@@ -176,18 +176,18 @@ pub async fn fetch_to_dir(
         let opts = &opts;
         async move {
             let name = layer.filepath().unwrap_or("layer").to_string();
-            if let Some(dest) = raw_destination(layer, out)? {
-                if extract::is_extracted(&dest, layer) {
-                    progress.blob_finished(&name, layer.size, "unchanged");
-                    return Ok((
-                        false,
-                        0,
-                        ExtractStats {
-                            files_skipped: 1,
-                            ..Default::default()
-                        },
-                    ));
-                }
+            if let Some(dest) = raw_destination(layer, out)?
+                && extract::is_extracted(&dest, layer)
+            {
+                progress.blob_finished(&name, layer.size, "unchanged");
+                return Ok((
+                    false,
+                    0,
+                    ExtractStats {
+                        files_skipped: 1,
+                        ..Default::default()
+                    },
+                ));
             }
             progress.blob_started(&name, layer.size);
             let partial = partial_dir.join(format!("{}.partial", layer.digest.hex()));
