@@ -1,0 +1,384 @@
+//! Snapshot semantics, as containerd's overlayfs snapshotter has them: active,
+//! view and committed kinds, parent chains, overlay mounts (lowerdir = parent
+//! chain, upperdir/workdir of the active snapshot), a bind mount for a
+//! parentless snapshot, and a read-only bind of one merged directory for a view
+//! of a model chain. Keys are opaque (`<ns>/<seq>/<key>` from containerd).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use containerd_client::types::Mount;
+
+use crate::error::{Result, SnapError};
+use crate::meta::{Kind, Meta, ModelFile, Record};
+
+pub const LABEL_REF: &str = "containerd.io/snapshot.ref";
+
+pub struct Snapshots {
+    pub root: PathBuf,
+    pub meta: Meta,
+    /// Serialises directory + record changes (metadata txns are short).
+    pub lock: Mutex<()>,
+}
+
+pub fn now_nanos() -> i128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
+}
+
+impl Snapshots {
+    pub fn open(root: &Path) -> Result<Snapshots> {
+        for d in ["snapshots", "blobs/sha256", "tmp"] {
+            std::fs::create_dir_all(root.join(d))?;
+        }
+        let meta = Meta::open(&root.join("metadata.redb"))?;
+        let s = Snapshots {
+            root: root.to_path_buf(),
+            meta,
+            lock: Mutex::new(()),
+        };
+        s.cleanup()?;
+        Ok(s)
+    }
+
+    pub fn dir(&self, id: u64) -> PathBuf {
+        self.root.join("snapshots").join(id.to_string())
+    }
+
+    pub fn fs(&self, id: u64) -> PathBuf {
+        self.dir(id).join("fs")
+    }
+
+    pub fn blob_path(&self, hex: &str) -> PathBuf {
+        self.root.join("blobs/sha256").join(hex)
+    }
+
+    /// Parent chain of `parent` (nearest first), all committed.
+    fn chain(&self, parent: &str) -> Result<Vec<Record>> {
+        let mut out = Vec::new();
+        let mut cur = parent.to_string();
+        while !cur.is_empty() {
+            let r = self
+                .meta
+                .get(&cur)?
+                .ok_or_else(|| SnapError::NotFound(cur.clone()))?;
+            cur = r.parent.clone();
+            out.push(r);
+        }
+        Ok(out)
+    }
+
+    /// Creates an active (`Kind::Active`) or view snapshot on top of `parent`.
+    pub fn create(
+        &self,
+        kind: Kind,
+        key: &str,
+        parent: &str,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Vec<Mount>> {
+        if key.is_empty() {
+            return Err(SnapError::InvalidArgument("snapshot key is empty".into()));
+        }
+        let _g = self.lock.lock().unwrap();
+        if !parent.is_empty() {
+            let p = self
+                .meta
+                .get(parent)?
+                .ok_or_else(|| SnapError::NotFound(format!("parent {parent}")))?;
+            if p.kind != Kind::Committed {
+                return Err(SnapError::FailedPrecondition(format!(
+                    "parent {parent} is not committed"
+                )));
+            }
+        }
+        if self.meta.get(key)?.is_some() {
+            return Err(SnapError::AlreadyExists(key.to_string()));
+        }
+        let id = self.meta.update(|t| t.next_id())?;
+        let dir = self.dir(id);
+        std::fs::create_dir_all(dir.join("fs"))?;
+        if kind == Kind::Active {
+            std::fs::create_dir_all(dir.join("work"))?;
+        }
+        let chain = self.chain(parent)?;
+        if kind == Kind::View && chain.iter().any(|r| !r.model.is_empty()) {
+            merge_model_files(self, &chain, &self.fs(id))?;
+        }
+        let now = now_nanos();
+        let rec = Record {
+            id,
+            name: key.to_string(),
+            parent: parent.to_string(),
+            kind,
+            labels,
+            created: now,
+            updated: now,
+            model: vec![],
+        };
+        let res = self.meta.update(|t| {
+            if t.get(key)?.is_some() {
+                return Err(SnapError::AlreadyExists(key.to_string()));
+            }
+            t.put(&rec)
+        });
+        if let Err(e) = res {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+        self.mounts_for(&rec)
+    }
+
+    pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
+        let r = self
+            .meta
+            .get(key)?
+            .ok_or_else(|| SnapError::NotFound(key.to_string()))?;
+        if r.kind == Kind::Committed {
+            return Err(SnapError::FailedPrecondition(format!(
+                "{key} is committed; mounts exist only for active and view snapshots"
+            )));
+        }
+        self.mounts_for(&r)
+    }
+
+    fn mounts_for(&self, r: &Record) -> Result<Vec<Mount>> {
+        let chain = self.chain(&r.parent)?;
+        let bind = |src: PathBuf, ro: bool| Mount {
+            r#type: "bind".into(),
+            source: src.display().to_string(),
+            target: String::new(),
+            options: vec![if ro { "ro" } else { "rw" }.into(), "rbind".into()],
+        };
+        if r.kind == Kind::View && chain.iter().any(|c| !c.model.is_empty()) {
+            return Ok(vec![bind(self.fs(r.id), true)]);
+        }
+        match (r.kind, chain.len()) {
+            (Kind::Active, 0) => Ok(vec![bind(self.fs(r.id), false)]),
+            (Kind::View, 0) => Ok(vec![bind(self.fs(r.id), true)]),
+            (Kind::View, 1) => Ok(vec![bind(self.fs(chain[0].id), true)]),
+            (Kind::View, _) => {
+                let lower: Vec<String> = chain
+                    .iter()
+                    .map(|c| self.fs(c.id).display().to_string())
+                    .collect();
+                Ok(vec![Mount {
+                    r#type: "overlay".into(),
+                    source: "overlay".into(),
+                    target: String::new(),
+                    options: vec![format!("lowerdir={}", lower.join(":"))],
+                }])
+            }
+            _ => {
+                let lower: Vec<String> = chain
+                    .iter()
+                    .map(|c| self.fs(c.id).display().to_string())
+                    .collect();
+                Ok(vec![Mount {
+                    r#type: "overlay".into(),
+                    source: "overlay".into(),
+                    target: String::new(),
+                    options: vec![
+                        "index=off".into(),
+                        format!("workdir={}", self.dir(r.id).join("work").display()),
+                        format!("upperdir={}", self.fs(r.id).display()),
+                        format!("lowerdir={}", lower.join(":")),
+                    ],
+                }])
+            }
+        }
+    }
+
+    pub fn commit(&self, name: &str, key: &str, labels: BTreeMap<String, String>) -> Result<()> {
+        let _g = self.lock.lock().unwrap();
+        self.meta.update(|t| {
+            let mut r = t
+                .get(key)?
+                .ok_or_else(|| SnapError::NotFound(key.to_string()))?;
+            if r.kind != Kind::Active {
+                return Err(SnapError::FailedPrecondition(format!(
+                    "{key} is not an active snapshot"
+                )));
+            }
+            if t.get(name)?.is_some() {
+                return Err(SnapError::AlreadyExists(name.to_string()));
+            }
+            t.delete(key)?;
+            r.name = name.to_string();
+            r.kind = Kind::Committed;
+            r.labels.extend(labels);
+            r.updated = now_nanos();
+            t.put(&r)
+        })?;
+        Ok(())
+    }
+
+    /// Records a committed snapshot whose data is already in place (model layers).
+    pub fn commit_prepared(&self, rec: Record) -> Result<()> {
+        let _g = self.lock.lock().unwrap();
+        self.meta.update(|t| {
+            if t.get(&rec.name)?.is_some() {
+                return Err(SnapError::AlreadyExists(rec.name.clone()));
+            }
+            t.put(&rec)
+        })
+    }
+
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let _g = self.lock.lock().unwrap();
+        let r = self.meta.update(|t| {
+            let r = t
+                .get(key)?
+                .ok_or_else(|| SnapError::NotFound(key.to_string()))?;
+            if t.has_children(key)? {
+                return Err(SnapError::FailedPrecondition(format!(
+                    "cannot remove {key}: snapshots depend on it (remove them first)"
+                )));
+            }
+            t.delete(key)?;
+            Ok(r)
+        })?;
+        let _ = std::fs::remove_dir_all(self.dir(r.id));
+        self.free_unreferenced_blobs()?;
+        Ok(())
+    }
+
+    pub fn stat(&self, key: &str) -> Result<Record> {
+        self.meta
+            .get(key)?
+            .ok_or_else(|| SnapError::NotFound(key.to_string()))
+    }
+
+    /// Only labels are mutable: paths `labels` (replace all) or `labels.<key>`.
+    pub fn update_labels(
+        &self,
+        key: &str,
+        labels: BTreeMap<String, String>,
+        paths: &[String],
+    ) -> Result<Record> {
+        let _g = self.lock.lock().unwrap();
+        self.meta.update(|t| {
+            let mut r = t
+                .get(key)?
+                .ok_or_else(|| SnapError::NotFound(key.to_string()))?;
+            if paths.is_empty() {
+                r.labels = labels.clone();
+            }
+            for p in paths {
+                if p == "labels" {
+                    r.labels = labels.clone();
+                } else if let Some(k) = p.strip_prefix("labels.") {
+                    match labels.get(k) {
+                        Some(v) => r.labels.insert(k.to_string(), v.clone()),
+                        None => r.labels.remove(k),
+                    };
+                } else {
+                    return Err(SnapError::InvalidArgument(format!(
+                        "cannot update field {p:?}: only labels are mutable"
+                    )));
+                }
+            }
+            r.updated = now_nanos();
+            t.put(&r)?;
+            Ok(r)
+        })
+    }
+
+    /// Disk usage: bytes and inodes of the snapshot's own data.
+    pub fn usage(&self, key: &str) -> Result<(i64, i64)> {
+        let r = self.stat(key)?;
+        let mut size = 0i64;
+        let mut inodes = 0i64;
+        let mut seen = std::collections::HashSet::new();
+        for e in walkdir::WalkDir::new(self.fs(r.id)).min_depth(1) {
+            let Ok(e) = e else { continue };
+            let Ok(m) = e.metadata() else { continue };
+            use std::os::unix::fs::MetadataExt;
+            if seen.insert((m.dev(), m.ino())) {
+                inodes += 1;
+                size += (m.blocks() * 512) as i64;
+            }
+        }
+        Ok((size, inodes))
+    }
+
+    /// Removes directories without records and blobs no snapshot references.
+    pub fn cleanup(&self) -> Result<()> {
+        let records = self.meta.all()?;
+        let ids: std::collections::HashSet<String> =
+            records.iter().map(|r| r.id.to_string()).collect();
+        for e in std::fs::read_dir(self.root.join("snapshots"))?.flatten() {
+            if !ids.contains(&e.file_name().to_string_lossy().to_string()) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        for e in std::fs::read_dir(self.root.join("tmp"))?.flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        self.free_unreferenced_blobs()
+    }
+
+    fn free_unreferenced_blobs(&self) -> Result<()> {
+        let records = self.meta.all()?;
+        let used: std::collections::HashSet<&str> = records
+            .iter()
+            .flat_map(|r| r.model.iter().map(|m| m.blob.as_str()))
+            .collect();
+        for e in std::fs::read_dir(self.root.join("blobs/sha256"))?.flatten() {
+            let name = e.file_name().to_string_lossy().to_string();
+            if !used.contains(name.as_str()) {
+                let _ = std::fs::remove_file(e.path());
+                let _ = self.meta.drop_chunks(&name);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Hardlinks every model file of the chain into `dest` at its path (nearest layer wins).
+fn merge_model_files(s: &Snapshots, chain: &[Record], dest: &Path) -> Result<()> {
+    for r in chain.iter().rev() {
+        for f in &r.model {
+            link_file(&s.fs(r.id).join(&f.filepath), &dest.join(&f.filepath))?;
+        }
+        if r.model.is_empty() {
+            continue;
+        }
+    }
+    Ok(())
+}
+
+pub fn link_file(src: &Path, dst: &Path) -> Result<()> {
+    if let Some(p) = dst.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    let _ = std::fs::remove_file(dst);
+    std::fs::hard_link(src, dst).or_else(|_| std::fs::copy(src, dst).map(|_| ()))?;
+    Ok(())
+}
+
+/// A record for a committed model snapshot.
+pub fn model_record(
+    id: u64,
+    name: &str,
+    parent: &str,
+    labels: BTreeMap<String, String>,
+    files: Vec<ModelFile>,
+) -> Record {
+    let now = now_nanos();
+    Record {
+        id,
+        name: name.into(),
+        parent: parent.into(),
+        kind: Kind::Committed,
+        labels,
+        created: now,
+        updated: now,
+        model: files,
+    }
+}
+
+#[cfg(test)]
+mod tests;
