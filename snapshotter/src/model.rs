@@ -89,6 +89,13 @@ async fn prepare_inner(
     let blob = s.blob_path(digest.hex());
     let size = if blob.exists() {
         // Stored blobs were verified when they arrived; reuse (node-level dedup).
+        if s.meta.chunks(digest.hex())?.is_none() {
+            let (b2, cs) = (blob.clone(), f.chunk_size);
+            let (_, chunks) = tokio::task::spawn_blocking(move || index_file(&b2, cs))
+                .await
+                .map_err(|e| SnapError::Internal(e.to_string()))??;
+            s.meta.put_chunks(digest.hex(), &chunks)?;
+        }
         std::fs::metadata(&blob)?.len()
     } else {
         let size = match labels.get(LABEL_LAYER_SIZE).and_then(|v| v.parse().ok()) {
