@@ -89,7 +89,7 @@ mod tests {
     fn chunks_cover_the_file_and_verify() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("blob");
-        let data: Vec<u8> = (0..(10_000u32)).map(|i| (i % 251) as u8).collect();
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&p, &data).unwrap();
         let (whole, idx) = index_file(&p, 4096).unwrap();
         assert_eq!(whole, Digest::of(&data));
