@@ -74,6 +74,10 @@ pub enum Command {
     Login(crate::commands::login::LoginArgs),
     /// Remove stored credentials for a registry
     Logout(crate::commands::login::LogoutArgs),
+    /// Mount a model pulled with `pull --containerd` read-only at a directory
+    Mount(crate::commands::mount::MountArgs),
+    /// Unmount a model mounted with `mount`
+    Umount(crate::commands::mount::UmountArgs),
     /// Print version information
     Version,
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod containerd;
 mod output;
 mod plugin;
 

@@ -7,6 +7,7 @@ pub mod inspect;
 pub mod login;
 pub mod ls;
 pub mod modelfile;
+pub mod mount;
 pub mod prune;
 pub mod pull;
 pub mod push;
@@ -79,6 +80,8 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Upload(a) => upload::run(a, ctx).await,
         Command::Login(a) => login::login(a, ctx).await,
         Command::Logout(a) => login::logout(a, ctx).await,
+        Command::Mount(a) => mount::mount(a, ctx).await,
+        Command::Umount(a) => mount::umount(a, ctx).await,
         Command::Version => {
             version(&ctx)?;
             Ok(ExitCode::SUCCESS)

@@ -24,6 +24,11 @@ pub struct PullArgs {
     /// Stream files straight into --extract-dir, keeping nothing in the store
     #[arg(long, requires = "extract_dir")]
     pub extract_from_remote: bool,
+    /// Record the model in containerd and prepare its layers through the modelpack snapshotter
+    #[arg(long, conflicts_with_all = ["extract_dir", "extract_from_remote"])]
+    pub containerd: bool,
+    #[command(flatten)]
+    pub containerd_args: crate::containerd::ContainerdArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -31,6 +36,9 @@ pub struct PullArgs {
 pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
     let client = args.registry.client(&ctx)?;
+    if args.containerd {
+        return pull_containerd(&args, &ctx, &client, &remote).await;
+    }
     let bars = Bars::new(&ctx, 0, &format!("pulling {}", remote.repository));
     let mut report = if args.extract_from_remote {
         let dir = args.extract_dir.clone().expect("clap requires it");
@@ -81,6 +89,59 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
             ));
         }
         println!("{}", report.digest);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pull_containerd(
+    args: &PullArgs,
+    ctx: &Ctx,
+    client: &modelpack_common::registry::RegistryClient,
+    remote: &modelpack_common::Reference,
+) -> Result<ExitCode> {
+    use modelpack_common::manifest::Manifest;
+    let started = std::time::Instant::now();
+    let fetched = client.get_manifest(remote).await?;
+    let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
+    if !manifest.is_model() {
+        anyhow::bail!(
+            "{remote} is not a ModelPack artifact (artifactType {:?})",
+            manifest.artifact_type
+        );
+    }
+    let tmp = std::env::temp_dir().join(format!(
+        "modelpack-config-{}-{}",
+        std::process::id(),
+        manifest.config.digest.hex()
+    ));
+    client
+        .pull_blob_to_file(
+            remote,
+            &manifest.config.digest,
+            manifest.config.size,
+            &tmp,
+            &(),
+        )
+        .await?;
+    let config = std::fs::read(&tmp);
+    let _ = std::fs::remove_file(&tmp);
+    let config = config?;
+    let top = crate::containerd::pull(
+        &args.containerd_args,
+        &remote.to_string(),
+        &fetched.bytes,
+        &manifest,
+        &config,
+    )
+    .await?;
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({"reference": remote.to_string(), "digest": fetched.digest.to_string(), "chainId": top, "layers": manifest.layers.len(), "seconds": started.elapsed().as_secs_f64()}))?;
+    } else {
+        ctx.out.status(format!(
+            "{remote} is in containerd (namespace {}, snapshotter {}); top chain {top}",
+            args.containerd_args.namespace, args.containerd_args.snapshotter
+        ));
+        println!("{}", fetched.digest);
     }
     Ok(ExitCode::SUCCESS)
 }

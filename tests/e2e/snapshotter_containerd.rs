@@ -1,0 +1,431 @@
+//! The snapshotter with real containerd 1.6 + runc, loopback only: an ordinary
+//! busybox image pulled and run with `--snapshotter modelpack`; a model pushed to
+//! a local registry, `pull --containerd`, `mount`, and `ctr run` with the bind
+//! mount checking every file's sha256 inside the container; node-level dedup
+//! measured from the store; SIGKILL of the snapshotter and a containerd restart;
+//! a registry serving wrong bytes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use modelpack_e2e::services::{Auth, Fault, FaultProxy, Registry};
+use modelpack_e2e::{fails, ok, require_tool};
+
+const SNAPSHOTTER: &str = env!("CARGO_BIN_EXE_modelpack-snapshotter");
+
+fn cli() -> PathBuf {
+    let p = Path::new(SNAPSHOTTER).with_file_name("docker-modelpack");
+    assert!(
+        p.exists(),
+        "{} is missing: build the workspace (cargo test --workspace builds it)",
+        p.display()
+    );
+    p
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !path.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} did not appear",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+struct Node {
+    t: PathBuf,
+    snap: Option<Proc>,
+    ctrd: Option<Proc>,
+    ns: String,
+}
+
+impl Node {
+    fn sock(&self) -> PathBuf {
+        self.t.join("ctrd/containerd.sock")
+    }
+    fn snap_sock(&self) -> PathBuf {
+        self.t.join("snap.sock")
+    }
+    fn start_snapshotter(&mut self) {
+        let _ = std::fs::remove_file(self.snap_sock());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.t.join("snap.log"))
+            .unwrap();
+        let child = Command::new(SNAPSHOTTER)
+            .arg("--root")
+            .arg(self.t.join("snaproot"))
+            .arg("--address")
+            .arg(self.snap_sock())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.snap = Some(Proc(child));
+        wait_for(&self.snap_sock());
+    }
+    fn start_containerd(&mut self) {
+        let d = self.t.join("ctrd");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(
+            d.join("config.toml"),
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n[grpc]\n  address = \"{d}/containerd.sock\"\n[ttrpc]\n  address = \"{d}/containerd.sock.ttrpc\"\n[debug]\n  address = \"\"\n[metrics]\n  address = \"\"\n[proxy_plugins.modelpack]\n  type = \"snapshot\"\n  address = \"{s}\"\n",
+                d = d.display(),
+                s = self.snap_sock().display()
+            ),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(self.sock());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("log"))
+            .unwrap();
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(d.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.ctrd = Some(Proc(child));
+        wait_for(&self.sock());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("-a").arg(self.sock()).arg("-n").arg(&self.ns);
+        c
+    }
+    fn mp(&self) -> Command {
+        let mut c = Command::new(cli());
+        c.env("MODELPACK_HOME", self.t.join("store"))
+            .env("DOCKER_CONFIG", self.t.join("docker"));
+        c
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for m in ["mnt", "mnt2"] {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(self.t.join(m))
+                .status();
+        }
+        self.ctrd = None;
+        self.snap = None;
+        // Leave no mounts of the snapshotter behind before the temp dir goes.
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o '{}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.t.display()
+            ))
+            .status();
+        let _ = std::fs::remove_dir("/run/containerd");
+    }
+}
+
+fn busybox_image(t: &Path, registry: &str) {
+    let script = format!(
+        r#"set -e
+T={t}
+R=$T/img/rootfs; O=$T/img/bb
+mkdir -p $R/bin $R/etc $R/tmp $R/proc $R/sys $R/dev $R/root $R/models $O/blobs/sha256
+cp /bin/busybox $R/bin/busybox
+for a in sh echo cat ls id sha256sum find sort xargs head; do ln -sf busybox $R/bin/$a; done
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C $R -cf $T/img/layer.tar .
+DIFF=sha256:$(sha256sum $T/img/layer.tar | cut -d' ' -f1)
+gzip -n -c $T/img/layer.tar > $T/img/layer.tar.gz
+put() {{ d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" $O/blobs/sha256/$d; echo "sha256:$d $(stat -c %s "$1")"; }}
+read LD LS < <(put $T/img/layer.tar.gz)
+printf '{{"architecture":"amd64","os":"linux","config":{{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]}},"rootfs":{{"type":"layers","diff_ids":["%s"]}}}}' "$DIFF" > $T/img/config.json
+read CD CS < <(put $T/img/config.json)
+printf '{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}}]}}' "$CD" "$CS" "$LD" "$LS" > $T/img/manifest.json
+read MD MS < <(put $T/img/manifest.json)
+echo '{{"imageLayoutVersion":"1.0.0"}}' > $O/oci-layout
+printf '{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{{"org.opencontainers.image.ref.name":"latest"}}}}]}}' "$MD" "$MS" > $O/index.json
+skopeo copy -q --dest-tls-verify=false oci:$O:latest docker://{registry}/busybox:latest
+"#,
+        t = t.display()
+    );
+    ok(
+        Command::new("bash").arg("-c").arg(script).output().unwrap(),
+        "busybox image",
+    );
+}
+
+fn du(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.metadata().map(|m| m.len()).unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn sha256_of(p: &Path) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+#[test]
+fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
+    for t in ["containerd", "ctr", "runc", "skopeo", "docker-registry"] {
+        require_tool(t);
+    }
+    assert!(nix_is_root(), "containerd tests run as root (CI does)");
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_path_buf();
+    let reg = Registry::start(&t.join("reg"), Auth::None);
+    let mut node = Node {
+        t: t.clone(),
+        snap: None,
+        ctrd: None,
+        ns: format!("mptest{}", std::process::id()),
+    };
+    node.start_snapshotter();
+    node.start_containerd();
+    let plugins = ok(
+        node.ctr().args(["plugins", "ls"]).output().unwrap(),
+        "ctr plugins ls",
+    );
+    assert!(
+        plugins
+            .lines()
+            .any(|l| l.contains("modelpack") && l.contains("ok")),
+        "{plugins}"
+    );
+
+    // An ordinary image: pull and run through our snapshotter.
+    busybox_image(&t, &reg.host);
+    let image = format!("{}/busybox:latest", reg.host);
+    ok(
+        node.ctr()
+            .args([
+                "image",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "modelpack",
+                &image,
+            ])
+            .output()
+            .unwrap(),
+        "ctr image pull",
+    );
+    let out = ok(
+        node.ctr()
+            .args([
+                "run",
+                "--rm",
+                "--snapshotter",
+                "modelpack",
+                &image,
+                &format!("hello-{}", node.ns),
+                "/bin/echo",
+                "hello from modelpack",
+            ])
+            .output()
+            .unwrap(),
+        "ctr run",
+    );
+    assert!(out.contains("hello from modelpack"), "{out}");
+
+    // Two models sharing 3 of 4 weight files.
+    let m1 = t.join("m1");
+    modelpack_common::modelfile::write_sample_model(&m1, 4, 2 << 20).unwrap();
+    let m2 = t.join("m2");
+    modelpack_e2e::copy_tree(&m1, &m2);
+    std::fs::write(
+        m2.join("model-00004-of-00004.safetensors"),
+        vec![42u8; 3 << 20],
+    )
+    .unwrap();
+    let r1 = format!("{}/models/m:v1", reg.host);
+    let r2 = format!("{}/models/m:v2", reg.host);
+    for (m, r) in [(&m1, &r1), (&m2, &r2)] {
+        ok(
+            node.mp()
+                .args(["build", "-q", "-t", r, m.to_str().unwrap()])
+                .output()
+                .unwrap(),
+            "build",
+        );
+        ok(node.mp().args(["push", "-q", r]).output().unwrap(), "push");
+    }
+    ok(pull_containerd(&node, &r1), "pull --containerd m1");
+    let images = ok(
+        node.ctr().args(["images", "ls", "-q"]).output().unwrap(),
+        "ctr images ls",
+    );
+    assert!(images.contains(&r1), "{images}");
+    let blobs = t.join("snaproot/blobs/sha256");
+    let before = du(&blobs);
+    ok(pull_containerd(&node, &r2), "pull --containerd m2");
+    let added = du(&blobs) - before;
+    let new_file = std::fs::metadata(m2.join("model-00004-of-00004.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        added >= new_file && added < new_file + (64 << 10),
+        "second model added {added} bytes; its only new file has {new_file}"
+    );
+
+    // Mount and read every file inside a container.
+    let mnt = t.join("mnt");
+    let sock = node.sock();
+    ok(
+        node.mp()
+            .args([
+                "mount",
+                "--containerd",
+                "--address",
+                sock.to_str().unwrap(),
+                "--namespace",
+                &node.ns,
+                &r1,
+                mnt.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "mount",
+    );
+    check_model(&node, &mnt, &image, &m1, "model-a");
+
+    // SIGKILL the snapshotter (Child::kill) and restart it: snapshots and mounts are still served.
+    node.snap = None;
+    node.start_snapshotter();
+    std::thread::sleep(Duration::from_millis(1500));
+    check_model(&node, &mnt, &image, &m1, "model-b");
+    // Restart containerd: the same.
+    node.ctrd = None;
+    node.start_containerd();
+    check_model(&node, &mnt, &image, &m1, "model-c");
+    ok(
+        node.mp()
+            .args(["umount", mnt.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "umount",
+    );
+    assert!(
+        std::fs::read_dir(&mnt).unwrap().next().is_none(),
+        "unmounted"
+    );
+
+    // A registry path serving wrong bytes: Prepare fails clearly, nothing committed.
+    let m3 = t.join("m3");
+    std::fs::create_dir_all(&m3).unwrap();
+    std::fs::write(m3.join("unique.safetensors"), vec![7u8; 1 << 20]).unwrap();
+    let direct = format!("{}/models/bad:v1", reg.host);
+    ok(
+        node.mp()
+            .args(["build", "-q", "-t", &direct, m3.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "build m3",
+    );
+    ok(
+        node.mp().args(["push", "-q", &direct]).output().unwrap(),
+        "push m3",
+    );
+    let bad = FaultProxy::start(reg.port, Fault::CorruptDownloadsOver(64 << 10));
+    let via_bad = format!("127.0.0.1:{}/models/bad:v1", bad.port);
+    let err = fails(
+        pull_containerd(&node, &via_bad),
+        "pull --containerd through a corrupting proxy",
+    );
+    assert!(err.contains("digest mismatch"), "{err}");
+    let images = ok(
+        node.ctr().args(["images", "ls", "-q"]).output().unwrap(),
+        "images",
+    );
+    assert!(
+        !images.contains("bad:v1"),
+        "no image record for the failed pull: {images}"
+    );
+    let blob_files = std::fs::read_dir(&blobs).unwrap().count();
+    assert_eq!(
+        std::fs::read_dir(t.join("snaproot/tmp")).unwrap().count(),
+        0,
+        "no partial left"
+    );
+    let _ = blob_files;
+}
+
+fn pull_containerd(node: &Node, r: &str) -> std::process::Output {
+    let sock = node.sock();
+    node.mp()
+        .args([
+            "pull",
+            "--containerd",
+            "--address",
+            sock.to_str().unwrap(),
+            "--namespace",
+            &node.ns,
+            r,
+        ])
+        .output()
+        .unwrap()
+}
+
+fn check_model(node: &Node, mnt: &Path, image: &str, src: &Path, name: &str) {
+    let name = format!("{name}-{}", node.ns);
+    let out = ok(
+        node.ctr()
+            .args([
+                "run",
+                "--rm",
+                "--snapshotter",
+                "modelpack",
+                "--mount",
+                &format!(
+                    "type=bind,src={},dst=/models,options=rbind:ro",
+                    mnt.display()
+                ),
+                image,
+                &name,
+                "/bin/sh",
+                "-c",
+                "cd /models && find . -type f | sort | xargs sha256sum",
+            ])
+            .output()
+            .unwrap(),
+        "ctr run with the model",
+    );
+    let mut n = 0;
+    for line in out.lines() {
+        let (sum, path) = line.split_once("  ").unwrap();
+        assert_eq!(
+            sum,
+            sha256_of(&src.join(path.trim_start_matches("./"))),
+            "{path}"
+        );
+        n += 1;
+    }
+    assert_eq!(n, modelpack_e2e::files_under(src).len(), "{out}");
+}
+
+fn nix_is_root() -> bool {
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
