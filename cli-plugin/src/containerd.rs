@@ -125,13 +125,13 @@ async fn write_content(
         Ok(resp) => {
             let mut s = resp.into_inner();
             while let Some(m) = futures::StreamExt::next(&mut s).await {
-                if let Err(e) = m {
-                    if e.code() != tonic::Code::AlreadyExists {
-                        return Err(anyhow!(
-                            "containerd content write of {digest}: {}",
-                            e.message()
-                        ));
-                    }
+                if let Err(e) = m
+                    && e.code() != tonic::Code::AlreadyExists
+                {
+                    return Err(anyhow!(
+                        "containerd content write of {digest}: {}",
+                        e.message()
+                    ));
                 }
             }
             Ok(())
