@@ -6,7 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry apache2-utils skopeo containerd runc busybox-static jq protobuf-compiler fuse3 faketime python3-venv curl)
+PKGS=(docker-registry apache2-utils skopeo containerd runc busybox-static jq protobuf-compiler faketime python3-venv curl openssl time)
+# The docker CLI (for the plugin tests); Debian's docker.io provides one where none is installed.
+command -v docker >/dev/null || PKGS+=(docker.io)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
