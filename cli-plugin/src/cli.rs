@@ -68,6 +68,8 @@ pub enum Command {
     Pull(crate::commands::pull::PullArgs),
     /// Download only the files matching patterns, straight into a directory
     Fetch(crate::commands::fetch::FetchArgs),
+    /// New model = a model plus (or replacing) one file; remote→remote without pulling weights
+    Attach(crate::commands::attach::AttachArgs),
     /// Pre-upload one file as a blob so a later `build --output-remote` skips it
     Upload(crate::commands::upload::UploadArgs),
     /// Log in to a registry (stored like `docker login` stores it)

@@ -562,3 +562,59 @@ fn dropped_connections_resume_and_corrupt_blobs_are_refused() {
     );
     let _ = Fault::None;
 }
+
+#[test]
+fn attach_remote_to_remote_sends_only_the_new_file() {
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let src = format!("{}/models/base:v1", reg.host);
+    let dst = format!("{}/models/tuned:v1", reg.host);
+    env.build(&src);
+    env.run(&["push", &src]);
+    let extra = env.path("chat_template.jinja");
+    std::fs::write(&extra, "{{ messages }}").unwrap();
+    let out = env.json(&[
+        "attach",
+        extra.to_str().unwrap(),
+        "-s",
+        &src,
+        "-t",
+        &dst,
+        "--output-remote",
+    ]);
+    assert_eq!(
+        out["bytesSent"], 14,
+        "only the new file's bytes are uploaded: {out}"
+    );
+    env.run(&[
+        "pull",
+        &dst,
+        "--extract-dir",
+        env.path("out").to_str().unwrap(),
+    ]);
+    env.run(&["validate", &dst]);
+    assert_eq!(
+        std::fs::read(env.path("out/chat_template.jinja")).unwrap(),
+        b"{{ messages }}"
+    );
+    let n = modelpack_e2e::files_under(&env.path("out")).len();
+    assert_eq!(n, modelpack_e2e::files_under(&env.model()).len() + 1);
+    // Local attach refuses to silently replace, and replaces with --force.
+    let err = fails(
+        env.mp()
+            .args(["attach", extra.to_str().unwrap(), "-s", &dst, "-t", &dst])
+            .output()
+            .unwrap(),
+        "attach duplicate",
+    );
+    assert!(err.contains("--force"), "{err}");
+    env.run(&[
+        "attach",
+        "-f",
+        extra.to_str().unwrap(),
+        "-s",
+        &dst,
+        "-t",
+        &format!("{}/models/tuned:v2", reg.host),
+    ]);
+}

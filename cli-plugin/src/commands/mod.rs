@@ -1,5 +1,6 @@
 //! One module per verb. Each exposes `Args` (clap) and `run`.
 
+pub mod attach;
 pub mod build;
 pub mod extract;
 pub mod fetch;
@@ -78,6 +79,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Pull(a) => pull::run(a, ctx).await,
         Command::Fetch(a) => fetch::run(a, ctx).await,
         Command::Upload(a) => upload::run(a, ctx).await,
+        Command::Attach(a) => attach::run(a, ctx).await,
         Command::Login(a) => login::login(a, ctx).await,
         Command::Logout(a) => login::logout(a, ctx).await,
         Command::Mount(a) => mount::mount(a, ctx).await,

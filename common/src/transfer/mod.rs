@@ -7,11 +7,13 @@
 //! blobs known in another repository of the same registry, and manifests go
 //! last so a reader never sees a manifest whose blobs are missing.
 
+mod attach;
 mod known;
 mod pull;
 mod push;
 mod remote_build;
 
+pub use attach::{attach_layer, attach_local, attach_remote};
 pub use known::KnownBlobs;
 pub use pull::{PullReport, fetch_to_dir, pull_to_dir, pull_to_store};
 pub use push::{BlobAction, BlobReport, PushReport, push_from_store, upload_file};
