@@ -231,7 +231,7 @@ pub async fn attach_remote(
             &enc.digest,
             enc.size,
             &source,
-            &[src.repository.clone()],
+            std::slice::from_ref(&src.repository),
             &(),
         )
         .await;
