@@ -23,8 +23,9 @@ import time
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target/release/docker-modelpack")
-SAMPLE = os.path.join(ROOT, "target/release/modelpack-sample")
+BIN_DIR = os.environ.get("BENCH_BIN_DIR", os.path.join(ROOT, "target/release"))
+BIN = os.path.join(BIN_DIR, "docker-modelpack")
+SAMPLE = os.path.join(BIN_DIR, "modelpack-sample")
 
 
 def parse_size(s):
@@ -137,7 +138,8 @@ def main():
         total = sum(os.path.getsize(f) for f in files)
         mf = os.path.join(work, "Modelfile")
         subprocess.run([BIN, "modelfile", "generate", model, "--output", mf], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        env = dict(os.environ)
+        # Fixed createdAt: a rebuild of unchanged files is then a true no-op (same digest).
+        env = dict(os.environ, SOURCE_DATE_EPOCH="1700000000")
 
         def ours(args, store, extra_env=None):
             e = dict(env, MODELPACK_HOME=store)
@@ -152,19 +154,20 @@ def main():
                     prepare(i)
                 if cold_run and cold:
                     drop_caches()
-                t, m = ours_fn(i)
-                o.append(t)
-                rss.append(m)
+                if ours_fn:
+                    t, m = ours_fn(i)
+                    o.append(t)
+                    rss.append(m)
                 if ref_fn:
                     if prepare:
                         prepare(i)
                     if cold_run and cold:
                         drop_caches()
                     r.append(ref_fn(i)[0])
-            om = statistics.median(o)
+            om = statistics.median(o) if o else None
             rm = statistics.median(r) if r else None
-            rows.append((name, om, nbytes / om / 1e9 if om else 0, ref_name or "", rm, (nbytes / rm / 1e9) if rm else None, (rm / om) if rm else None, max(rss)))
-            print(f"  {name}: ours {om:.2f}s" + (f", {ref_name} {rm:.2f}s" if rm else ""), file=sys.stderr)
+            rows.append((name, om, (nbytes / om / 1e9) if om else None, ref_name or "", rm, (nbytes / rm / 1e9) if rm else None, (rm / om) if (rm and om) else None, max(rss) if rss else None))
+            print(f"  {name}: ours {om if om is None else round(om, 2)}s" + (f", {ref_name} {rm:.2f}s" if rm else ""), file=sys.stderr)
 
         stores = os.path.join(work, "stores")
 
@@ -179,11 +182,13 @@ def main():
              lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/b{i}")),
              "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
         store = f"{stores}/b0"
-        case("SHA-256 of all files (reference only)", lambda i: sh(f"openssl dgst -sha256 {' '.join(files)} > /dev/null"))
+        case("SHA-256 of the same files (physical limit)", None, "openssl dgst -sha256", lambda i: sh(f"openssl dgst -sha256 {' '.join(files)} > /dev/null"))
         case("no-op rebuild", lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], store), cold_run=False)
 
         # push vs curl -T of the same blobs (monolithic PUT) and skopeo copy
-        blobs = [os.path.join(store, "blobs/sha256", d) for d in os.listdir(os.path.join(store, "blobs/sha256"))]
+        man = json.loads(subprocess.run([BIN, "inspect", "--manifest", f"{reg.host}/bench/m:v1"], env=dict(env, MODELPACK_HOME=store), capture_output=True, check=True).stdout)
+        digests = [man["config"]["digest"]] + [l["digest"] for l in man["layers"]]
+        blobs = [os.path.join(store, "blobs/sha256", d.split(":", 1)[1]) for d in dict.fromkeys(digests)]
 
         def curl_put(i):
             script = "set -e\n"
@@ -199,6 +204,10 @@ def main():
         # Each push run uses the store built in run i (no mount history) and a fresh repository.
         def tag_for_push(prefix):
             def prep(i):
+                # Forget which repositories hold our blobs, so nothing is mounted: a cold push.
+                known = f"{stores}/b{i}/cache/remote-blobs.json"
+                if os.path.exists(known):
+                    os.remove(known)
                 ours(["tag", f"{reg.host}/bench/m:v1", f"{reg.host}/bench/{prefix}{i}:v1"], f"{stores}/b{i}")
             return prep
 
@@ -243,7 +252,8 @@ def main():
         "|---|---|---|---|---|---|---|---|",
     ]
     for name, om, og, rn, rm, rg, ratio, rss in rows:
-        lines.append(f"| {name} | {om:.2f} | {og:.2f} | {rn or '-'} | {'-' if rm is None else f'{rm:.2f}'} | {'-' if rg is None else f'{rg:.2f}'} | {'-' if ratio is None else f'{ratio:.2f}'} | {rss / (1 << 20):.0f} MiB |")
+        f2 = lambda v: "-" if v is None else f"{v:.2f}"
+        lines.append(f"| {name} | {f2(om)} | {f2(og)} | {rn or '-'} | {f2(rm)} | {f2(rg)} | {f2(ratio)} | {'-' if rss is None else f'{rss / (1 << 20):.0f} MiB'} |")
     table = "\n".join(lines)
     print(table)
     os.makedirs(os.path.dirname(os.path.abspath(a.out)), exist_ok=True)

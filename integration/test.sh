@@ -12,6 +12,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 # Tests start their own services on 127.0.0.1; two at a time keeps a 2-core machine responsive.
 cargo test --workspace -- --test-threads 2
 if [ -x integration/bench.sh ]; then
-  integration/bench.sh --size 64M --runs 1 --out target/bench-ci.md
+  BENCH_PROFILE=debug integration/bench.sh --size 64M --runs 1 --out target/bench-ci.md
 fi
 echo "test.sh: all checks passed"
