@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import shutil
 import signal
 import socket
@@ -102,6 +103,80 @@ class Registry:
         self.proc.wait(timeout=10)
 
 
+BUSYBOX = r"""set -e
+T=$1; REG=$2
+R=$T/img/rootfs; O=$T/img/bb
+mkdir -p $R/bin $R/etc $R/tmp $R/proc $R/sys $R/dev $R/root $R/models $O/blobs/sha256
+cp /bin/busybox $R/bin/busybox
+for a in sh echo cat head ls; do ln -sf busybox $R/bin/$a; done
+tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C $R -cf $T/img/layer.tar .
+DIFF=sha256:$(sha256sum $T/img/layer.tar | cut -d' ' -f1)
+gzip -n -c $T/img/layer.tar > $T/img/layer.tar.gz
+put() { d=$(sha256sum "$1" | cut -d' ' -f1); cp "$1" $O/blobs/sha256/$d; echo "sha256:$d $(stat -c %s "$1")"; }
+read LD LS < <(put $T/img/layer.tar.gz)
+printf '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"]},"rootfs":{"type":"layers","diff_ids":["%s"]}}' "$DIFF" > $T/img/config.json
+read CD CS < <(put $T/img/config.json)
+printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"%s","size":%s},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"%s","size":%s}]}' "$CD" "$CS" "$LD" "$LS" > $T/img/manifest.json
+read MD MS < <(put $T/img/manifest.json)
+echo '{"imageLayoutVersion":"1.0.0"}' > $O/oci-layout
+printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"%s","size":%s,"annotations":{"org.opencontainers.image.ref.name":"latest"}}]}' "$MD" "$MS" > $O/index.json
+skopeo copy -q --dest-tls-verify=false oci:$O:latest docker://$REG/busybox:latest
+"""
+
+
+class Node:
+    """modelpack-snapshotter + containerd 1.6 under a temp dir (fresh state per start)."""
+
+    def __init__(self, work, n):
+        self.t = os.path.join(work, f"node{n}")
+        os.makedirs(self.t)
+        self.sock = os.path.join(self.t, "containerd.sock")
+        self.snap_sock = os.path.join(self.t, "snap.sock")
+        self.snap = subprocess.Popen([os.path.join(BIN_DIR, "modelpack-snapshotter"), "--root", os.path.join(self.t, "snaproot"), "--address", self.snap_sock, "--log-level", "warn"], stderr=subprocess.DEVNULL)
+        self._wait(self.snap_sock)
+        cfg = os.path.join(self.t, "config.toml")
+        with open(cfg, "w") as f:
+            f.write(f"""version = 2
+root = "{self.t}/root"
+state = "{self.t}/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "{self.sock}"
+[ttrpc]
+  address = "{self.sock}.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[proxy_plugins.modelpack]
+  type = "snapshot"
+  address = "{self.snap_sock}"
+""")
+        self.ctrd = subprocess.Popen(["containerd", "--config", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait(self.sock)
+        time.sleep(0.2)
+
+    @staticmethod
+    def _wait(path):
+        for _ in range(300):
+            if os.path.exists(path):
+                return
+            time.sleep(0.02)
+        raise SystemExit(f"{path} did not appear")
+
+    def ctr(self, *args):
+        return ["ctr", "-a", self.sock, "-n", "bench"] + list(args)
+
+    def stop(self):
+        subprocess.run(["sh", "-c", f"awk '{{print $2}}' /proc/mounts | grep '^{self.t}' | sort -r | xargs -r -n1 umount -l"], check=False)
+        for p in (self.ctrd, self.snap):
+            p.terminate()
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 def machine():
     mem = 0
     with open("/proc/meminfo") as f:
@@ -181,6 +256,9 @@ def main():
         case("build → local store",
              lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/b{i}")),
              "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
+        case("build → local store (vs durable copy)",
+             lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/d{i}")),
+             "cp -r + sync", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')} && sync"))
         store = f"{stores}/b0"
         case("SHA-256 of the same files (physical limit)", None, "openssl dgst -sha256", lambda i: sh(f"openssl dgst -sha256 {' '.join(files)} > /dev/null"))
         case("no-op rebuild", lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], store), cold_run=False)
@@ -238,6 +316,39 @@ def main():
              "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
         case("build --output-remote", lambda i: ours(["build", "--output-remote", "-t", f"{reg.host}/bench/r{i}:v1", "-f", mf, model], f"{stores}/r{i}"),
              "curl -T", lambda i: curl_put(100 + i))
+        if os.geteuid() == 0 and shutil.which("containerd") and shutil.which("ctr"):
+            subprocess.run(["bash", "-c", BUSYBOX, "bench", work, reg.host], check=True)
+            image = f"{reg.host}/busybox:latest"
+            nodes = []
+
+            def new_node(i):
+                if len(nodes) > 2 * i:
+                    return  # the reference half of a run reuses this run's node
+                n = Node(work, len(nodes))
+                nodes.append(n)
+                nodes.append(n)
+                subprocess.run(n.ctr("image", "pull", "--plain-http", "--snapshotter", "modelpack", image), check=True, stdout=subprocess.DEVNULL)
+                if cold:
+                    drop_caches()
+
+            def attach(i):
+                n = nodes[2 * i]
+                mnt = os.path.join(n.t, "mnt")
+                script = (f"set -e; {BIN} -q pull --containerd --address {n.sock} --namespace bench {reg.host}/bench/m:v1; "
+                          f"{BIN} -q mount --containerd --address {n.sock} --namespace bench {reg.host}/bench/m:v1 {mnt}; "
+                          + shlex.join(n.ctr("run", "--rm", "--snapshotter", "modelpack", "--mount", f"type=bind,src={mnt},dst=/models,options=rbind:ro", image, f"first{i}", "/bin/sh", "-c", "head -c1 /models/config.json"))
+                          + " > /dev/null")
+                return sh(script, env=dict(env, MODELPACK_HOME=store))
+
+            case("pull --containerd + mount + first byte in a container", attach, "curl -o (blobs only)", curl_get, prepare=new_node, cold_run=False)
+            last = nodes[-1]
+            mnt = os.path.join(last.t, "mnt")
+            case("read every file through the mount", lambda i: sh(f"find {mnt}/ -type f -exec cat {{}} + > /dev/null"),
+                 "read the source files", lambda i: sh(f"find {model}/ -type f -exec cat {{}} + > /dev/null"))
+            for n in nodes[::2]:
+                n.stop()
+        else:
+            print("  containerd rows skipped: need root, containerd and ctr", file=sys.stderr)
     finally:
         reg.stop()
         if not a.keep:

@@ -132,7 +132,7 @@ impl Drop for Node {
         let _ = Command::new("sh")
             .arg("-c")
             .arg(format!(
-                "grep -o '{}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                "awk '{{print $2}}' /proc/mounts | grep '^{}' | sort -r | xargs -r -n1 umount -l",
                 self.t.display()
             ))
             .status();
