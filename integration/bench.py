@@ -77,9 +77,9 @@ def sh(script, env=None):
 
 
 class Registry:
-    def __init__(self, work):
+    def __init__(self, work, name="registry"):
         self.port = free_port()
-        self.dir = os.path.join(work, "registry")
+        self.dir = os.path.join(work, name)
         os.makedirs(self.dir)
         cfg = os.path.join(self.dir, "config.yml")
         with open(cfg, "w") as f:
@@ -98,9 +98,11 @@ class Registry:
                 time.sleep(0.05)
         raise SystemExit("docker-registry did not start")
 
-    def stop(self):
+    def stop(self, remove=False):
         self.proc.send_signal(signal.SIGTERM)
         self.proc.wait(timeout=10)
+        if remove:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 BUSYBOX = r"""set -e
@@ -239,6 +241,9 @@ def main():
                     if cold_run and cold:
                         drop_caches()
                     r.append(ref_fn(i)[0])
+            for pth in list(scratch):
+                shutil.rmtree(pth, ignore_errors=True)
+                scratch.discard(pth)
             om = statistics.median(o) if o else None
             rm = statistics.median(r) if r else None
             rows.append((name, om, (nbytes / om / 1e9) if om else None, ref_name or "", rm, (nbytes / rm / 1e9) if rm else None, (rm / om) if (rm and om) else None, max(rss) if rss else None))
@@ -246,18 +251,23 @@ def main():
 
         stores = os.path.join(work, "stores")
 
-        def fresh(path):
+        scratch = set()
+
+        def fresh(path, keep=False):
+            """An empty path for this run; removed after the case unless kept (disk stays bounded)."""
             shutil.rmtree(path, ignore_errors=True)
+            if not keep:
+                scratch.add(path)
             return path
 
         print(f"model: {total / 1e9:.2f} GB in {len(files)} files; registry {reg.host}; page cache drop: {'yes' if cold else 'no'}", file=sys.stderr)
 
         # build to the local store vs cp of the same files
         case("build → local store",
-             lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/b{i}")),
+             lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/b{i}", keep=True)),
              "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
         case("build → local store (vs durable copy)",
-             lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/d{i}")),
+             lambda i: ours(["build", "-t", f"{reg.host}/bench/m:v1", "-f", mf, model], fresh(f"{stores}/d")),
              "cp -r + sync", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')} && sync"))
         store = f"{stores}/b0"
         case("SHA-256 of the same files (physical limit)", None, "openssl dgst -sha256", lambda i: sh(f"openssl dgst -sha256 {' '.join(files)} > /dev/null"))
@@ -279,6 +289,14 @@ def main():
                 )
             return sh(script)
 
+        def skopeo_push(i):
+            # A registry of its own per run: skopeo's blob-info cache would otherwise mount blobs it saw before.
+            r2 = Registry(work, f"skopeo-reg{i}")
+            try:
+                return run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{store}:{reg.host}/bench/m:v1", f"docker://{r2.host}/bench/s:v1"])
+            finally:
+                r2.stop(remove=True)
+
         # Each push run uses the store built in run i (no mount history) and a fresh repository.
         def tag_for_push(prefix):
             def prep(i):
@@ -292,7 +310,7 @@ def main():
         case("push", lambda i: ours(["push", f"{reg.host}/bench/p{i}:v1"], f"{stores}/b{i}"),
              "curl -T", curl_put, prepare=tag_for_push("p"))
         case("push (vs skopeo copy oci→registry)", lambda i: ours(["push", f"{reg.host}/bench/q{i}:v1"], f"{stores}/b{i}"),
-             "skopeo copy", lambda i: run(["skopeo", "copy", "--dest-tls-verify=false", f"oci:{store}:{reg.host}/bench/m:v1", f"docker://{reg.host}/bench/s{i}:v1"]),
+             "skopeo copy", skopeo_push,
              prepare=tag_for_push("q"))
         ours(["push", f"{reg.host}/bench/m:v1"], store)
         case("no-op re-push", lambda i: ours(["push", f"{reg.host}/bench/m:v1"], store), cold_run=False)
@@ -304,17 +322,17 @@ def main():
             script = "set -e\n" + "".join(f"curl -fsS http://{reg.host}/v2/bench/m/blobs/sha256:{os.path.basename(b)} -o {out}/{os.path.basename(b)}\n" for b in blobs)
             return sh(script)
 
-        case("pull → store", lambda i: ours(["pull", f"{reg.host}/bench/m:v1"], fresh(f"{stores}/p{i}")), "curl -o", curl_get)
-        case("pull + extract (--extract-from-remote)", lambda i: ours(["pull", f"{reg.host}/bench/m:v1", "--extract-dir", fresh(f"{work}/x{i}"), "--extract-from-remote"], f"{stores}/none"),
+        case("pull → store", lambda i: ours(["pull", f"{reg.host}/bench/m:v1"], fresh(f"{stores}/p")), "curl -o", curl_get)
+        case("pull + extract (--extract-from-remote)", lambda i: ours(["pull", f"{reg.host}/bench/m:v1", "--extract-dir", fresh(f"{work}/x"), "--extract-from-remote"], f"{stores}/none"),
              "skopeo copy registry→oci", lambda i: run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{reg.host}/bench/m:v1", f"oci:{fresh(work + '/sk')}:m"]))
         oras_py = os.path.join(ROOT, "target/venv/bin/python")
         oras_pull = (f"import oras.client; c=oras.client.OrasClient(hostname='{reg.host}', insecure=True); "
                      f"c.pull(target='{reg.host}/bench/m:v1', outdir='{work}/oras-out')")
-        case("pull + extract (vs oras-py pull)", lambda i: ours(["pull", f"{reg.host}/bench/m:v1", "--extract-dir", fresh(f"{work}/y{i}"), "--extract-from-remote"], f"{stores}/none"),
+        case("pull + extract (vs oras-py pull)", lambda i: ours(["pull", f"{reg.host}/bench/m:v1", "--extract-dir", fresh(f"{work}/y"), "--extract-from-remote"], f"{stores}/none"),
              "oras-py pull", lambda i: (fresh(f"{work}/oras-out"), run([oras_py, "-c", oras_pull]))[1])
-        case("extract from store", lambda i: ours(["extract", f"{reg.host}/bench/m:v1", "--output", fresh(f"{work}/e{i}")], store),
+        case("extract from store", lambda i: ours(["extract", f"{reg.host}/bench/m:v1", "--output", fresh(f"{work}/e")], store),
              "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
-        case("build --output-remote", lambda i: ours(["build", "--output-remote", "-t", f"{reg.host}/bench/r{i}:v1", "-f", mf, model], f"{stores}/r{i}"),
+        case("build --output-remote", lambda i: ours(["build", "--output-remote", "-t", f"{reg.host}/bench/r{i}:v1", "-f", mf, model], f"{stores}/r"),
              "curl -T", lambda i: curl_put(100 + i))
         if os.geteuid() == 0 and shutil.which("containerd") and shutil.which("ctr"):
             subprocess.run(["bash", "-c", BUSYBOX, "bench", work, reg.host], check=True)
