@@ -332,7 +332,7 @@ def main():
              "oras-py pull", lambda i: (fresh(f"{work}/oras-out"), run([oras_py, "-c", oras_pull]))[1])
         case("extract from store", lambda i: ours(["extract", f"{reg.host}/bench/m:v1", "--output", fresh(f"{work}/e")], store),
              "cp -r", lambda i: sh(f"cp -r {model} {fresh(work + '/cp')}"))
-        case("build --output-remote", lambda i: ours(["build", "--output-remote", "-t", f"{reg.host}/bench/r{i}:v1", "-f", mf, model], f"{stores}/r"),
+        case("build --output-remote", lambda i: ours(["build", "--output-remote", "-t", f"{reg.host}/bench/r{i}:v1", "-f", mf, model], fresh(f"{stores}/r")),
              "curl -T", lambda i: curl_put(100 + i))
         if os.geteuid() == 0 and shutil.which("containerd") and shutil.which("ctr"):
             subprocess.run(["bash", "-c", BUSYBOX, "bench", work, reg.host], check=True)
