@@ -30,6 +30,34 @@ pub fn encode_layer(
     out: &mut dyn Write,
     progress: &dyn Fn(u64),
 ) -> Result<LayerEncoding> {
+    let mut blob = HashingWriter::new(out);
+    let diff_id = encode_into(file, opts, &mut blob, progress)?;
+    let (_, digest, size) = blob.finish();
+    Ok(LayerEncoding {
+        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+        digest,
+        size,
+    })
+}
+
+/// Like [`encode_layer`] for a sink that hashes what it receives itself (the
+/// store's `BlobWriter`): the blob bytes are hashed once, by the sink. Returns
+/// the diffId of compressed layers (for raw and tar it is the blob digest).
+pub fn encode_layer_unhashed(
+    file: &PackFile,
+    opts: &PackOptions,
+    out: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> Result<Option<Digest>> {
+    encode_into(file, opts, out, progress)
+}
+
+fn encode_into(
+    file: &PackFile,
+    opts: &PackOptions,
+    blob: &mut dyn Write,
+    progress: &dyn Fn(u64),
+) -> Result<Option<Digest>> {
     let src = File::open(&file.abs_path).ctx("open", &file.abs_path)?;
     let actual = src.metadata().ctx("stat", &file.abs_path)?.len();
     if actual != file.size {
@@ -44,21 +72,20 @@ pub fn encode_layer(
         inner: src,
         progress,
     };
-    let mut blob = HashingWriter::new(out);
     let err = |e: io::Error| Error::io("pack", &file.abs_path, e);
     let diff_id = match opts.format {
         LayerFormat::Raw => {
-            copy(reader, &mut blob).map_err(err)?;
+            copy(reader, blob).map_err(err)?;
             None
         }
         LayerFormat::Tar => {
-            write_tar(file, opts, reader, &mut blob).map_err(err)?;
+            write_tar(file, opts, reader, blob).map_err(err)?;
             None
         }
         LayerFormat::TarGzip => {
             let gz = flate2::GzBuilder::new()
                 .mtime(0)
-                .write(&mut blob, flate2::Compression::new(GZIP_LEVEL));
+                .write(&mut *blob, flate2::Compression::new(GZIP_LEVEL));
             let mut tar_hash = HashingWriter::new(gz);
             write_tar(file, opts, reader, &mut tar_hash).map_err(err)?;
             let (gz, diff, _) = tar_hash.finish();
@@ -66,7 +93,7 @@ pub fn encode_layer(
             Some(diff)
         }
         LayerFormat::TarZstd => {
-            let mut enc = zstd::Encoder::new(&mut blob, ZSTD_LEVEL).map_err(err)?;
+            let mut enc = zstd::Encoder::new(&mut *blob, ZSTD_LEVEL).map_err(err)?;
             enc.include_checksum(false).map_err(err)?;
             let mut tar_hash = HashingWriter::new(enc);
             write_tar(file, opts, reader, &mut tar_hash).map_err(err)?;
@@ -76,12 +103,7 @@ pub fn encode_layer(
         }
     };
     blob.flush().map_err(err)?;
-    let (_, digest, size) = blob.finish();
-    Ok(LayerEncoding {
-        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
-        digest,
-        size,
-    })
+    Ok(diff_id)
 }
 
 /// One canonical tar entry: the file at its relative path, uid/gid 0, no user

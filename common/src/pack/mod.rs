@@ -212,11 +212,17 @@ pub fn pack_to_store(
                             return Ok((enc, true));
                         }
                         let mut w = store.blob_writer()?;
-                        let enc = encode_layer(file, opts, &mut w, &|n| {
+                        // The blob writer hashes what it stores: each byte is read and hashed once.
+                        let diff_id = layer::encode_layer_unhashed(file, opts, &mut w, &|n| {
                             bytes_read.fetch_add(n, Ordering::Relaxed);
                             progress(n)
                         })?;
-                        w.commit(Some(&enc.digest))?;
+                        let (digest, size) = w.commit(None)?;
+                        let enc = LayerEncoding {
+                            diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+                            digest,
+                            size,
+                        };
                         cache.record(file, opts, &enc);
                         Ok((enc, false))
                     })();
