@@ -8,6 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE=${SIZE:-64M}
 
+integration/setup.sh
 cargo build -q -p modelpack-cli -p modelpack-e2e --bins
 BIN=$PWD/target/debug/docker-modelpack
 SAMPLE=$PWD/target/debug/modelpack-sample
