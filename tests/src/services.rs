@@ -200,6 +200,7 @@ impl FaultProxy {
         let fired = Arc::new(AtomicBool::new(false));
         let upstream_bytes = Arc::new(AtomicU64::new(0));
         let (stop2, up2, fired_out) = (stop.clone(), upstream_bytes.clone(), fired.clone());
+        let patches = Arc::new(AtomicU64::new(0));
         std::thread::spawn(move || {
             while !stop2.load(Ordering::SeqCst) {
                 match listener.accept() {
@@ -209,9 +210,10 @@ impl FaultProxy {
                         let (c2, b2) = (client.try_clone().unwrap(), backend.try_clone().unwrap());
                         let (f1, f2) = (fired.clone(), fired.clone());
                         let up = up2.clone();
-                        std::thread::spawn(move || pump(client, backend, fault, true, f1, up));
+                        let (p1, p2) = (patches.clone(), patches.clone());
+                        std::thread::spawn(move || pump(client, backend, fault, true, f1, up, p1));
                         std::thread::spawn(move || {
-                            pump(b2, c2, fault, false, f2, Arc::new(AtomicU64::new(0)))
+                            pump(b2, c2, fault, false, f2, Arc::new(AtomicU64::new(0)), p2)
                         });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
@@ -247,12 +249,12 @@ fn pump(
     upstream: bool,
     fired: Arc<AtomicBool>,
     counter: Arc<AtomicU64>,
+    patches: Arc<AtomicU64>,
 ) {
     let mut buf = vec![0u8; 64 << 10];
     let mut total = 0u64;
     let mut body_seen = 0u64;
     let mut in_body = false;
-    let mut patches = 0u64;
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
@@ -262,8 +264,9 @@ fn pump(
         counter.fetch_add(n as u64, Ordering::Relaxed);
         match fault {
             Fault::DropPatch(k) if upstream && buf[..n].starts_with(b"PATCH ") => {
-                patches += 1;
-                if patches > k && !fired.swap(true, Ordering::SeqCst) {
+                // Counted across connections: the client may open a new one per request.
+                let seen = patches.fetch_add(1, Ordering::SeqCst) + 1;
+                if seen > k && !fired.swap(true, Ordering::SeqCst) {
                     counter.fetch_sub(n as u64, Ordering::Relaxed);
                     break;
                 }
