@@ -36,6 +36,26 @@ fn main() -> ExitCode {
         println!("{}", plugin::metadata_json());
         return ExitCode::SUCCESS;
     }
+    if inv.display_name == "docker model" {
+        let argv0 = std::env::args_os()
+            .next()
+            .map(std::path::PathBuf::from)
+            .unwrap_or_default();
+        let config_dir = inv
+            .docker_config_dir
+            .clone()
+            .or_else(|| std::env::var_os("DOCKER_CONFIG").map(Into::into))
+            .unwrap_or_else(|| {
+                std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                    .join(".docker")
+            });
+        if let Some(other) = plugin::shadowed_docker_model(&argv0, &config_dir) {
+            eprintln!(
+                "warning: this `docker model` is modelpack, and another docker-model plugin (Docker Model Runner?) is installed at {}: the docker CLI runs only the first one on its plugin path\nhint: use `docker modelpack …` and remove the docker-model alias",
+                other.display()
+            );
+        }
+    }
     let display_name: &'static str = Box::leak(inv.display_name.clone().into_boxed_str());
     let matches = match cli::Cli::command()
         .name(display_name)

@@ -160,6 +160,40 @@ pub fn parse_invocation(argv: Vec<OsString>, plugin_env: bool) -> Invocation {
     }
 }
 
+/// The docker CLI's plugin search path, in its order (cli-plugins/manager/manager.go).
+fn plugin_dirs(config_dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut dirs = Vec::new();
+    if let Ok(bytes) = std::fs::read(config_dir.join("config.json"))
+        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        && let Some(extra) = v.get("cliPluginsExtraDirs").and_then(|x| x.as_array())
+    {
+        dirs.extend(extra.iter().filter_map(|d| d.as_str()).map(PathBuf::from));
+    }
+    dirs.push(config_dir.join("cli-plugins"));
+    for d in [
+        "/usr/local/lib",
+        "/usr/local/libexec",
+        "/usr/lib",
+        "/usr/libexec",
+    ] {
+        dirs.push(PathBuf::from(d).join("docker/cli-plugins"));
+    }
+    dirs
+}
+
+/// When we run as the `docker-model` alias, another `docker-model` (Docker Model
+/// Runner's, installed later by a package) may now be shadowed by us: say so.
+pub fn shadowed_docker_model(
+    argv0: &std::path::Path,
+    config_dir: &std::path::Path,
+) -> Option<PathBuf> {
+    let me = std::fs::canonicalize(argv0).ok()?;
+    plugin_dirs(config_dir)
+        .into_iter()
+        .map(|d| d.join("docker-model"))
+        .find(|p| p.exists() && std::fs::canonicalize(p).ok().as_ref() != Some(&me))
+}
+
 /// Connects to the docker CLI's socket; when it closes (EOF), the user asked to cancel.
 /// Returns immediately when not running under docker.
 pub async fn wait_for_cli_cancel() {
@@ -244,6 +278,32 @@ mod tests {
         let m: serde_json::Value = serde_json::from_str(&metadata_json()).unwrap();
         assert_eq!(m["SchemaVersion"], "0.1.0");
         assert_eq!(m["Vendor"], "modelpack");
+    }
+
+    #[test]
+    fn finds_a_shadowed_docker_model_but_not_ourselves() {
+        let t = tempfile::tempdir().unwrap();
+        let me = t.path().join("docker-modelpack");
+        std::fs::write(&me, b"x").unwrap();
+        let cfg = t.path().join("cfg");
+        std::fs::create_dir_all(cfg.join("cli-plugins")).unwrap();
+        std::os::unix::fs::symlink(&me, cfg.join("cli-plugins/docker-model")).unwrap();
+        assert_eq!(
+            shadowed_docker_model(&cfg.join("cli-plugins/docker-model"), &cfg),
+            None
+        );
+        let extra = t.path().join("extra");
+        std::fs::create_dir_all(&extra).unwrap();
+        std::fs::write(extra.join("docker-model"), b"dmr").unwrap();
+        std::fs::write(
+            cfg.join("config.json"),
+            format!(r#"{{"cliPluginsExtraDirs":["{}"]}}"#, extra.display()),
+        )
+        .unwrap();
+        assert_eq!(
+            shadowed_docker_model(&cfg.join("cli-plugins/docker-model"), &cfg),
+            Some(extra.join("docker-model"))
+        );
     }
 
     #[test]
