@@ -100,6 +100,14 @@ impl AuthFile {
         Ok(None)
     }
 
+    /// The helper that owns `registry`'s credentials: `credHelpers[host]`, else `credsStore`.
+    pub fn helper_for(&self, registry: &str, key: &str) -> Option<&String> {
+        self.cred_helpers
+            .get(registry)
+            .or_else(|| self.cred_helpers.get(key))
+            .or(self.creds_store.as_ref())
+    }
+
     /// docker's rule: the normalised key, else any key whose host part matches.
     pub fn docker_lookup(&self, registry: &str) -> Result<Option<Credential>> {
         let key = helper_key(registry);

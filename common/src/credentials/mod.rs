@@ -190,12 +190,7 @@ impl CredentialStore {
         let path = self.docker_config_path();
         let f = AuthFile::load(&path)?.unwrap_or_default();
         let key = helper_key(registry);
-        if let Some(h) = f
-            .cred_helpers
-            .get(registry)
-            .or_else(|| f.cred_helpers.get(&key))
-            .or(f.creds_store.as_ref())
-        {
+        if let Some(h) = f.helper_for(registry, &key) {
             helper::store(h, &key, cred)?;
             return Ok(StoredIn::Helper(h.clone()));
         }
@@ -208,12 +203,7 @@ impl CredentialStore {
         let path = self.docker_config_path();
         let f = AuthFile::load(&path)?.unwrap_or_default();
         let key = helper_key(registry);
-        if let Some(h) = f
-            .cred_helpers
-            .get(registry)
-            .or_else(|| f.cred_helpers.get(&key))
-            .or(f.creds_store.as_ref())
-        {
+        if let Some(h) = f.helper_for(registry, &key) {
             return helper::erase(h, &key);
         }
         let existed = f.docker_lookup(registry)?.is_some();
