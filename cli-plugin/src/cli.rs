@@ -53,6 +53,8 @@ pub enum Command {
     Rm(crate::commands::rm::RmArgs),
     /// Delete blobs no stored model references
     Prune(crate::commands::prune::PruneArgs),
+    /// Verify every blob and reference in the local store; --repair removes bad blobs and debris
+    Fsck(crate::commands::fsck::FsckArgs),
     /// Restore a stored model's files into a directory
     Extract(crate::commands::extract::ExtractArgs),
     /// Validate a model (by reference) or a config/manifest file against the ModelPack spec

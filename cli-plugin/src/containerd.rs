@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Request;
 use tonic::transport::Channel;
 
-const LABEL_REF: &str = "containerd.io/snapshot.ref";
+use modelpack_common::labels::ModelLayerLabels;
 
 /// Where and how to talk to containerd.
 #[derive(Debug, Clone, clap::Args)]
@@ -75,15 +75,10 @@ pub async fn connect(address: &Path) -> Result<Channel> {
 
 /// OCI chain IDs of a layer stack from its diffIds.
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for d in diff_ids {
-        let next = match out.last() {
-            None => d.to_string(),
-            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()).to_string(),
-        };
-        out.push(next);
-    }
-    out
+    modelpack_common::labels::chain_ids(diff_ids)
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
 }
 
 async fn write_content(
@@ -218,16 +213,20 @@ pub async fn pull(
         let manifest_digest = Digest::of(manifest_bytes).to_string();
         for (i, layer) in manifest.layers.iter().enumerate() {
             let parent = if i == 0 { String::new() } else { chains[i - 1].clone() };
-            let mut labels = HashMap::from([
-                (LABEL_REF.to_string(), chains[i].clone()),
-                ("containerd.io/snapshot/modelpack.reference".to_string(), reference.to_string()),
-                ("containerd.io/snapshot/modelpack.manifest-digest".to_string(), manifest_digest.clone()),
-                ("containerd.io/snapshot/modelpack.layer-digest".to_string(), layer.digest.to_string()),
-                ("containerd.io/snapshot/modelpack.layer-size".to_string(), layer.size.to_string()),
-                ("containerd.io/snapshot/modelpack.layer-media-type".to_string(), layer.media_type.clone()),
-            ]);
             let path = layer.filepath().ok_or_else(|| anyhow!("layer {} of {reference} has no file path annotation", layer.digest))?;
-            labels.insert("containerd.io/snapshot/modelpack.filepath".into(), path.to_string());
+            let labels: HashMap<String, String> = ModelLayerLabels {
+                chain_id: chains[i].parse()?,
+                reference: reference.parse()?,
+                manifest_digest: Some(manifest_digest.parse()?),
+                layer_digest: layer.digest.clone(),
+                layer_size: layer.size,
+                media_type: layer.media_type.clone(),
+                filepath: path.to_string(),
+                diff_id: config.modelfs.diff_ids[i].clone(),
+            }
+            .to_labels()
+            .into_iter()
+            .collect();
             let key = format!("modelpack-extract-{:016x}-{}", rand_u64(), chains[i]);
             let res = snaps.prepare(req(PrepareSnapshotRequest { snapshotter: c.snapshotter.clone(), key: key.clone(), parent, labels }, ns, Some(&lease_id))).await;
             match res {

@@ -5,16 +5,19 @@
 //! - [`modelfile`]: the Modelfile language, build-context resolution and `modelfile generate`.
 //! - [`pack`]: turning files into deterministic layers, config and manifest.
 //! - [`validate`]: JSON Schema plus the lints the schema misses.
-//! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files.
+//! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files
+//!   through [`confined`] directory handles that cannot leave their target.
 //! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
 //! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification.
 
 pub mod chunk;
 pub mod config;
+pub mod confined;
 pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod extract;
+pub mod labels;
 pub mod manifest;
 pub mod media;
 pub mod modelfile;

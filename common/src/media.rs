@@ -153,6 +153,11 @@ pub enum LayerFormat {
 }
 
 impl LayerFormat {
+    /// Raw and plain tar layers: the diffId is the blob digest.
+    pub fn is_uncompressed(self) -> bool {
+        matches!(self, LayerFormat::Raw | LayerFormat::Tar)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             LayerFormat::Raw => "raw",

@@ -9,30 +9,22 @@
 
 use std::collections::BTreeMap;
 
-use modelpack_common::Digest;
-use modelpack_common::Reference;
 use modelpack_common::chunk::index_file;
+use modelpack_common::confined::ConfinedDir;
 use modelpack_common::extract::{self, ExtractOptions};
+use modelpack_common::labels::ModelLayerLabels;
 use modelpack_common::manifest::Descriptor;
 use modelpack_common::media::LayerFormat;
 use modelpack_common::registry::RegistryClient;
+use modelpack_common::store::PartialBlob;
 
 use crate::error::{Result, SnapError};
 use crate::meta::ModelFile;
 use crate::snapshots::{LABEL_REF, Snapshots, link_file, model_record};
 
-pub const LABEL_REFERENCE: &str = "containerd.io/snapshot/modelpack.reference";
-pub const LABEL_MANIFEST: &str = "containerd.io/snapshot/modelpack.manifest-digest";
-pub const LABEL_LAYER_DIGEST: &str = "containerd.io/snapshot/modelpack.layer-digest";
-pub const LABEL_LAYER_SIZE: &str = "containerd.io/snapshot/modelpack.layer-size";
-pub const LABEL_MEDIA_TYPE: &str = "containerd.io/snapshot/modelpack.layer-media-type";
-pub const LABEL_FILEPATH: &str = "containerd.io/snapshot/modelpack.filepath";
-
 /// Is this Prepare a model layer we should provide ourselves?
 pub fn is_model_prepare(labels: &BTreeMap<String, String>) -> bool {
-    labels.contains_key(LABEL_REF)
-        && labels.contains_key(LABEL_LAYER_DIGEST)
-        && labels.contains_key(LABEL_REFERENCE)
+    ModelLayerLabels::is_model_prepare(labels)
 }
 
 pub struct ModelFetcher {
@@ -40,12 +32,6 @@ pub struct ModelFetcher {
     pub chunk_size: u64,
     /// One model layer materialised at a time: concurrent prepares of the same chainID share the result.
     pub lock: tokio::sync::Mutex<()>,
-}
-
-fn label<'a>(labels: &'a BTreeMap<String, String>, k: &str) -> Result<&'a str> {
-    labels.get(k).map(String::as_str).ok_or_else(|| {
-        SnapError::InvalidArgument(format!("label {k} is required for a model layer"))
-    })
 }
 
 /// Materialises the layer and commits it; returns the AlreadyExists the protocol expects.
@@ -67,7 +53,11 @@ async fn prepare_inner(
     parent: &str,
     labels: BTreeMap<String, String>,
 ) -> Result<String> {
-    let target = label(&labels, LABEL_REF)?.to_string();
+    // Labels are untrusted: every value is validated and the chain ID is
+    // recomputed from the parent and the diffId before anything is looked up.
+    let parsed = ModelLayerLabels::parse(&labels, parent)
+        .map_err(|e| SnapError::InvalidArgument(e.to_string()))?;
+    let target = parsed.chain_id.to_string();
     let _g = f.lock.lock().await;
     if s.meta.get(&target)?.is_some() {
         return Ok(target);
@@ -75,18 +65,12 @@ async fn prepare_inner(
     if !parent.is_empty() && s.meta.get(parent)?.is_none() {
         return Err(SnapError::NotFound(format!("parent {parent}")));
     }
-    let digest: Digest = label(&labels, LABEL_LAYER_DIGEST)?
-        .parse()
-        .map_err(|e: modelpack_common::Error| SnapError::InvalidArgument(e.to_string()))?;
-    let reference: Reference = label(&labels, LABEL_REFERENCE)?
-        .parse()
-        .map_err(|e: modelpack_common::Error| SnapError::InvalidArgument(e.to_string()))?;
-    let media_type = labels
-        .get(LABEL_MEDIA_TYPE)
-        .cloned()
-        .unwrap_or_else(|| "application/vnd.cncf.model.weight.v1.raw".into());
-    let filepath = label(&labels, LABEL_FILEPATH)?.to_string();
+    let digest = parsed.layer_digest.clone();
+    let reference = parsed.reference.clone();
+    let media_type = parsed.media_type.clone();
+    let filepath = parsed.filepath.clone();
     let blob = s.blob_path(digest.hex());
+    let _in_flight = s.in_flight(digest.hex());
     let size = if blob.exists() {
         // Stored blobs were verified when they arrived; reuse (node-level dedup).
         if s.meta.chunks(digest.hex())?.is_none() {
@@ -98,24 +82,37 @@ async fn prepare_inner(
         }
         std::fs::metadata(&blob)?.len()
     } else {
-        let size = match labels.get(LABEL_LAYER_SIZE).and_then(|v| v.parse().ok()) {
-            Some(n) => n,
-            None => f
-                .client
-                .blob_exists(&reference, &digest)
-                .await?
-                .ok_or_else(|| SnapError::NotFound(format!("blob {digest} in {reference}")))?,
-        };
-        let partial = s.root.join("tmp").join(format!("{}.partial", digest.hex()));
-        f.client
-            .pull_blob_to_file(&reference, &digest, size, &partial, &())
-            .await?;
-        let (p2, cs) = (partial.clone(), f.chunk_size);
+        let size = parsed.layer_size;
+        let scratch = ConfinedDir::open_root(&s.root.join("tmp"), false)?;
+        let partial = PartialBlob::open(&scratch, &digest).await?;
+        let got = f
+            .client
+            .pull_blob_to_file(
+                &reference,
+                &digest,
+                size,
+                &partial.file,
+                &partial.shown,
+                &(),
+            )
+            .await;
+        if let Err(e) = got {
+            if matches!(
+                e,
+                modelpack_common::Error::DigestMismatch { .. }
+                    | modelpack_common::Error::SizeMismatch { .. }
+            ) {
+                let _ = scratch.remove_file(&partial.name);
+            }
+            return Err(e.into());
+        }
+        let partial_path = s.root.join("tmp").join(&partial.name);
+        let (p2, cs) = (partial_path.clone(), f.chunk_size);
         let (whole, chunks) = tokio::task::spawn_blocking(move || index_file(&p2, cs))
             .await
             .map_err(|e| SnapError::Internal(e.to_string()))??;
         if whole != digest {
-            let _ = std::fs::remove_file(&partial);
+            let _ = scratch.remove_file(&partial.name);
             return Err(SnapError::Model(modelpack_common::Error::DigestMismatch {
                 what: format!("layer {digest} from {reference}"),
                 expected: digest.to_string(),
@@ -124,8 +121,12 @@ async fn prepare_inner(
         }
         s.meta.put_chunks(digest.hex(), &chunks)?;
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o444))?;
-        std::fs::rename(&partial, &blob)?;
+        partial
+            .file
+            .set_permissions(std::fs::Permissions::from_mode(0o444))?;
+        partial.file.sync_all()?;
+        let blobs = ConfinedDir::open_root(&s.root.join("blobs/sha256"), false)?;
+        scratch.rename(&partial.name, &blobs, std::ffi::OsStr::new(digest.hex()))?;
         size
     };
     let mut desc = Descriptor::new(media_type.clone(), digest.clone(), size);
@@ -199,7 +200,11 @@ async fn prepare_inner(
     let manifest = s
         .meta
         .get(&target)?
-        .and_then(|r| r.labels.get(LABEL_MANIFEST).cloned())
+        .and_then(|r| {
+            r.labels
+                .get(modelpack_common::labels::LABEL_MANIFEST)
+                .cloned()
+        })
         .unwrap_or_default();
     tracing::info!(target = %target, digest = %digest, path = %filepath, manifest = %manifest, "model layer committed");
     Ok(target)

@@ -20,6 +20,8 @@ pub struct Snapshots {
     pub meta: Meta,
     /// Serialises directory + record changes (metadata txns are short).
     pub lock: Mutex<()>,
+    /// Blobs a model Prepare is fetching or committing (hex → holders).
+    pub in_flight: Mutex<std::collections::HashMap<String, usize>>,
 }
 
 pub fn now_nanos() -> i128 {
@@ -39,6 +41,7 @@ impl Snapshots {
             root: root.to_path_buf(),
             meta,
             lock: Mutex::new(()),
+            in_flight: Mutex::new(std::collections::HashMap::new()),
         };
         s.cleanup()?;
         Ok(s)
@@ -50,6 +53,21 @@ impl Snapshots {
 
     pub fn fs(&self, id: u64) -> PathBuf {
         self.dir(id).join("fs")
+    }
+
+    /// Marks a blob as being fetched or committed, so GC (`Remove`,
+    /// `Cleanup`) keeps it until the returned guard drops.
+    pub fn in_flight(&self, hex: &str) -> InFlight<'_> {
+        *self
+            .in_flight
+            .lock()
+            .unwrap()
+            .entry(hex.to_string())
+            .or_insert(0) += 1;
+        InFlight {
+            s: self,
+            hex: hex.to_string(),
+        }
     }
 
     pub fn blob_path(&self, hex: &str) -> PathBuf {
@@ -314,8 +332,15 @@ impl Snapshots {
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
-        for e in std::fs::read_dir(self.root.join("tmp"))?.flatten() {
-            let _ = std::fs::remove_file(e.path());
+        // A partial download held (flock) by a fetch in flight is not debris.
+        if let Ok(scratch) =
+            modelpack_common::confined::ConfinedDir::open_root(&self.root.join("tmp"), false)
+        {
+            for e in std::fs::read_dir(self.root.join("tmp"))?.flatten() {
+                if !modelpack_common::store::is_in_use(&scratch, &e.file_name()) {
+                    let _ = scratch.remove_file(&e.file_name());
+                }
+            }
         }
         self.free_unreferenced_blobs()
     }
@@ -326,9 +351,10 @@ impl Snapshots {
             .iter()
             .flat_map(|r| r.model.iter().map(|m| m.blob.as_str()))
             .collect();
+        let in_flight = self.in_flight.lock().unwrap().clone();
         for e in std::fs::read_dir(self.root.join("blobs/sha256"))?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
-            if !used.contains(name.as_str()) {
+            if !used.contains(name.as_str()) && !in_flight.contains_key(&name) {
                 let _ = std::fs::remove_file(e.path());
                 let _ = self.meta.drop_chunks(&name);
             }
@@ -357,6 +383,24 @@ pub fn link_file(src: &Path, dst: &Path) -> Result<()> {
     let _ = std::fs::remove_file(dst);
     std::fs::hard_link(src, dst).or_else(|_| std::fs::copy(src, dst).map(|_| ()))?;
     Ok(())
+}
+
+/// Keeps a blob out of GC while alive; see [`Snapshots::in_flight`].
+pub struct InFlight<'a> {
+    s: &'a Snapshots,
+    hex: String,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut m = self.s.in_flight.lock().unwrap();
+        if let Some(n) = m.get_mut(&self.hex) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.hex);
+            }
+        }
+    }
 }
 
 /// A record for a committed model snapshot.

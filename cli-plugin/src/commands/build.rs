@@ -177,6 +177,8 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
     let pb = bar.clone();
     let started = std::time::Instant::now();
     let packed = super::blocking(move || {
+        // Held until the tag exists, so a concurrent prune cannot free the new blobs.
+        let _lease = store.lease()?;
         let p = pack_to_store(
             &store,
             &plan.files,

@@ -31,6 +31,7 @@ pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
     let bars = Bars::new(&ctx, 0, "fetching");
     let report = fetch_to_dir(
         &client,
+        &ctx.store()?,
         &remote,
         &args.output,
         &args.patterns,

@@ -167,25 +167,13 @@ async fn run_remote(
         return Ok(ExitCode::SUCCESS);
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {reference}"))?;
-    let tmp = std::env::temp_dir().join(format!(
-        "modelpack-config-{}-{}",
-        std::process::id(),
-        manifest.config.digest.hex()
-    ));
-    let got = client
-        .pull_blob_to_file(
-            &reference,
-            &manifest.config.digest,
-            manifest.config.size,
-            &tmp,
-            &(),
-        )
-        .await;
-    let config = got.and_then(|_| {
-        std::fs::read(&tmp).map_err(|e| modelpack_common::Error::io("read", &tmp, e))
-    });
-    let _ = std::fs::remove_file(&tmp);
-    let config = config?;
+    let config = modelpack_common::transfer::fetch_small_blob(
+        &client,
+        &reference,
+        &manifest.config,
+        "config",
+    )
+    .await?;
     if args.config {
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);

@@ -4,6 +4,7 @@ pub mod attach;
 pub mod build;
 pub mod extract;
 pub mod fetch;
+pub mod fsck;
 pub mod inspect;
 pub mod login;
 pub mod ls;
@@ -72,6 +73,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Tag(a) => tag::run(a, ctx).await,
         Command::Rm(a) => rm::run(a, ctx).await,
         Command::Prune(a) => prune::run(a, ctx).await,
+        Command::Fsck(a) => fsck::run(a, ctx).await,
         Command::Extract(a) => extract::run(a, ctx).await,
         Command::Validate(a) => validate::run(a, ctx).await,
         Command::Modelfile { command } => modelfile::run(command, ctx).await,

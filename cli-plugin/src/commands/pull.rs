@@ -42,7 +42,15 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     let bars = Bars::new(&ctx, 0, &format!("pulling {}", remote.repository));
     let mut report = if args.extract_from_remote {
         let dir = args.extract_dir.clone().expect("clap requires it");
-        pull_to_dir(&client, &remote, &dir, args.registry.concurrency, &bars).await
+        pull_to_dir(
+            &client,
+            &ctx.store()?,
+            &remote,
+            &dir,
+            args.registry.concurrency,
+            &bars,
+        )
+        .await
     } else {
         pull_to_store(
             &client,
@@ -109,23 +117,9 @@ async fn pull_containerd(
             manifest.artifact_type
         );
     }
-    let tmp = std::env::temp_dir().join(format!(
-        "modelpack-config-{}-{}",
-        std::process::id(),
-        manifest.config.digest.hex()
-    ));
-    client
-        .pull_blob_to_file(
-            remote,
-            &manifest.config.digest,
-            manifest.config.size,
-            &tmp,
-            &(),
-        )
-        .await?;
-    let config = std::fs::read(&tmp);
-    let _ = std::fs::remove_file(&tmp);
-    let config = config?;
+    let config =
+        modelpack_common::transfer::fetch_small_blob(client, remote, &manifest.config, "config")
+            .await?;
     let top = crate::containerd::pull(
         &args.containerd_args,
         &remote.to_string(),

@@ -1,25 +1,42 @@
 //! Safe extraction of model files from layers into a directory.
 //!
-//! Nothing is ever written outside the output directory: every path from every
-//! annotation and tar entry is checked (no absolute paths, no `..`, no path
-//! through a symlink), symlinks and hardlinks must resolve inside, device nodes
-//! and fifos are refused — each with an error naming the layer. Files are
-//! written to a temp name next to their destination and renamed into place
-//! once complete and verified. A file already extracted from the same layer
-//! and unchanged since (same size, mtime and recorded digest xattr) is skipped.
+//! One engine for every path that writes model files (`extract`, `pull
+//! --extract-dir`, `--extract-from-remote`, `fetch`, the snapshotter's eager
+//! layout), built so it cannot escape the output directory:
+//! - every write goes through a [`ConfinedDir`] handle: paths are walked one
+//!   component at a time without following symlinks, files are created
+//!   `O_EXCL | O_NOFOLLOW` under hidden temp names, and only renamed to their
+//!   final name once their bytes are verified against the layer digest (for a
+//!   tar layer, every entry waits staged until the whole blob has been hashed);
+//! - paths are cleaned (no absolute, no `..`, no NUL/backslash) and claimed
+//!   per artifact, so duplicate paths and file/directory prefix conflicts are
+//!   refused before anything is written;
+//! - symlink targets must resolve inside by construction (see
+//!   [`path::check_symlink_target`]), hardlinks may only name files of the same
+//!   layer, device nodes and fifos are refused;
+//! - modes are sanitised (no setuid/setgid/sticky, within the umask, never
+//!   world-writable).
+//!
+//! A file already extracted from the same layer and unchanged since (same
+//! size, mtime and recorded digest xattr) is skipped.
 
+mod claims;
 mod path;
 mod tarball;
 
+pub use claims::Claims;
 pub use path::safe_relative_path;
 
-use std::fs::{self, File};
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::confined::{self, ConfinedDir, EntryKind};
 use crate::digest::{COPY_BUF, Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Descriptor, Manifest};
@@ -46,6 +63,7 @@ impl Default for ExtractOptions {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ExtractStats {
     pub files_written: usize,
     pub files_skipped: usize,
@@ -53,7 +71,7 @@ pub struct ExtractStats {
 }
 
 impl ExtractStats {
-    fn add(&mut self, o: &ExtractStats) {
+    pub fn add(&mut self, o: &ExtractStats) {
         self.files_written += o.files_written;
         self.files_skipped += o.files_skipped;
         self.bytes_written += o.bytes_written;
@@ -63,9 +81,22 @@ impl ExtractStats {
 /// A short human name for a layer in errors: its path, else its digest.
 pub fn layer_name(layer: &Descriptor) -> String {
     match layer.filepath() {
-        Some(p) => format!("{} ({})", layer.digest, p),
+        Some(p) => format!("{} ({})", layer.digest, crate::extract::shown(p)),
         None => layer.digest.to_string(),
     }
+}
+
+/// An artifact-supplied string made safe to print: control characters escaped.
+pub fn shown(s: &str) -> String {
+    s.chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect()
 }
 
 /// How to decode a layer: ModelPack types by suffix; an oras directory layer
@@ -85,6 +116,242 @@ pub fn layer_format(layer: &Descriptor) -> LayerFormat {
     LayerFormat::Raw
 }
 
+/// The cleaned relative path a raw layer's file goes to.
+fn raw_rel_path(layer: &Descriptor) -> Result<PathBuf> {
+    let name = layer_name(layer);
+    let rel = layer.filepath().ok_or_else(|| Error::Artifact(format!(
+        "layer {name} has no org.cncf.model.filepath (or title) annotation, so there is no file name to restore it to"
+    )))?;
+    safe_relative_path(&name, rel)
+}
+
+/// Refuses, before anything is written, an artifact whose raw layers name
+/// one path twice or a path below another's file.
+pub fn check_layer_paths(layers: &[Descriptor]) -> Result<()> {
+    let claims = Claims::default();
+    for l in layers {
+        if layer_format(l) == LayerFormat::Raw {
+            claims.file(&layer_name(l), &raw_rel_path(l)?)?;
+        }
+    }
+    Ok(())
+}
+
+/// An output directory being extracted into: the confined root handle, the
+/// paths claimed so far, and a cache of directory handles.
+pub struct Target {
+    root: ConfinedDir,
+    claims: Claims,
+    opts: ExtractOptions,
+    dirs: Mutex<HashMap<PathBuf, Arc<ConfinedDir>>>,
+}
+
+/// Directories created for one layer, removed again (when still empty) if it fails.
+#[derive(Default)]
+pub(crate) struct Created(Vec<PathBuf>);
+
+impl Target {
+    /// Opens (creating) `out` for extraction.
+    pub fn open(out: &Path, opts: &ExtractOptions) -> Result<Target> {
+        Ok(Target {
+            root: ConfinedDir::open_root(out, true)?,
+            claims: Claims::default(),
+            opts: opts.clone(),
+            dirs: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        self.root.path()
+    }
+
+    /// The directory `rel` below the root, created as needed, never through a symlink.
+    pub(crate) fn dir(&self, rel: &Path, created: &mut Created) -> Result<Arc<ConfinedDir>> {
+        if rel.as_os_str().is_empty() {
+            return Ok(Arc::new(self.root.try_clone()?));
+        }
+        if let Some(d) = self.dirs.lock().unwrap().get(rel) {
+            return Ok(d.clone());
+        }
+        let d = Arc::new(self.root.subdir(rel, true, Some(&mut created.0))?);
+        self.dirs
+            .lock()
+            .unwrap()
+            .insert(rel.to_path_buf(), d.clone());
+        Ok(d)
+    }
+
+    /// Removes directories a failed layer created, deepest first, if still empty.
+    pub(crate) fn undo(&self, created: Created) {
+        let mut dirs = self.dirs.lock().unwrap();
+        for rel in created.0.iter().rev() {
+            dirs.remove(rel);
+            self.root.remove_empty_dir(rel);
+        }
+    }
+
+    /// True when the raw layer's file is already in place, unchanged since we wrote it.
+    pub fn is_extracted(&self, layer: &Descriptor) -> bool {
+        let Ok(rel) = raw_rel_path(layer) else {
+            return false;
+        };
+        let (parent, name) = split(&rel);
+        let Ok(dir) = self.root.subdir(parent, false, None) else {
+            return false;
+        };
+        let mtime = layer.file_metadata().and_then(|m| m.mtime_unix());
+        already_extracted(&dir, name, &layer.digest, layer.size, mtime)
+    }
+
+    /// Extracts one layer whose verified-or-not blob bytes come from `blob`.
+    pub fn extract_layer(&self, layer: &Descriptor, blob: File) -> Result<ExtractStats> {
+        match layer_format(layer) {
+            LayerFormat::Raw => self.extract_raw(layer, blob),
+            format => tarball::extract_tar(self, layer, blob, format),
+        }
+    }
+
+    fn extract_raw(&self, layer: &Descriptor, blob: File) -> Result<ExtractStats> {
+        let name = layer_name(layer);
+        let rel = raw_rel_path(layer)?;
+        self.claims.file(&name, &rel)?;
+        let (parent, fname) = split(&rel);
+        let mut created = Created::default();
+        let result = (|| {
+            let dir = self.dir(parent, &mut created)?;
+            let mtime = layer.file_metadata().and_then(|m| m.mtime_unix());
+            if self.opts.apply_metadata
+                && already_extracted(&dir, fname, &layer.digest, layer.size, mtime)
+            {
+                return Ok(ExtractStats {
+                    files_skipped: 1,
+                    ..Default::default()
+                });
+            }
+            refuse_dir_in_way(&dir, fname, &name)?;
+            let (tmp, mut file) = dir.create_temp("modelpack")?;
+            let guard = TempGuard::new(&dir, &tmp);
+            let written = copy_verified(blob, &mut file, layer, &dir.shown(&tmp))?;
+            self.finish_file(&file, layer, &dir.shown(&tmp))?;
+            file.sync_all().ctx("fsync", dir.shown(&tmp))?;
+            drop(file);
+            dir.rename(&tmp, &dir, fname)?;
+            guard.disarm();
+            Ok(ExtractStats {
+                files_written: 1,
+                bytes_written: written,
+                ..Default::default()
+            })
+        })();
+        if result.is_err() {
+            self.undo(created);
+        }
+        result
+    }
+
+    /// Places a downloaded, already verified raw blob at its path: renamed
+    /// from the private scratch directory when both are on one filesystem,
+    /// copied (and re-verified) otherwise; `keep` leaves the scratch file for
+    /// another layer with the same digest.
+    pub fn place_downloaded(
+        &self,
+        layer: &Descriptor,
+        scratch: &ConfinedDir,
+        scratch_name: &OsStr,
+        keep: bool,
+    ) -> Result<ExtractStats> {
+        if layer_format(layer) != LayerFormat::Raw || keep {
+            let f = scratch.open_file(scratch_name, false)?;
+            return self.extract_layer(layer, f);
+        }
+        let name = layer_name(layer);
+        let rel = raw_rel_path(layer)?;
+        self.claims.file(&name, &rel)?;
+        let (parent, fname) = split(&rel);
+        let mut created = Created::default();
+        let result = (|| {
+            let dir = self.dir(parent, &mut created)?;
+            refuse_dir_in_way(&dir, fname, &name)?;
+            let f = scratch.open_file(scratch_name, true)?;
+            let len = f.metadata().ctx("stat", scratch.shown(scratch_name))?.len();
+            if len != layer.size {
+                return Err(Error::SizeMismatch {
+                    what: format!("downloaded layer {name}"),
+                    expected: layer.size,
+                    actual: len,
+                });
+            }
+            self.finish_file(&f, layer, &scratch.shown(scratch_name))?;
+            drop(f);
+            match scratch.rename(scratch_name, &dir, fname) {
+                Ok(()) => Ok(ExtractStats {
+                    files_written: 1,
+                    bytes_written: layer.size,
+                    ..Default::default()
+                }),
+                Err(Error::Io { source, .. }) if source.raw_os_error() == Some(18) => {
+                    // EXDEV: the store and the output are on different filesystems.
+                    let f = scratch.open_file(scratch_name, false)?;
+                    let r = self.extract_raw_unclaimed(layer, f, &dir, fname);
+                    let _ = scratch.remove_file(scratch_name);
+                    r
+                }
+                Err(e) => Err(e),
+            }
+        })();
+        if result.is_err() {
+            self.undo(created);
+        }
+        result
+    }
+
+    fn extract_raw_unclaimed(
+        &self,
+        layer: &Descriptor,
+        blob: File,
+        dir: &ConfinedDir,
+        fname: &OsStr,
+    ) -> Result<ExtractStats> {
+        let (tmp, mut file) = dir.create_temp("modelpack")?;
+        let guard = TempGuard::new(dir, &tmp);
+        let written = copy_verified(blob, &mut file, layer, &dir.shown(&tmp))?;
+        self.finish_file(&file, layer, &dir.shown(&tmp))?;
+        file.sync_all().ctx("fsync", dir.shown(&tmp))?;
+        drop(file);
+        dir.rename(&tmp, dir, fname)?;
+        guard.disarm();
+        Ok(ExtractStats {
+            files_written: 1,
+            bytes_written: written,
+            ..Default::default()
+        })
+    }
+
+    /// Mode, mtime and the digest xattr, applied to the open file before it is renamed into place.
+    fn finish_file(&self, f: &File, layer: &Descriptor, shown: &Path) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        if self.opts.apply_metadata {
+            let meta = layer.file_metadata();
+            if let Some(mode) = meta.as_ref().map(|m| m.mode & 0o777).filter(|m| *m != 0) {
+                f.set_permissions(std::fs::Permissions::from_mode(confined::sanitize_mode(
+                    mode, false,
+                )))
+                .ctx("chmod", shown)?;
+            }
+            if let Some(t) = meta.as_ref().and_then(|m| m.mtime_unix()) {
+                f.set_modified(system_time(t)).ctx("set mtime", shown)?;
+            }
+        } else {
+            f.set_permissions(std::fs::Permissions::from_mode(confined::sanitize_mode(
+                0o644, false,
+            )))
+            .ctx("chmod", shown)?;
+        }
+        confined::set_xattr(f, XATTR_DIGEST, layer.digest.to_string().as_bytes());
+        Ok(())
+    }
+}
+
 /// Extracts every layer of a stored manifest into `out`.
 pub fn extract_from_store(
     store: &Store,
@@ -92,7 +359,8 @@ pub fn extract_from_store(
     out: &Path,
     opts: &ExtractOptions,
 ) -> Result<ExtractStats> {
-    fs::create_dir_all(out).ctx("create output directory", out)?;
+    check_layer_paths(&manifest.layers)?;
+    let target = Target::open(out, opts)?;
     let layers = &manifest.layers;
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());
@@ -105,7 +373,16 @@ pub fn extract_from_store(
                         break;
                     }
                     let l = &layers[i];
-                    let r = extract_layer(l, &store.blob_path(&l.digest), out, opts);
+                    let r = store
+                        .open_blob(&l.digest)
+                        .map_err(|e| match e {
+                            Error::NotFound { .. } => Error::NotFound {
+                                what: format!("blob of layer {}", layer_name(l)),
+                                hint: Some("pull the model again".into()),
+                            },
+                            e => e,
+                        })
+                        .and_then(|f| target.extract_layer(l, f));
                     results.lock().unwrap().push((i, r));
                 }
             });
@@ -128,7 +405,7 @@ pub fn extract_layer(
     opts: &ExtractOptions,
 ) -> Result<ExtractStats> {
     let name = layer_name(layer);
-    fs::create_dir_all(out).ctx("create output directory", out)?;
+    let target = Target::open(out, opts)?;
     let f = File::open(blob).map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             Error::NotFound {
@@ -139,185 +416,124 @@ pub fn extract_layer(
             Error::io("open", blob, e)
         }
     })?;
-    match layer_format(layer) {
-        LayerFormat::Raw => extract_raw(layer, f, out, opts),
-        format => tarball::extract_tar(layer, f, format, out, opts),
-    }
+    target.extract_layer(layer, f)
 }
 
-/// True when the raw layer's file is already at `dest`, unchanged since we wrote it.
-pub fn is_extracted(dest: &Path, layer: &Descriptor) -> bool {
-    let mtime = layer.file_metadata().and_then(|m| m.mtime_unix());
-    already_extracted(dest, &layer.digest, layer.size, mtime)
+/// Splits a cleaned relative path into its parent and file name.
+pub(crate) fn split(rel: &Path) -> (&Path, &OsStr) {
+    (
+        rel.parent().unwrap_or(Path::new("")),
+        rel.file_name().expect("cleaned paths end in a name"),
+    )
 }
 
-/// Places a downloaded, already verified blob: a raw layer's file is renamed
-/// into place (no copy), a tar layer is unpacked and its blob removed.
-pub fn place_verified_blob(
-    layer: &Descriptor,
-    blob: &Path,
-    out: &Path,
-    opts: &ExtractOptions,
-) -> Result<ExtractStats> {
-    if layer_format(layer) != LayerFormat::Raw {
-        let stats = extract_layer(layer, blob, out, opts)?;
-        let _ = fs::remove_file(blob);
-        return Ok(stats);
-    }
-    let name = layer_name(layer);
-    let rel = layer
-        .filepath()
-        .ok_or_else(|| Error::Artifact(format!("layer {name} has no file path annotation")))?;
-    let rel = safe_relative_path(&name, rel)?;
-    let dest = path::prepare_parent(&name, out, &rel)?;
-    fs::rename(blob, &dest).ctx("rename into place", &dest)?;
-    let meta = layer.file_metadata();
-    if opts.apply_metadata {
-        finish_file(
-            &dest,
-            &layer.digest,
-            meta.as_ref().map(|m| m.mode & 0o777).filter(|m| *m != 0),
-            meta.as_ref().and_then(|m| m.mtime_unix()),
-        )?;
-    } else {
-        finish_file(&dest, &layer.digest, None, None)?;
-    }
-    Ok(ExtractStats {
-        files_written: 1,
-        bytes_written: layer.size,
-        ..Default::default()
-    })
-}
-
-fn extract_raw(
-    layer: &Descriptor,
-    blob: File,
-    out: &Path,
-    opts: &ExtractOptions,
-) -> Result<ExtractStats> {
-    let name = layer_name(layer);
-    let rel = layer.filepath().ok_or_else(|| Error::Artifact(format!(
-        "layer {name} has no org.cncf.model.filepath (or title) annotation, so there is no file name to restore it to"
-    )))?;
-    let rel = safe_relative_path(&name, rel)?;
-    let dest = path::prepare_parent(&name, out, &rel)?;
-    let meta = layer.file_metadata();
-    let mtime = meta.as_ref().and_then(|m| m.mtime_unix());
-    if opts.apply_metadata && already_extracted(&dest, &layer.digest, layer.size, mtime) {
-        return Ok(ExtractStats {
-            files_skipped: 1,
-            ..Default::default()
+fn refuse_dir_in_way(dir: &ConfinedDir, fname: &OsStr, layer: &str) -> Result<()> {
+    if dir.kind(fname)? == Some(EntryKind::Dir) {
+        return Err(Error::UnsafePath {
+            layer: layer.to_string(),
+            reason: format!("{} exists and is a directory", dir.shown(fname).display()),
         });
     }
-    let written = write_verified(&dest, blob, &layer.digest, Some(layer.size), &name)?;
-    let mode = meta.as_ref().map(|m| m.mode & 0o777).filter(|m| *m != 0);
-    finish_file(
-        &dest,
-        &layer.digest,
-        if opts.apply_metadata { mode } else { None },
-        if opts.apply_metadata { mtime } else { None },
-    )?;
-    Ok(ExtractStats {
-        files_written: 1,
-        bytes_written: written,
-        ..Default::default()
-    })
-}
-
-/// Copies `src` to a temp file beside `dest` while hashing, verifies the digest, renames into place.
-fn write_verified(
-    dest: &Path,
-    src: impl Read,
-    digest: &Digest,
-    size: Option<u64>,
-    layer: &str,
-) -> Result<u64> {
-    let dir = dest.parent().expect("dest has a parent");
-    let (tmp, mut file) = crate::store::tempfile_in(dir)?;
-    let guard = TempGuard(Some(tmp.clone()));
-    let mut r = HashingReader::new(src);
-    let mut buf = vec![0u8; COPY_BUF];
-    loop {
-        let n = r.read(&mut buf).ctx("read layer", dest)?;
-        if n == 0 {
-            break;
-        }
-        file.write_all(&buf[..n]).ctx("write", &tmp)?;
-    }
-    let (actual, len) = r.finish();
-    if &actual != digest {
-        return Err(Error::DigestMismatch {
-            what: format!("layer {layer}"),
-            expected: digest.to_string(),
-            actual: actual.to_string(),
-        });
-    }
-    if let Some(want) = size.filter(|s| *s != len) {
-        return Err(Error::SizeMismatch {
-            what: format!("layer {layer}"),
-            expected: want,
-            actual: len,
-        });
-    }
-    file.sync_all().ctx("fsync", &tmp)?;
-    drop(file);
-    fs::rename(&tmp, dest).ctx("rename into place", dest)?;
-    guard.disarm();
-    Ok(len)
-}
-
-fn finish_file(dest: &Path, digest: &Digest, mode: Option<u32>, mtime: Option<i64>) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(mode) = mode {
-        fs::set_permissions(dest, fs::Permissions::from_mode(mode)).ctx("chmod", dest)?;
-    }
-    if let Some(t) = mtime {
-        set_mtime(dest, t)?;
-    }
-    // Best effort: filesystems without user xattrs just never skip.
-    let _ = xattr::set(dest, XATTR_DIGEST, digest.to_string().as_bytes());
     Ok(())
 }
 
-fn set_mtime(dest: &Path, unix: i64) -> Result<()> {
-    let t = if unix >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(unix.unsigned_abs())
-    };
-    let f = File::options().write(true).open(dest).ctx("open", dest)?;
-    f.set_modified(t).ctx("set mtime", dest)
+/// Copies `src` into `file` while hashing; fails unless digest and size match the layer.
+fn copy_verified(src: impl Read, file: &mut File, layer: &Descriptor, shown: &Path) -> Result<u64> {
+    let mut r = HashingReader::new(src);
+    let mut buf = vec![0u8; COPY_BUF];
+    let mut w = io::BufWriter::with_capacity(COPY_BUF, file);
+    let mut seen = 0u64;
+    loop {
+        let n = r.read(&mut buf).ctx("read layer", shown)?;
+        if n == 0 {
+            break;
+        }
+        w.write_all(&buf[..n]).ctx("write", shown)?;
+        seen += n as u64;
+        if seen > layer.size {
+            return Err(Error::SizeMismatch {
+                what: format!("layer {}", layer_name(layer)),
+                expected: layer.size,
+                actual: seen,
+            });
+        }
+    }
+    w.flush().ctx("write", shown)?;
+    let (actual, len) = r.finish();
+    if actual != layer.digest {
+        return Err(Error::DigestMismatch {
+            what: format!("layer {}", layer_name(layer)),
+            expected: layer.digest.to_string(),
+            actual: actual.to_string(),
+        });
+    }
+    if len != layer.size {
+        return Err(Error::SizeMismatch {
+            what: format!("layer {}", layer_name(layer)),
+            expected: layer.size,
+            actual: len,
+        });
+    }
+    Ok(len)
 }
 
-fn already_extracted(dest: &Path, digest: &Digest, size: u64, mtime: Option<i64>) -> bool {
+pub(crate) fn system_time(unix: i64) -> SystemTime {
+    if unix >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(unix as u64)
+    } else {
+        SystemTime::UNIX_EPOCH
+            .checked_sub(Duration::from_secs(unix.unsigned_abs()))
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    }
+}
+
+fn already_extracted(
+    dir: &ConfinedDir,
+    name: &OsStr,
+    digest: &Digest,
+    size: u64,
+    mtime: Option<i64>,
+) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let Ok(m) = fs::symlink_metadata(dest) else {
+    let Ok(Some(EntryKind::File { size: have })) = dir.kind(name) else {
         return false;
     };
-    if !m.is_file() || m.len() != size {
+    if have != size {
         return false;
     }
+    let Ok(f) = dir.open_file(name, false) else {
+        return false;
+    };
     if let Some(t) = mtime
-        && m.mtime() != t
+        && f.metadata().map(|m| m.mtime()).ok() != Some(t)
     {
         return false;
     }
-    matches!(xattr::get(dest, XATTR_DIGEST), Ok(Some(v)) if v == digest.to_string().as_bytes())
+    matches!(dir.get_xattr(name, XATTR_DIGEST), Some(v) if v == digest.to_string().as_bytes())
 }
 
-/// Removes a temp file unless disarmed.
-struct TempGuard(Option<PathBuf>);
+/// Removes a temp file (through its directory handle) unless disarmed.
+pub(crate) struct TempGuard<'a> {
+    dir: &'a ConfinedDir,
+    name: Option<OsString>,
+}
 
-impl TempGuard {
-    fn disarm(mut self) {
-        self.0 = None;
+impl<'a> TempGuard<'a> {
+    pub(crate) fn new(dir: &'a ConfinedDir, name: &OsStr) -> Self {
+        TempGuard {
+            dir,
+            name: Some(name.to_os_string()),
+        }
+    }
+    pub(crate) fn disarm(mut self) {
+        self.name = None;
     }
 }
 
-impl Drop for TempGuard {
+impl Drop for TempGuard<'_> {
     fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            let _ = fs::remove_file(p);
+        if let Some(n) = self.name.take() {
+            let _ = self.dir.remove_file(&n);
         }
     }
 }

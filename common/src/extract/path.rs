@@ -1,89 +1,100 @@
-//! Path sanitising for extraction.
+//! Path rules for extraction: what an artifact may name, and where its symlinks may point.
 
-use std::fs;
 use std::path::{Component, Path, PathBuf};
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// Turns an annotation or tar entry path into a safe relative path, refusing
 /// absolute paths, `..`, empty paths, NUL bytes and backslashes (which mean
 /// separators to Windows-built producers).
 pub fn safe_relative_path(layer: &str, p: &str) -> Result<PathBuf> {
-    let refuse = |why: &str| Error::UnsafePath {
-        layer: layer.to_string(),
-        reason: format!("path {p:?} {why}"),
-    };
+    let out = clean_relative(layer, p)?;
+    if out.as_os_str().is_empty() {
+        return Err(refuse(layer, p, "names the output directory itself"));
+    }
+    Ok(out)
+}
+
+/// Like [`safe_relative_path`] but `.` / `./` (the root itself) gives an empty path.
+pub(super) fn clean_relative(layer: &str, p: &str) -> Result<PathBuf> {
     if p.is_empty() {
-        return Err(refuse("is empty"));
+        return Err(refuse(layer, p, "is empty"));
     }
     if p.contains('\0') {
-        return Err(refuse("contains a NUL byte"));
+        return Err(refuse(layer, p, "contains a NUL byte"));
     }
     if p.contains('\\') {
-        return Err(refuse("contains a backslash"));
+        return Err(refuse(layer, p, "contains a backslash"));
     }
     if p.starts_with('/') {
-        return Err(refuse("is absolute"));
+        return Err(refuse(layer, p, "is absolute"));
     }
     let mut out = PathBuf::new();
     for c in Path::new(p).components() {
         match c {
             Component::Normal(n) => out.push(n),
             Component::CurDir => {}
-            Component::ParentDir => return Err(refuse("contains '..'")),
-            Component::RootDir | Component::Prefix(_) => return Err(refuse("is absolute")),
+            Component::ParentDir => return Err(refuse(layer, p, "contains '..'")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refuse(layer, p, "is absolute"));
+            }
         }
-    }
-    if out.as_os_str().is_empty() {
-        return Err(refuse("names the output directory itself"));
     }
     Ok(out)
 }
 
-/// Creates the parent directories of `out/rel`, refusing to pass through any
-/// existing symlink (which could point outside `out`). Returns `out/rel`.
-pub(super) fn prepare_parent(layer: &str, out: &Path, rel: &Path) -> Result<PathBuf> {
-    let mut cur = out.to_path_buf();
-    let parts: Vec<_> = rel.components().collect();
-    for c in &parts[..parts.len().saturating_sub(1)] {
-        cur.push(c);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(Error::UnsafePath {
-                    layer: layer.to_string(),
-                    reason: format!(
-                        "{} passes through the symlink {}",
-                        rel.display(),
-                        cur.display()
-                    ),
-                });
+fn refuse(layer: &str, p: &str, why: &str) -> Error {
+    Error::UnsafePath {
+        layer: layer.to_string(),
+        reason: format!("path {p:?} {why}"),
+    }
+}
+
+/// A symlink at `rel` pointing to `target` must resolve inside the output
+/// directory — by construction, not by a lexical guess: the target is
+/// relative, its `..` components all come first and climb no higher than
+/// the output directory, and no `..` follows a name. The symlink's own
+/// directory is a real directory (extraction never walks through symlinks),
+/// so the leading `..`s climb real directories; every name after them is a
+/// real entry or another symlink obeying the same rule. So whatever later
+/// entries turn a name into, resolution stays inside (the lexical check it
+/// replaces let `up -> ../../..` then `esc -> up/../../etc` out).
+pub(super) fn check_symlink_target(layer: &str, rel: &Path, target: &Path) -> Result<()> {
+    let refuse = |why: &str| Error::UnsafePath {
+        layer: layer.to_string(),
+        reason: format!("symlink {} -> {} {why}", rel.display(), target.display()),
+    };
+    let t = target.as_os_str();
+    if t.is_empty() {
+        return Err(refuse("has an empty target"));
+    }
+    if t.as_encoded_bytes().contains(&0) || t.as_encoded_bytes().contains(&b'\\') {
+        return Err(refuse("has a NUL byte or backslash in its target"));
+    }
+    let depth = rel.components().count().saturating_sub(1);
+    let mut ups = 0usize;
+    let mut seen_name = false;
+    for c in target.components() {
+        match c {
+            Component::ParentDir if seen_name => {
+                return Err(refuse(
+                    "uses '..' after a name (it could climb out through another symlink)",
+                ));
             }
-            Ok(m) if m.is_dir() => {}
-            Ok(_) => {
-                return Err(Error::UnsafePath {
-                    layer: layer.to_string(),
-                    reason: format!(
-                        "{} needs {} to be a directory, but it is a file",
-                        rel.display(),
-                        cur.display()
-                    ),
-                });
+            Component::ParentDir => {
+                ups += 1;
+                if ups > depth {
+                    return Err(refuse("points outside the output directory"));
+                }
             }
-            Err(_) => fs::create_dir(&cur)
-                .or_else(|e| if cur.is_dir() { Ok(()) } else { Err(e) })
-                .ctx("create directory", &cur)?,
+            Component::CurDir => {}
+            Component::Normal(_) => seen_name = true,
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(refuse("is absolute (points outside the output directory)"));
+            }
         }
     }
-    let dest = out.join(rel);
-    if let Ok(m) = fs::symlink_metadata(&dest)
-        && m.is_dir()
-    {
-        return Err(Error::UnsafePath {
-            layer: layer.to_string(),
-            reason: format!("{} exists and is a directory", dest.display()),
-        });
-    }
-    Ok(dest)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -111,16 +122,19 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("sha256:x (p)") && e.contains(".."), "{e}");
+        assert_eq!(clean_relative("L", "./").unwrap(), PathBuf::new());
     }
 
     #[test]
-    fn refuses_paths_through_symlinks() {
-        let out = tempfile::tempdir().unwrap();
-        let elsewhere = tempfile::tempdir().unwrap();
-        std::os::unix::fs::symlink(elsewhere.path(), out.path().join("link")).unwrap();
-        let err = prepare_parent("L", out.path(), Path::new("link/evil")).unwrap_err();
-        assert!(err.to_string().contains("symlink"), "{err}");
-        assert!(prepare_parent("L", out.path(), Path::new("ok/dir/file")).is_ok());
-        assert!(out.path().join("ok/dir").is_dir());
+    fn symlink_targets_stay_inside_by_construction() {
+        let ok = |rel: &str, t: &str| check_symlink_target("L", Path::new(rel), Path::new(t));
+        assert!(ok("a/b/c/d/up", "../../../..").is_ok());
+        assert!(ok("esc", "a/b/c/d/up/../../../../../etc").is_err());
+        assert!(ok("a/link", "../../x").is_err());
+        assert!(ok("a/link", "../x").is_ok());
+        assert!(ok("link", "/etc").is_err());
+        assert!(ok("link", "sub/./file").is_ok());
+        assert!(ok("link", "sub/../file").is_err());
+        assert!(ok("blobs/m.safetensors", "../store/abc").is_ok());
     }
 }

@@ -1,141 +1,244 @@
 //! Tar, tar+gzip and tar+zstd layers (ModelPack tar layers, oras directories).
+//!
+//! Entries are staged under hidden temp names beside their destinations while
+//! the blob is hashed; only when the whole blob matches the layer digest are
+//! they renamed into place. A corrupt or hostile layer therefore leaves
+//! nothing at a final path: its temp files and the directories it created
+//! are removed again.
 
-use std::fs::{self, File};
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fs::File;
 use std::io::{self, Read};
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
+use std::sync::Arc;
 
+use crate::confined::{self, ConfinedDir};
 use crate::digest::HashingReader;
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::Descriptor;
 use crate::media::LayerFormat;
 
-use super::{ExtractOptions, ExtractStats, layer_name, path::prepare_parent, safe_relative_path};
+use super::path::{check_symlink_target, clean_relative};
+use super::{Created, ExtractStats, Target, layer_name, refuse_dir_in_way, split, system_time};
+
+/// More entries than any model directory has; bounds memory and handles.
+pub const MAX_TAR_ENTRIES: usize = 1_000_000;
+
+struct Staged {
+    dir: Arc<ConfinedDir>,
+    tmp: OsString,
+    name: OsString,
+}
+
+/// Everything one tar layer has written so far, not yet visible.
+struct Stage<'a> {
+    target: &'a Target,
+    layer: String,
+    staged: Vec<Staged>,
+    /// Regular files of this layer by path → index in `staged` (hardlink sources).
+    files: HashMap<PathBuf, usize>,
+    dir_modes: Vec<(Arc<ConfinedDir>, u32)>,
+    created: Created,
+}
+
+impl Stage<'_> {
+    fn refuse(&self, reason: String) -> Error {
+        Error::UnsafePath {
+            layer: self.layer.clone(),
+            reason,
+        }
+    }
+
+    fn rollback(self) {
+        for s in &self.staged {
+            let _ = s.dir.remove_file(&s.tmp);
+        }
+        self.target.undo(self.created);
+    }
+
+    fn commit(self) -> Result<()> {
+        for s in &self.staged {
+            s.dir.rename(&s.tmp, &s.dir, &s.name)?;
+        }
+        for (d, mode) in &self.dir_modes {
+            d.chmod(*mode)?;
+        }
+        Ok(())
+    }
+}
 
 pub(super) fn extract_tar(
+    target: &Target,
     layer: &Descriptor,
     blob: File,
     format: LayerFormat,
-    out: &Path,
-    opts: &ExtractOptions,
 ) -> Result<ExtractStats> {
     let name = layer_name(layer);
-    let mut hashing =
-        HashingReader::new(io::BufReader::with_capacity(crate::digest::COPY_BUF, blob));
-    let stats = {
-        let decoded: Box<dyn Read + '_> = match format {
-            LayerFormat::Tar | LayerFormat::Raw => Box::new(&mut hashing),
-            LayerFormat::TarGzip => Box::new(flate2::read::GzDecoder::new(&mut hashing)),
-            LayerFormat::TarZstd => Box::new(
-                zstd::Decoder::new(&mut hashing)
-                    .map_err(|e| Error::io("decompress layer", out, e))?,
-            ),
-        };
-        unpack(&name, decoded, out, opts)?
+    let mut stage = Stage {
+        target,
+        layer: name.clone(),
+        staged: Vec::new(),
+        files: HashMap::new(),
+        dir_modes: Vec::new(),
+        created: Created::default(),
     };
-    // Drain trailing bytes (compressor footers, tar padding) so the digest covers the whole blob.
-    io::copy(&mut hashing, &mut io::sink()).ctx("read layer", out)?;
-    let (digest, size) = hashing.finish();
-    if digest != layer.digest {
-        return Err(Error::DigestMismatch {
-            what: format!("layer {name}"),
-            expected: layer.digest.to_string(),
-            actual: digest.to_string(),
-        });
+    let result = (|| {
+        let mut hashing =
+            HashingReader::new(io::BufReader::with_capacity(crate::digest::COPY_BUF, blob));
+        let stats = {
+            let decoded: Box<dyn Read + '_> = match format {
+                LayerFormat::Tar | LayerFormat::Raw => Box::new(&mut hashing),
+                LayerFormat::TarGzip => Box::new(flate2::read::GzDecoder::new(&mut hashing)),
+                LayerFormat::TarZstd => Box::new(
+                    zstd::Decoder::new(&mut hashing)
+                        .map_err(|e| Error::io("decompress layer", target.path(), e))?,
+                ),
+            };
+            unpack(&mut stage, decoded)?
+        };
+        // Drain trailing bytes (compressor footers, tar padding) so the digest covers the whole blob.
+        io::copy(&mut hashing, &mut io::sink()).ctx("read layer", target.path())?;
+        let (digest, size) = hashing.finish();
+        if digest != layer.digest {
+            return Err(Error::DigestMismatch {
+                what: format!("layer {name}"),
+                expected: layer.digest.to_string(),
+                actual: digest.to_string(),
+            });
+        }
+        if size != layer.size {
+            return Err(Error::SizeMismatch {
+                what: format!("layer {name}"),
+                expected: layer.size,
+                actual: size,
+            });
+        }
+        Ok(stats)
+    })();
+    match result {
+        Ok(stats) => {
+            stage.commit()?;
+            Ok(stats)
+        }
+        Err(e) => {
+            stage.rollback();
+            Err(e)
+        }
     }
-    if size != layer.size {
-        return Err(Error::SizeMismatch {
-            what: format!("layer {name}"),
-            expected: layer.size,
-            actual: size,
-        });
-    }
-    Ok(stats)
 }
 
-fn unpack(name: &str, r: impl Read, out: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
+fn unpack(stage: &mut Stage<'_>, r: impl Read) -> Result<ExtractStats> {
+    let name = stage.layer.clone();
+    let target = stage.target;
+    let apply = target.opts.apply_metadata;
     let mut stats = ExtractStats::default();
     let mut archive = tar::Archive::new(r);
     let bad =
         |e: io::Error| Error::Artifact(format!("layer {name} is not a valid tar archive: {e}"));
-    for entry in archive.entries().map_err(bad)? {
+    for (count, entry) in archive.entries().map_err(bad)?.enumerate() {
+        if count >= MAX_TAR_ENTRIES {
+            return Err(stage.refuse(format!("has more than {MAX_TAR_ENTRIES} entries")));
+        }
         let mut entry = entry.map_err(bad)?;
-        let raw_path = entry.path().map_err(bad)?.to_string_lossy().to_string();
-        let rel = safe_relative_path(name, &raw_path)?;
+        let raw_path = String::from_utf8_lossy(&entry.path_bytes()).to_string();
+        let rel = clean_relative(&name, &raw_path)?;
         let header = entry.header().clone();
         let kind = header.entry_type();
-        let mode = header.mode().ok().map(|m| m & 0o777);
-        let mtime = header.mtime().ok().map(|t| t as i64);
+        let mode = header.mode().ok().map(|m| m & 0o777).filter(|m| *m != 0);
+        let mtime = header.mtime().ok().and_then(|t| i64::try_from(t).ok());
+        if rel.as_os_str().is_empty() {
+            // `./` itself: real tars have it; it names the output directory.
+            if kind == tar::EntryType::Directory {
+                continue;
+            }
+            return Err(stage.refuse(format!("entry {raw_path:?} names the output directory")));
+        }
         match kind {
             tar::EntryType::Directory => {
-                let dest = prepare_parent(name, out, &rel)?;
-                if !dest.is_dir() {
-                    fs::create_dir(&dest).ctx("create directory", &dest)?;
+                target.claims.dir(&name, &rel)?;
+                let d = target.dir(&rel, &mut stage.created)?;
+                if apply && let Some(m) = mode {
+                    stage.dir_modes.push((d, confined::sanitize_mode(m, true)));
                 }
             }
-            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                let dest = prepare_parent(name, out, &rel)?;
-                let dir = dest.parent().expect("has parent");
-                let (tmp, mut f) = crate::store::tempfile_in(dir)?;
-                let guard = super::TempGuard(Some(tmp.clone()));
-                let n = io::copy(&mut entry, &mut f).map_err(bad)?;
-                drop(f);
-                fs::rename(&tmp, &dest).ctx("rename into place", &dest)?;
-                guard.disarm();
-                if opts.apply_metadata {
-                    use std::os::unix::fs::PermissionsExt;
-                    if let Some(m) = mode.filter(|m| *m != 0) {
-                        fs::set_permissions(&dest, fs::Permissions::from_mode(m))
-                            .ctx("chmod", &dest)?;
-                    }
-                    if let Some(t) = mtime {
-                        super::set_mtime(&dest, t)?;
-                    }
+            tar::EntryType::Regular | tar::EntryType::Continuous => {
+                target.claims.file(&name, &rel)?;
+                let (parent, fname) = split(&rel);
+                let dir = target.dir(parent, &mut stage.created)?;
+                refuse_dir_in_way(&dir, fname, &name)?;
+                let (tmp, mut f) = dir.create_temp("modelpack")?;
+                stage.files.insert(rel.clone(), stage.staged.len());
+                stage.staged.push(Staged {
+                    dir: dir.clone(),
+                    tmp: tmp.clone(),
+                    name: fname.to_os_string(),
+                });
+                let n = {
+                    let mut w = io::BufWriter::with_capacity(crate::digest::COPY_BUF, &mut f);
+                    let n = io::copy(&mut entry, &mut w).map_err(bad)?;
+                    io::Write::flush(&mut w).ctx("write", dir.shown(&tmp))?;
+                    n
+                };
+                use std::os::unix::fs::PermissionsExt;
+                let m = if apply { mode.unwrap_or(0o644) } else { 0o644 };
+                f.set_permissions(std::fs::Permissions::from_mode(confined::sanitize_mode(
+                    m, false,
+                )))
+                .ctx("chmod", dir.shown(&tmp))?;
+                if apply && let Some(t) = mtime {
+                    f.set_modified(system_time(t))
+                        .ctx("set mtime", dir.shown(&tmp))?;
                 }
                 stats.files_written += 1;
                 stats.bytes_written += n;
             }
             tar::EntryType::Symlink => {
-                let target = entry
+                let link = entry
                     .link_name()
                     .map_err(bad)?
                     .ok_or_else(|| bad(io::Error::other("symlink without target")))?;
-                check_link_inside(name, &rel, &target)?;
-                let dest = prepare_parent(name, out, &rel)?;
-                let _ = fs::remove_file(&dest);
-                std::os::unix::fs::symlink(&target, &dest).ctx("create symlink", &dest)?;
+                check_symlink_target(&name, &rel, &link)?;
+                target.claims.file(&name, &rel)?;
+                let (parent, fname) = split(&rel);
+                let dir = target.dir(parent, &mut stage.created)?;
+                refuse_dir_in_way(&dir, fname, &name)?;
+                let tmp = temp_name();
+                dir.symlink(&link, &tmp)?;
+                stage.staged.push(Staged {
+                    dir,
+                    tmp,
+                    name: fname.to_os_string(),
+                });
             }
             tar::EntryType::Link => {
-                let target = entry
+                let link = entry
                     .link_name()
                     .map_err(bad)?
                     .ok_or_else(|| bad(io::Error::other("hardlink without target")))?;
-                let target_rel =
-                    safe_relative_path(name, &target.to_string_lossy()).map_err(|_| {
-                        Error::UnsafePath {
-                            layer: name.to_string(),
-                            reason: format!(
-                                "hardlink {raw_path:?} points outside the output directory ({})",
-                                target.display()
-                            ),
-                        }
-                    })?;
-                let src = prepare_parent(name, out, &target_rel)?;
-                let src_meta = fs::symlink_metadata(&src).map_err(|_| Error::UnsafePath {
-                    layer: name.to_string(),
-                    reason: format!(
-                        "hardlink {raw_path:?} points to {} which was not extracted before it",
-                        target.display()
-                    ),
-                })?;
-                if !src_meta.is_file() {
-                    return Err(Error::UnsafePath {
-                        layer: name.to_string(),
-                        reason: format!("hardlink {raw_path:?} must point to a regular file"),
-                    });
-                }
-                let dest = prepare_parent(name, out, &rel)?;
-                let _ = fs::remove_file(&dest);
-                fs::hard_link(&src, &dest).ctx("create hardlink", &dest)?;
+                let link_str = link.to_string_lossy().to_string();
+                let outside = || {
+                    stage.refuse(format!(
+                        "hardlink {raw_path:?} -> {link_str:?} must name a regular file earlier in the same layer"
+                    ))
+                };
+                let src_rel = clean_relative(&name, &link_str).map_err(|_| outside())?;
+                let Some(&src) = stage.files.get(&src_rel) else {
+                    return Err(outside());
+                };
+                target.claims.file(&name, &rel)?;
+                let (parent, fname) = split(&rel);
+                let dir = target.dir(parent, &mut stage.created)?;
+                refuse_dir_in_way(&dir, fname, &name)?;
+                let tmp = temp_name();
+                let (src_dir, src_tmp) =
+                    (stage.staged[src].dir.clone(), stage.staged[src].tmp.clone());
+                dir.hard_link(&src_dir, &src_tmp, &tmp)?;
+                stage.staged.push(Staged {
+                    dir,
+                    tmp,
+                    name: fname.to_os_string(),
+                });
                 stats.files_written += 1;
             }
             tar::EntryType::XGlobalHeader
@@ -143,17 +246,23 @@ fn unpack(name: &str, r: impl Read, out: &Path, opts: &ExtractOptions) -> Result
             | tar::EntryType::GNULongName
             | tar::EntryType::GNULongLink => {}
             other => {
-                return Err(Error::UnsafePath {
-                    layer: name.to_string(),
-                    reason: format!(
-                        "entry {raw_path:?} is a {} (device nodes, fifos and other special files are refused)",
-                        describe(other)
-                    ),
-                });
+                return Err(stage.refuse(format!(
+                    "entry {:?} is a {} (device nodes, fifos, sparse and other special files are refused)",
+                    super::shown(&raw_path),
+                    describe(other)
+                )));
             }
         }
     }
     Ok(stats)
+}
+
+fn temp_name() -> OsString {
+    OsString::from(format!(
+        ".modelpack-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ))
 }
 
 fn describe(t: tar::EntryType) -> &'static str {
@@ -161,42 +270,7 @@ fn describe(t: tar::EntryType) -> &'static str {
         tar::EntryType::Char => "character device",
         tar::EntryType::Block => "block device",
         tar::EntryType::Fifo => "fifo",
+        tar::EntryType::GNUSparse => "sparse file",
         _ => "special file",
     }
-}
-
-/// A symlink at `rel` pointing to `target` must stay inside the output directory.
-fn check_link_inside(layer: &str, rel: &Path, target: &Path) -> Result<()> {
-    let refuse = || Error::UnsafePath {
-        layer: layer.to_string(),
-        reason: format!(
-            "symlink {} -> {} points outside the output directory",
-            rel.display(),
-            target.display()
-        ),
-    };
-    if target.is_absolute() {
-        return Err(refuse());
-    }
-    let mut depth: Vec<PathBuf> = rel
-        .parent()
-        .map(|p| {
-            p.components()
-                .map(|c| PathBuf::from(c.as_os_str()))
-                .collect()
-        })
-        .unwrap_or_default();
-    for c in target.components() {
-        match c {
-            Component::Normal(n) => depth.push(PathBuf::from(n)),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if depth.pop().is_none() {
-                    return Err(refuse());
-                }
-            }
-            _ => return Err(refuse()),
-        }
-    }
-    Ok(())
 }

@@ -2,7 +2,7 @@
 //! blobs, resumable chunked upload (after a dropped connection the session's
 //! `Range` says where to continue), and Range-resumed, verified downloads.
 
-use std::io::{Read, SeekFrom};
+use std::io::SeekFrom;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -402,50 +402,49 @@ impl RegistryClient {
         Ok(d)
     }
 
-    /// Downloads a blob into `partial`, resuming what is already there with
-    /// `Range`, and verifies size and digest. On mismatch the partial file is
-    /// removed and `DigestMismatch` names the layer.
+    /// Downloads a blob into `partial` (an open, exclusively locked file the
+    /// caller created without following symlinks; `shown` names it in
+    /// errors), resuming what is already there with `Range`, and verifies
+    /// size and digest over exactly the file's bytes (the prefix is re-read,
+    /// the rest hashed as written through this handle). On a mismatch the
+    /// file is truncated so no later resume builds on bad bytes, and
+    /// `DigestMismatch` names the layer.
     pub async fn pull_blob_to_file(
         &self,
         r: &Reference,
         d: &Digest,
         size: u64,
-        partial: &Path,
+        partial: &std::fs::File,
+        shown: &Path,
         progress: &dyn Progress,
     ) -> Result<()> {
-        if let Some(dir) = partial.parent() {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .ctx("create directory", dir)?;
-        }
         let mut hasher = Hasher::new();
-        let mut have = match std::fs::metadata(partial) {
-            Ok(m) if m.len() <= size => m.len(),
-            Ok(_) => {
-                std::fs::remove_file(partial).ctx("remove", partial)?;
-                0
-            }
-            Err(_) => 0,
-        };
+        let mut have = partial.metadata().ctx("stat", shown)?.len();
+        if have > size {
+            partial.set_len(0).ctx("truncate", shown)?;
+            have = 0;
+        }
         if have > 0 {
-            let mut f = std::fs::File::open(partial).ctx("open", partial)?;
+            use std::os::unix::fs::FileExt;
             let mut buf = vec![0u8; 1 << 20];
-            loop {
-                let n = f.read(&mut buf).ctx("read", partial)?;
+            let mut off = 0u64;
+            while off < have {
+                let want = buf.len().min((have - off) as usize);
+                let n = partial.read_at(&mut buf[..want], off).ctx("read", shown)?;
                 if n == 0 {
                     break;
                 }
                 hasher.update(&buf[..n]);
+                off += n as u64;
             }
+            have = off;
             progress.advance(have);
             tracing::info!("resuming {d} at byte {have} of {size}");
         }
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(partial)
-            .await
-            .ctx("open", partial)?;
+        let partial_path = shown;
+        let mut file = tokio::fs::File::from_std(partial.try_clone().ctx("open", shown)?);
+        file.set_len(have).await.ctx("truncate", shown)?;
+        file.seek(SeekFrom::Start(have)).await.ctx("seek", shown)?;
         let eps = self.endpoints(&r.registry)?;
         let pull_eps: Vec<&Endpoint> = eps.iter().filter(|e| e.pull).collect();
         let mut ep_index = 0;
@@ -470,9 +469,12 @@ impl RegistryClient {
                     StatusCode::OK => {
                         if start > 0 {
                             // The server ignored Range: start over.
-                            file.set_len(0)
+                            file.set_len(0).await.map_err(|e| {
+                                Attempt::from(Error::io("truncate", partial_path, e))
+                            })?;
+                            file.seek(SeekFrom::Start(0))
                                 .await
-                                .map_err(|e| Attempt::from(Error::io("truncate", partial, e)))?;
+                                .map_err(|e| Attempt::from(Error::io("seek", partial_path, e)))?;
                             hasher = Hasher::new();
                             have = 0;
                         }
@@ -500,7 +502,7 @@ impl RegistryClient {
                     }
                     file.write_all(&chunk)
                         .await
-                        .map_err(|e| Attempt::from(Error::io("write", partial, e)))?;
+                        .map_err(|e| Attempt::from(Error::io("write", partial_path, e)))?;
                     hasher.update(&chunk);
                     have += chunk.len() as u64;
                     progress.advance(chunk.len() as u64);
@@ -508,7 +510,7 @@ impl RegistryClient {
                 Ok(())
             }
             .await;
-            file.flush().await.ctx("write", partial)?;
+            file.flush().await.ctx("write", partial_path)?;
             match res {
                 Ok(()) if size == 0 || have == size => break,
                 Ok(()) => {
@@ -541,7 +543,7 @@ impl RegistryClient {
                 }
                 Err(a) => {
                     if let Error::SizeMismatch { .. } = a.err {
-                        let _ = std::fs::remove_file(partial);
+                        let _ = partial.set_len(0);
                     }
                     return Err(a.err);
                 }
@@ -550,7 +552,7 @@ impl RegistryClient {
         drop(file);
         let actual = hasher.finish();
         if &actual != d {
-            let _ = std::fs::remove_file(partial);
+            let _ = partial.set_len(0);
             return Err(Error::DigestMismatch {
                 what: format!("layer {d} from {r}"),
                 expected: d.to_string(),

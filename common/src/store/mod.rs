@@ -6,15 +6,24 @@
 //! Every write goes to a temp file inside the store, is fsynced, verified
 //! against its digest and only then renamed into `blobs/`; a crash can leave
 //! garbage in `tmp/` but never a blob whose content does not match its name.
-//! A lock file serialises writers; readers of immutable blobs need no lock.
+//! `tmp/` is private (0700) and only ever written through a directory handle
+//! that never follows symlinks. A lock file serialises index writers; every
+//! build and pull holds a shared *lease* (`.gc.lock`) for its whole run, and
+//! `prune`/`fsck` take it exclusively, so garbage collection never deletes a
+//! blob an in-flight build or pull has written but not yet tagged. Readers of
+//! immutable blobs need no lock.
 
 mod blob;
+mod fsck;
 mod index;
 mod lock;
+mod partial;
 
 pub use blob::BlobWriter;
+pub use fsck::{FsckProblem, FsckReport};
 pub use index::{IndexEntry, REPOSITORY_ANNOTATION};
-pub use lock::StoreLock;
+pub use lock::{StoreLease, StoreLock};
+pub use partial::{PartialBlob, is_in_use};
 
 use std::fs;
 use std::io::Read;
@@ -63,6 +72,11 @@ impl Store {
         let blobs = self.root.join("blobs").join("sha256");
         fs::create_dir_all(&blobs).ctx("create store directory", &blobs)?;
         fs::create_dir_all(self.tmp_dir()).ctx("create store directory", self.tmp_dir())?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(self.tmp_dir(), fs::Permissions::from_mode(0o700))
+                .ctx("chmod", self.tmp_dir())?;
+        }
         let layout = self.root.join("oci-layout");
         if !layout.exists() {
             write_atomic(
@@ -100,9 +114,49 @@ impl Store {
         self.root.join("blobs").join("sha256").join(digest.hex())
     }
 
-    /// Path for a resumable partial download of `digest`.
-    pub fn partial_path(&self, digest: &Digest) -> PathBuf {
-        self.tmp_dir().join(format!("{}.partial", digest.hex()))
+    /// A shared lease: while held, `prune` and `fsck` wait (they take it exclusively).
+    pub fn lease(&self) -> Result<StoreLease> {
+        StoreLease::shared(&self.root.join(".gc.lock"))
+    }
+
+    /// The exclusive side of [`Store::lease`]: no build or pull is in flight while held.
+    pub fn gc_lock(&self) -> Result<StoreLease> {
+        StoreLease::exclusive(&self.root.join(".gc.lock"))
+    }
+
+    /// The private scratch directory, as a handle that never follows symlinks.
+    pub fn scratch(&self) -> Result<crate::confined::ConfinedDir> {
+        crate::confined::ConfinedDir::open_root(&self.tmp_dir(), false)
+    }
+
+    /// Moves a finished, verified download into `blobs/` (a blob already
+    /// there wins; the partial is then removed). The size is re-checked on
+    /// the open handle so a short or overlong file can never be named by `digest`.
+    pub fn commit_partial(
+        &self,
+        scratch: &crate::confined::ConfinedDir,
+        partial: &PartialBlob,
+        digest: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        let len = partial.len()?;
+        if len != size {
+            let _ = scratch.remove_file(&partial.name);
+            return Err(Error::SizeMismatch {
+                what: format!("download of {digest}"),
+                expected: size,
+                actual: len,
+            });
+        }
+        partial.file.sync_all().ctx("fsync", &partial.shown)?;
+        if self.has_blob(digest) {
+            return scratch.remove_file(&partial.name);
+        }
+        let blobs = crate::confined::ConfinedDir::open_root(
+            &self.root.join("blobs").join("sha256"),
+            false,
+        )?;
+        scratch.rename(&partial.name, &blobs, std::ffi::OsStr::new(digest.hex()))
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
@@ -235,6 +289,7 @@ impl Store {
     /// Deletes blobs no index entry reaches (and stale temp files), or with
     /// `dry_run` only reports them. Returns `(digest, size)` of each.
     pub fn prune(&self, dry_run: bool) -> Result<Vec<(Digest, u64)>> {
+        let _gc = self.gc_lock()?;
         let _lock = self.lock()?;
         let mut keep = std::collections::HashSet::new();
         for e in self.entries()? {
@@ -258,7 +313,8 @@ impl Store {
             freed.push((d, size));
         }
         if !dry_run {
-            // Temp files are only live while a writer holds the lock we now hold.
+            // Temp files are only live while a writer holds a lease, and we hold the
+            // exclusive side: none is. Partial downloads are kept for resuming.
             if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
                 for e in rd.flatten() {
                     let is_partial = e.file_name().to_string_lossy().ends_with(".partial");

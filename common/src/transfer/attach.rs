@@ -131,6 +131,7 @@ pub fn attach_local(
     format: crate::media::LayerFormat,
     force: bool,
 ) -> Result<Digest> {
+    let _lease = store.lease()?;
     let loaded = store.load_manifest(src)?;
     let config = store.read_blob(&loaded.manifest.config.digest)?;
     let opts = opts_for(&loaded.manifest, format);
@@ -165,21 +166,7 @@ pub async fn attach_remote(
 ) -> Result<(Digest, u64)> {
     let fetched = client.get_manifest(src).await?;
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {src}"))?;
-    let tmp = store
-        .tmp_dir()
-        .join(format!("attach-config-{}", manifest.config.digest.hex()));
-    client
-        .pull_blob_to_file(
-            src,
-            &manifest.config.digest,
-            manifest.config.size,
-            &tmp,
-            &(),
-        )
-        .await?;
-    let config = std::fs::read(&tmp).map_err(|e| Error::io("read", &tmp, e));
-    let _ = std::fs::remove_file(&tmp);
-    let config = config?;
+    let config = super::fetch_small_blob(client, src, &manifest.config, "config").await?;
     let opts = opts_for(&manifest, format);
     let pf = pack_file(file, dest_dir, kind)?;
     let (enc, temp) = if format == crate::media::LayerFormat::Raw {

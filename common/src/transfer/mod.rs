@@ -12,12 +12,14 @@ mod known;
 mod pull;
 mod push;
 mod remote_build;
+mod small;
 
 pub use attach::{attach_layer, attach_local, attach_remote};
 pub use known::KnownBlobs;
 pub use pull::{PullReport, fetch_to_dir, pull_to_dir, pull_to_store};
 pub use push::{BlobAction, BlobReport, PushReport, push_from_store, upload_file};
 pub use remote_build::pack_to_registry;
+pub use small::{MAX_SMALL_BLOB, fetch_small_blob};
 
 use crate::registry::Progress;
 

@@ -1,21 +1,25 @@
 //! Pull into the local store, straight into a directory, or only the files
-//! matching patterns. Downloads go to `.partial` files that survive
-//! interruption and resume with `Range`; every blob is verified before it is
-//! renamed into place.
+//! matching patterns. Downloads go to locked `.partial` files in the store's
+//! private scratch directory (never inside the output, where a hostile layer
+//! could plant a symlink); they survive interruption and resume with `Range`;
+//! every blob is verified before it is renamed into place. Each digest is
+//! downloaded once however many layers share it.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+use std::sync::Arc;
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 use serde::Serialize;
 
+use crate::confined::ConfinedDir;
 use crate::digest::Digest;
-use crate::error::{Error, IoContext, Result};
-use crate::extract::{self, ExtractOptions, ExtractStats};
+use crate::error::{Error, Result};
+use crate::extract::{self, ExtractOptions, ExtractStats, Target};
 use crate::manifest::{Descriptor, Manifest};
 use crate::media::LayerFormat;
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
-use crate::store::Store;
+use crate::store::{PartialBlob, Store};
 
 use super::{KnownBlobs, TransferProgress};
 
@@ -58,6 +62,9 @@ pub async fn pull_to_store(
     progress: &dyn TransferProgress,
 ) -> Result<PullReport> {
     let (bytes, digest, manifest) = fetch_manifest(client, remote).await?;
+    crate::extract::check_layer_paths(&manifest.layers)?;
+    let _lease = store.lease()?;
+    let scratch = store.scratch()?;
     let known = KnownBlobs::open(store);
     let mut blobs = vec![(manifest.config.clone(), "config".to_string())];
     for l in &manifest.layers {
@@ -67,6 +74,7 @@ pub async fn pull_to_store(
     }
     let results: Vec<(bool, u64)> = stream::iter(blobs.into_iter().map(|(desc, name)| {
         let known = &known;
+        let scratch = &scratch;
         async move {
             known.record(&desc.digest, &remote.registry, &remote.repository);
             if store.has_blob(&desc.digest) {
@@ -74,11 +82,15 @@ pub async fn pull_to_store(
                 return Ok((false, 0));
             }
             progress.blob_started(&name, desc.size);
-            let partial = store.partial_path(&desc.digest);
-            client
-                .pull_blob_to_file(remote, &desc.digest, desc.size, &partial, progress)
-                .await?;
-            sync_and_rename(&partial, &store.blob_path(&desc.digest))?;
+            let partial = PartialBlob::open(scratch, &desc.digest).await?;
+            if store.has_blob(&desc.digest) {
+                // Another pull finished it while we waited for its lock.
+                let _ = scratch.remove_file(&partial.name);
+                progress.blob_finished(&name, desc.size, "exists");
+                return Ok((false, 0));
+            }
+            download(client, remote, &desc, scratch, &partial, progress).await?;
+            store.commit_partial(scratch, &partial, &desc.digest, desc.size)?;
             progress.blob_finished(&name, desc.size, "downloaded");
             Ok::<_, Error>((true, desc.size))
         }
@@ -112,28 +124,50 @@ pub async fn pull_to_store(
     })
 }
 
-fn sync_and_rename(partial: &Path, dest: &Path) -> Result<()> {
-    std::fs::File::open(partial)
-        .and_then(|f| f.sync_all())
-        .ctx("fsync", partial)?;
-    std::fs::rename(partial, dest).ctx("rename into place", dest)
+/// Downloads one blob into its locked partial file; bytes that fail
+/// verification are removed (a dropped connection keeps them for resuming).
+async fn download(
+    client: &RegistryClient,
+    remote: &Reference,
+    desc: &Descriptor,
+    scratch: &ConfinedDir,
+    partial: &PartialBlob,
+    progress: &dyn TransferProgress,
+) -> Result<()> {
+    let r = client
+        .pull_blob_to_file(
+            remote,
+            &desc.digest,
+            desc.size,
+            &partial.file,
+            &partial.shown,
+            progress,
+        )
+        .await;
+    if let Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) = &r {
+        let _ = scratch.remove_file(&partial.name);
+    }
+    r
 }
 
-/// Streams `remote`'s files straight into `out` (nothing kept in the store).
+/// Streams `remote`'s files straight into `out` (nothing kept in the store
+/// but resumable partial downloads in its private scratch directory).
 pub async fn pull_to_dir(
     client: &RegistryClient,
+    store: &Store,
     remote: &Reference,
     out: &Path,
     concurrency: usize,
     progress: &dyn TransferProgress,
 ) -> Result<PullReport> {
-    fetch_to_dir(client, remote, out, &[], concurrency, progress).await
+    fetch_to_dir(client, store, remote, out, &[], concurrency, progress).await
 }
 
 /// Like [`pull_to_dir`], restricted to layers whose file path matches one of
 /// `patterns` (globs with `**`); each matching layer is fetched once.
 pub async fn fetch_to_dir(
     client: &RegistryClient,
+    store: &Store,
     remote: &Reference,
     out: &Path,
     patterns: &[String],
@@ -141,6 +175,7 @@ pub async fn fetch_to_dir(
     progress: &dyn TransferProgress,
 ) -> Result<PullReport> {
     let (_, digest, manifest) = fetch_manifest(client, remote).await?;
+    crate::extract::check_layer_paths(&manifest.layers)?;
     let matcher = if patterns.is_empty() {
         None
     } else {
@@ -153,11 +188,7 @@ pub async fn fetch_to_dir(
             None => true,
             Some(m) => m.is_match(path) || m.is_match(path.trim_end_matches('/')),
         };
-        if wanted
-            && !selected
-                .iter()
-                .any(|s| s.digest == l.digest && s.filepath() == l.filepath())
-        {
+        if wanted {
             selected.push(l.clone());
         }
     }
@@ -167,54 +198,80 @@ pub async fn fetch_to_dir(
             hint: Some(format!("`inspect --remote {remote}` lists the file paths")),
         });
     }
-    std::fs::create_dir_all(out).ctx("create output directory", out)?;
-    let partial_dir = out.join(".modelpack-partial");
-    std::fs::create_dir_all(&partial_dir).ctx("create directory", &partial_dir)?;
-    let opts = ExtractOptions::default();
-    let results: Vec<(bool, u64, ExtractStats)> = stream::iter(selected.iter().map(|layer| {
-        let partial_dir = &partial_dir;
-        let opts = &opts;
-        async move {
-            let name = layer.filepath().unwrap_or("layer").to_string();
-            if let Some(dest) = raw_destination(layer, out)?
-                && extract::is_extracted(&dest, layer)
-            {
-                progress.blob_finished(&name, layer.size, "unchanged");
-                return Ok((
-                    false,
-                    0,
-                    ExtractStats {
-                        files_skipped: 1,
-                        ..Default::default()
-                    },
-                ));
-            }
-            progress.blob_started(&name, layer.size);
-            let partial = partial_dir.join(format!("{}.partial", layer.digest.hex()));
-            client
-                .pull_blob_to_file(remote, &layer.digest, layer.size, &partial, progress)
-                .await?;
-            let layer2 = layer.clone();
-            let out2 = out.to_path_buf();
-            let opts2 = opts.clone();
-            let stats = tokio::task::spawn_blocking(move || {
-                extract::place_verified_blob(&layer2, &partial, &out2, &opts2)
-            })
-            .await
-            .map_err(|e| Error::Invalid(format!("extract worker failed: {e}")))??;
-            progress.blob_finished(&name, layer.size, "downloaded");
-            Ok::<_, Error>((true, layer.size, stats))
+    // One download per digest; every layer naming it is placed from that one file.
+    let mut by_digest: Vec<(Descriptor, Vec<Descriptor>)> = Vec::new();
+    for l in selected.iter().cloned() {
+        match by_digest.iter_mut().find(|(d, _)| d.digest == l.digest) {
+            Some((_, users)) => users.push(l),
+            None => by_digest.push((l.clone(), vec![l])),
         }
-    }))
-    .buffer_unordered(concurrency.max(1))
-    .try_collect()
-    .await?;
-    let _ = std::fs::remove_dir(&partial_dir);
+    }
+    let target = Arc::new(Target::open(out, &ExtractOptions::default())?);
+    let _lease = store.lease()?;
+    let scratch = Arc::new(store.scratch()?);
+    let results: Vec<(bool, u64, ExtractStats)> =
+        stream::iter(by_digest.into_iter().map(|(blob, users)| {
+            let target = target.clone();
+            let scratch = scratch.clone();
+            async move {
+                let name = blob.filepath().unwrap_or("layer").to_string();
+                let pending: Vec<Descriptor> = users
+                    .into_iter()
+                    .filter(|l| {
+                        let done =
+                            extract::layer_format(l) == LayerFormat::Raw && target.is_extracted(l);
+                        if done {
+                            progress.blob_finished(
+                                l.filepath().unwrap_or("layer"),
+                                l.size,
+                                "unchanged",
+                            );
+                        }
+                        !done
+                    })
+                    .collect();
+                if pending.is_empty() {
+                    return Ok((
+                        false,
+                        0,
+                        ExtractStats {
+                            files_skipped: 1,
+                            ..Default::default()
+                        },
+                    ));
+                }
+                progress.blob_started(&name, blob.size);
+                let partial = PartialBlob::open(&scratch, &blob.digest).await?;
+                download(client, remote, &blob, &scratch, &partial, progress).await?;
+                let stats = tokio::task::spawn_blocking(move || {
+                    let mut stats = ExtractStats::default();
+                    let n = pending.len();
+                    let r = (|| {
+                        for (i, l) in pending.iter().enumerate() {
+                            stats.add(&target.place_downloaded(
+                                l,
+                                &scratch,
+                                &partial.name,
+                                i + 1 < n,
+                            )?);
+                        }
+                        Ok::<_, Error>(())
+                    })();
+                    let _ = scratch.remove_file(&partial.name);
+                    r.map(|()| stats)
+                })
+                .await
+                .map_err(|e| Error::Invalid(format!("extract worker failed: {e}")))??;
+                progress.blob_finished(&name, blob.size, "downloaded");
+                Ok::<_, Error>((true, blob.size, stats))
+            }
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await?;
     let mut stats = ExtractStats::default();
     for (_, _, s) in &results {
-        stats.files_written += s.files_written;
-        stats.files_skipped += s.files_skipped;
-        stats.bytes_written += s.bytes_written;
+        stats.add(s);
     }
     Ok(PullReport {
         reference: remote.to_string(),
@@ -226,18 +283,6 @@ pub async fn fetch_to_dir(
         manifest: Some(manifest),
         extract: Some(stats),
     })
-}
-
-fn raw_destination(layer: &Descriptor, out: &Path) -> Result<Option<PathBuf>> {
-    if extract::layer_format(layer) != LayerFormat::Raw {
-        return Ok(None);
-    }
-    match layer.filepath() {
-        Some(p) => Ok(Some(
-            out.join(extract::safe_relative_path(&extract::layer_name(layer), p)?),
-        )),
-        None => Ok(None),
-    }
 }
 
 fn build_globs(patterns: &[String]) -> Result<globset::GlobSet> {

@@ -7,6 +7,7 @@ use modelpack_common::registry::{RegistryClient, TransportOptions};
 
 use super::*;
 use crate::meta::Kind;
+use modelpack_common::{Digest, Reference};
 
 struct Reg {
     child: std::process::Child,
@@ -62,25 +63,28 @@ fn fetcher() -> ModelFetcher {
     }
 }
 
+/// Labels for a raw layer `digest` (of `size` bytes) on top of `parent`, as
+/// `pull --containerd` writes them; returns them with the chain ID they name.
 fn model_labels(
     reference: &str,
-    chain: &str,
+    parent: &str,
     digest: &Digest,
+    size: usize,
     path: &str,
-) -> BTreeMap<String, String> {
-    [
-        (LABEL_REF, chain.to_string()),
-        (LABEL_REFERENCE, reference.to_string()),
-        (LABEL_LAYER_DIGEST, digest.to_string()),
-        (
-            LABEL_MEDIA_TYPE,
-            "application/vnd.cncf.model.weight.v1.raw".to_string(),
-        ),
-        (LABEL_FILEPATH, path.to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect()
+) -> (BTreeMap<String, String>, String) {
+    let parent_chain = (!parent.is_empty()).then(|| parent.parse::<Digest>().unwrap());
+    let chain = modelpack_common::labels::chain_id(parent_chain.as_ref(), digest);
+    let l = ModelLayerLabels {
+        chain_id: chain.clone(),
+        reference: reference.parse().unwrap(),
+        manifest_digest: None,
+        layer_digest: digest.clone(),
+        layer_size: size as u64,
+        media_type: "application/vnd.cncf.model.weight.v1.raw".into(),
+        filepath: path.into(),
+        diff_id: digest.clone(),
+    };
+    (l.to_labels(), chain.to_string())
 }
 
 #[tokio::test]
@@ -95,54 +99,51 @@ async fn model_layers_are_fetched_verified_deduplicated_and_viewed_as_one_direct
     let root = tempfile::tempdir().unwrap();
     let s = Snapshots::open(root.path()).unwrap();
     // Model 1: two layers. Every model Prepare answers AlreadyExists.
-    let e = prepare_model(
-        &s,
-        &f,
+    let (l1, chain1) = model_labels(
+        &r.to_string(),
         "",
-        model_labels(
-            &r.to_string(),
-            "chain-1",
-            &d_shared,
-            "weights/model.safetensors",
-        ),
-    )
-    .await;
+        &d_shared,
+        shared.len(),
+        "weights/model.safetensors",
+    );
+    let e = prepare_model(&s, &f, "", l1).await;
     assert!(
-        matches!(e, SnapError::AlreadyExists(ref t) if t == "chain-1"),
+        matches!(e, SnapError::AlreadyExists(ref t) if *t == chain1),
         "{e}"
     );
-    let e = prepare_model(
-        &s,
-        &f,
-        "chain-1",
-        model_labels(&r.to_string(), "chain-2", &d_own, "tokenizer.json"),
-    )
-    .await;
+    let (l2, chain2) = model_labels(&r.to_string(), &chain1, &d_own, own.len(), "tokenizer.json");
+    let e = prepare_model(&s, &f, &chain1, l2).await;
     assert!(matches!(e, SnapError::AlreadyExists(_)), "{e}");
-    let c2 = s.stat("chain-2").unwrap();
+    let c2 = s.stat(&chain2).unwrap();
     assert_eq!(
         (c2.kind, c2.parent.as_str(), c2.labels[LABEL_REF].as_str()),
-        (Kind::Committed, "chain-1", "chain-2")
+        (Kind::Committed, chain1.as_str(), chain2.as_str())
     );
     assert_eq!(
         s.meta.chunks(d_shared.hex()).unwrap().unwrap().chunks.len(),
         5,
         "4 KiB chunks of a 20 000-byte blob"
     );
-    // Model 2 shares the weight file under another chain: no second copy.
-    let e = prepare_model(
-        &s,
-        &f,
-        "",
-        model_labels(
-            &r.to_string(),
-            "other-chain",
-            &d_shared,
-            "model.safetensors",
-        ),
-    )
-    .await;
-    assert!(matches!(e, SnapError::AlreadyExists(_)));
+    // Model 2 has the tokenizer first and the shared weights on top: another chain, no second copy.
+    let (l3, other0) = model_labels(&r.to_string(), "", &d_own, own.len(), "tok.json");
+    assert!(matches!(
+        prepare_model(&s, &f, "", l3).await,
+        SnapError::AlreadyExists(_)
+    ));
+    let (l4, other_chain) = model_labels(
+        &r.to_string(),
+        &other0,
+        &d_shared,
+        shared.len(),
+        "model.safetensors",
+    );
+    let e = prepare_model(&s, &f, &other0, l4).await;
+    assert!(matches!(e, SnapError::AlreadyExists(_)), "{e}");
+    // A Prepare claiming someone else's chain ID (cache poisoning) is refused.
+    let (mut evil, _) = model_labels(&r.to_string(), "", &d_own, own.len(), "x");
+    evil.insert(LABEL_REF.into(), chain1.clone());
+    let e = prepare_model(&s, &f, "", evil).await;
+    assert!(matches!(e, SnapError::InvalidArgument(_)), "{e}");
     let blobs = std::fs::read_dir(root.path().join("blobs/sha256"))
         .unwrap()
         .count();
@@ -163,14 +164,15 @@ async fn model_layers_are_fetched_verified_deduplicated_and_viewed_as_one_direct
     assert_eq!(std::fs::read(dir.join("tokenizer.json")).unwrap(), own);
     // Removing everything that references a blob frees it; referenced blobs stay.
     s.remove("view").unwrap();
-    s.remove("chain-2").unwrap();
-    assert!(!s.blob_path(d_own.hex()).exists());
-    s.remove("chain-1").unwrap();
+    s.remove(&chain2).unwrap();
+    s.remove(&chain1).unwrap();
     assert!(
         s.blob_path(d_shared.hex()).exists(),
-        "other-chain still uses it"
+        "model 2 still uses it"
     );
-    s.remove("other-chain").unwrap();
+    s.remove(&other_chain).unwrap();
+    s.remove(&other0).unwrap();
+    assert!(!s.blob_path(d_own.hex()).exists());
     assert!(!s.blob_path(d_shared.hex()).exists());
 }
 
@@ -189,15 +191,10 @@ async fn a_blob_with_wrong_bytes_fails_and_commits_nothing() {
     let s = Snapshots::open(root.path()).unwrap();
     // Ask for a digest the registry does not have: a not-found error, nothing committed.
     let wrong = Digest::of(b"other bytes");
-    let e = prepare_model(
-        &s,
-        &f,
-        "",
-        model_labels(&r.to_string(), "c", &wrong, "x.bin"),
-    )
-    .await;
+    let (labels, c) = model_labels(&r.to_string(), "", &wrong, 11, "x.bin");
+    let e = prepare_model(&s, &f, "", labels).await;
     assert!(!matches!(e, SnapError::AlreadyExists(_)), "{e}");
-    assert!(s.meta.get("c").unwrap().is_none());
+    assert!(s.meta.get(&c).unwrap().is_none());
     assert_eq!(
         std::fs::read_dir(root.path().join("snapshots"))
             .unwrap()
@@ -205,13 +202,8 @@ async fn a_blob_with_wrong_bytes_fails_and_commits_nothing() {
         0
     );
     // Unsafe paths are refused before anything is written.
-    let e = prepare_model(
-        &s,
-        &f,
-        "",
-        model_labels(&r.to_string(), "c2", &real, "../escape"),
-    )
-    .await;
+    let (labels, c2) = model_labels(&r.to_string(), "", &real, 14, "../escape");
+    let e = prepare_model(&s, &f, "", labels).await;
     assert!(e.to_string().contains(".."), "{e}");
-    assert!(s.meta.get("c2").unwrap().is_none());
+    assert!(s.meta.get(&c2).unwrap().is_none());
 }
