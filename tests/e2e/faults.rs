@@ -52,8 +52,10 @@ fn write_model(dir: &Path, seed: u64, files: usize, size: usize) {
     std::fs::create_dir_all(dir).unwrap();
     let mut rng = Rng::new(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     for i in 0..files {
-        let data: Vec<u8> = (0..size / 8).flat_map(|_| rng.next().to_le_bytes()).collect();
-        std::fs::write(dir.join(format!("model-{i:05}.safetensors")), data).unwrap();
+        let data: Vec<u8> = (0..size / 8)
+            .flat_map(|_| rng.next_u64().to_le_bytes())
+            .collect();
+        std::fs::write(dir.join(format!("weights-{i:05}.bin")), data).unwrap();
     }
     std::fs::write(
         dir.join("config.json"),
@@ -127,7 +129,12 @@ fn registry_killed_mid_push_then_restarted() {
     let base = root.join("m-base");
     write_model(&base, 0, 3, 512 << 10);
     let r0 = format!("{}/faults/base:v1", reg.host);
-    run_ok(root, &store, &["build", "-q", "-t", &r0, base.to_str().unwrap()], "build");
+    run_ok(
+        root,
+        &store,
+        &["build", "-q", "-t", &r0, base.to_str().unwrap()],
+        "build",
+    );
     let (_, t_push) = timed(|| run_ok(root, &store, &["push", &r0, "--chunk-mib", "1"], "push"));
     let started = Instant::now();
     let (mut interrupted, mut trials) = (0, 0);
@@ -140,9 +147,14 @@ fn registry_killed_mid_push_then_restarted() {
         let model = root.join(format!("m{i}"));
         write_model(&model, i as u64 + 1, 3, 512 << 10);
         let r = format!("{}/faults/push{i}:v1", reg.host);
-        let digest = run_ok(root, &store, &["build", "-q", "-t", &r, model.to_str().unwrap()], "build")
-            .trim()
-            .to_string();
+        let digest = run_ok(
+            root,
+            &store,
+            &["build", "-q", "-t", &r, model.to_str().unwrap()],
+            "build",
+        )
+        .trim()
+        .to_string();
         let child = mp(root, &store)
             .args(["push", &r, "--chunk-mib", "1"])
             .spawn()
@@ -151,7 +163,10 @@ fn registry_killed_mid_push_then_restarted() {
         reg.kill9();
         reg.restart();
         let (first, hung) = wait_bounded(child, Duration::from_secs(30));
-        assert!(!hung, "push did not finish within 30 s after the registry restarted");
+        assert!(
+            !hung,
+            "push did not finish within 30 s after the registry restarted"
+        );
         if !first.status.success() {
             interrupted += 1;
         }
@@ -185,9 +200,14 @@ fn registry_killed_mid_pull_then_restarted() {
     write_model(&model, 7, 4, 1 << 20);
     let r = format!("{}/faults/pull:v1", reg.host);
     let src = root.join("src-store");
-    let digest = run_ok(root, &src, &["build", "-q", "-t", &r, model.to_str().unwrap()], "build")
-        .trim()
-        .to_string();
+    let digest = run_ok(
+        root,
+        &src,
+        &["build", "-q", "-t", &r, model.to_str().unwrap()],
+        "build",
+    )
+    .trim()
+    .to_string();
     run_ok(root, &src, &["push", &r], "push");
     let (_, t_pull) = timed(|| run_ok(root, &root.join("store-base"), &["pull", &r], "pull"));
     let started = Instant::now();
@@ -208,7 +228,10 @@ fn registry_killed_mid_pull_then_restarted() {
         reg.kill9();
         reg.restart();
         let (first, hung) = wait_bounded(child, Duration::from_secs(30));
-        assert!(!hung, "pull did not finish within 30 s after the registry restarted");
+        assert!(
+            !hung,
+            "pull did not finish within 30 s after the registry restarted"
+        );
         if !first.status.success() {
             interrupted += 1;
         }
@@ -240,9 +263,14 @@ fn cli_killed_mid_build_and_mid_pull() {
     let r = "local/faults/build:v1";
     // Baseline build in a scratch store: the digest every completed build must give.
     let (want, t_build) = timed(|| {
-        run_ok(root, &root.join("store-base"), &["build", "-q", "-t", r, model.to_str().unwrap()], "build")
-            .trim()
-            .to_string()
+        run_ok(
+            root,
+            &root.join("store-base"),
+            &["build", "-q", "-t", r, model.to_str().unwrap()],
+            "build",
+        )
+        .trim()
+        .to_string()
     });
     for i in 0..8 {
         // A fresh store each time: an unchanged rebuild in a complete store reads nothing.
@@ -256,12 +284,26 @@ fn cli_killed_mid_build_and_mid_pull() {
         if bstore.join("index.json").exists() {
             assert_fsck(root, &bstore, &format!("kill -9 mid-build, trial {i}"));
         }
-        let got = run_ok(root, &bstore, &["build", "-q", "-t", r, model.to_str().unwrap()], "re-build");
-        assert_eq!(got.trim(), want, "a re-run after a kill builds the same artifact (trial {i})");
+        let got = run_ok(
+            root,
+            &bstore,
+            &["build", "-q", "-t", r, model.to_str().unwrap()],
+            "re-build",
+        );
+        assert_eq!(
+            got.trim(),
+            want,
+            "a re-run after a kill builds the same artifact (trial {i})"
+        );
         assert_fsck(root, &bstore, &format!("re-build, trial {i}"));
         let _ = std::fs::remove_dir_all(&bstore);
     }
-    run_ok(root, &store, &["build", "-q", "-t", r, model.to_str().unwrap()], "build");
+    run_ok(
+        root,
+        &store,
+        &["build", "-q", "-t", r, model.to_str().unwrap()],
+        "build",
+    );
 
     // Mid-pull: the CLI killed while downloading from a healthy registry.
     let reg = KillableRegistry::start(&root.join("reg"));
@@ -310,7 +352,9 @@ impl Drop for Unmount {
 #[test]
 fn full_disk_is_a_clear_error_and_nothing_corrupt() {
     if !is_root() {
-        eprintln!("skipping full_disk_is_a_clear_error_and_nothing_corrupt: needs root to mount a small tmpfs");
+        eprintln!(
+            "skipping full_disk_is_a_clear_error_and_nothing_corrupt: needs root to mount a small tmpfs"
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -342,7 +386,12 @@ fn full_disk_is_a_clear_error_and_nothing_corrupt() {
     let reg = KillableRegistry::start(&root.join("reg"));
     let remote = format!("{}/faults/full:v1", reg.host);
     let ok_store = root.join("store");
-    run_ok(root, &ok_store, &["build", "-q", "-t", &remote, model.to_str().unwrap()], "build");
+    run_ok(
+        root,
+        &ok_store,
+        &["build", "-q", "-t", &remote, model.to_str().unwrap()],
+        "build",
+    );
     run_ok(root, &ok_store, &["push", &remote], "push");
     let o = mp(root, &store).args(["pull", &remote]).output().unwrap();
     let err = String::from_utf8_lossy(&o.stderr).to_string();

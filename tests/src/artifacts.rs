@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
 
-use crate::hostile_http::{digest_of, push_blob, put_manifest, sha256_hex};
+use crate::hostile_http::{ManifestServer, digest_of, push_blob, put_manifest, sha256_hex};
 
 pub const MANIFEST_MT: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const ARTIFACT_TYPE: &str = "application/vnd.cncf.model.manifest.v1+json";
@@ -221,6 +221,8 @@ pub struct Artifact {
     /// Write the manifest straight into registry storage instead of PUTting it
     /// (for manifests a real registry would refuse to accept but still serves).
     pub plant_manifest: bool,
+    /// Serve the manifest from a hand-written server instead (see [`ManifestServer`]).
+    pub serve_by_hand: bool,
 }
 
 /// A small valid ModelPack config for `layers`.
@@ -242,6 +244,7 @@ pub struct Pushed {
     pub reference: String,
     pub manifest_digest: String,
     pub manifest: Vec<u8>,
+    pub server: Option<ManifestServer>,
 }
 
 impl Artifact {
@@ -295,6 +298,15 @@ impl Artifact {
         }
         let manifest = self.manifest_bytes();
         let manifest_digest = digest_of(&manifest);
+        if self.serve_by_hand {
+            let server = ManifestServer::start(manifest.clone(), MANIFEST_MT);
+            return Pushed {
+                reference: format!("127.0.0.1:{}/{repo}:v1", server.port),
+                manifest_digest,
+                manifest,
+                server: Some(server),
+            };
+        }
         if self.plant_manifest {
             plant_manifest(registry_dir, repo, "v1", &manifest);
         } else {
@@ -315,6 +327,7 @@ impl Artifact {
             reference: format!("127.0.0.1:{port}/{repo}:v1"),
             manifest_digest,
             manifest,
+            server: None,
         }
     }
 }

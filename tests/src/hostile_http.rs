@@ -82,10 +82,7 @@ fn parse_response(raw: &[u8]) -> Response {
 
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
-    loop {
-        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
-            break;
-        };
+    while let Some(eol) = b.windows(2).position(|w| w == b"\r\n") {
         let len = usize::from_str_radix(
             String::from_utf8_lossy(&b[..eol])
                 .split(';')
@@ -116,7 +113,13 @@ pub fn digest_of(b: &[u8]) -> String {
 /// Uploads one blob (POST + monolithic PUT); returns its digest.
 pub fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {
     let digest = digest_of(bytes);
-    let head = request(port, "HEAD", &format!("/v2/{repo}/blobs/{digest}"), &[], b"");
+    let head = request(
+        port,
+        "HEAD",
+        &format!("/v2/{repo}/blobs/{digest}"),
+        &[],
+        b"",
+    );
     if head.status == 200 {
         return digest;
     }
@@ -128,7 +131,10 @@ pub fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {
         b"",
     );
     assert_eq!(start.status, 202, "start upload: {start:?}");
-    let loc = start.header("location").expect("upload location").to_string();
+    let loc = start
+        .header("location")
+        .expect("upload location")
+        .to_string();
     let path = match loc.find("/v2/") {
         Some(i) => loc[i..].to_string(),
         None => loc,
@@ -152,13 +158,7 @@ pub fn push_blob(port: u16, repo: &str, bytes: &[u8]) -> String {
 
 /// PUTs a manifest under `tag`; returns the HTTP status and body (a real
 /// registry may refuse some hostile manifests).
-pub fn put_manifest(
-    port: u16,
-    repo: &str,
-    tag: &str,
-    media_type: &str,
-    bytes: &[u8],
-) -> Response {
+pub fn put_manifest(port: u16, repo: &str, tag: &str, media_type: &str, bytes: &[u8]) -> Response {
     request(
         port,
         "PUT",
@@ -166,4 +166,73 @@ pub fn put_manifest(
         &[("Content-Type", media_type)],
         bytes,
     )
+}
+
+/// A hand-written registry that serves one manifest for any reference (and
+/// 404 for everything else): for hostile replies a real registry won't send,
+/// such as a 5 MiB manifest (docker-registry 2.8 answers 500 for one it
+/// holds). Stops when dropped.
+pub struct ManifestServer {
+    pub port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ManifestServer {
+    pub fn start(manifest: Vec<u8>, media_type: &str) -> ManifestServer {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        l.set_nonblocking(true).unwrap();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stop2 = stop.clone();
+        let mt = media_type.to_string();
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::SeqCst) {
+                let Ok((mut s, _)) = l.accept() else {
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                };
+                s.set_nonblocking(false).unwrap();
+                let mut head = Vec::new();
+                let mut b = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+                    head.push(b[0]);
+                }
+                let line = String::from_utf8_lossy(&head)
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_string();
+                let is_head = line.starts_with("HEAD ");
+                let path = line.split(' ').nth(1).unwrap_or("");
+                let (status, ctype, body): (&str, &str, &[u8]) = if path == "/v2/" {
+                    ("200 OK", "application/json", b"{}")
+                } else if path.contains("/manifests/") {
+                    ("200 OK", mt.as_str(), &manifest)
+                } else {
+                    (
+                        "404 Not Found",
+                        "application/json",
+                        br#"{"errors":[{"code":"BLOB_UNKNOWN"}]}"#,
+                    )
+                };
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nDocker-Content-Digest: {}\r\nConnection: close\r\n\r\n",
+                    body.len(),
+                    digest_of(body)
+                );
+                if !is_head {
+                    let _ = s.write_all(body);
+                }
+            }
+        });
+        ManifestServer { port, stop }
+    }
+}
+
+impl Drop for ManifestServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
