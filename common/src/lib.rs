@@ -7,6 +7,7 @@
 //! - [`validate`]: JSON Schema plus the lints the schema misses.
 //! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files.
 //! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
+//! - [`text`]: escaping artifact-supplied strings before they reach a terminal.
 //! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification.
 
 pub mod chunk;
@@ -22,6 +23,7 @@ pub mod pack;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod text;
 pub mod transfer;
 pub mod validate;
 
