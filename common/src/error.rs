@@ -28,6 +28,17 @@ pub enum Error {
         source: serde_json::Error,
     },
 
+    /// A weight file's header (safetensors JSON, GGUF metadata) is malformed or
+    /// claims sizes it cannot hold. `field` names the offending part so a user
+    /// can tell a truncated download from a hostile file.
+    #[error("{file}: invalid {format} header: {field}: {reason}")]
+    WeightHeader {
+        file: String,
+        format: &'static str,
+        field: String,
+        reason: String,
+    },
+
     /// A Modelfile line could not be understood. Rendered as `Modelfile:7: ...`.
     #[error("{file}:{line}: {message}")]
     Modelfile {

@@ -8,6 +8,7 @@
 //! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files
 //!   through [`confined`] directory handles that cannot leave their target.
 //! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
+//! - [`text`]: escaping artifact-supplied strings before they reach a terminal.
 //! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification.
 
 pub mod chunk;
@@ -25,6 +26,7 @@ pub mod pack;
 pub mod reference;
 pub mod registry;
 pub mod store;
+pub mod text;
 pub mod transfer;
 pub mod validate;
 

@@ -129,9 +129,17 @@ impl Manifest {
         self.model_family().is_some()
     }
 
-    /// Total bytes referenced: config + layers (what `ls` shows as size).
+    /// Total bytes referenced: config + layers (what `ls` and `inspect` show as
+    /// size, and the total of push's progress bar).
+    ///
+    /// Sizes come from the manifest, i.e. from whoever built it, and a remote
+    /// one can claim `u64::MAX` per layer. The sum saturates rather than
+    /// failing: it is only ever displayed, and every byte actually transferred
+    /// is checked against its own descriptor's size, never against this total.
     pub fn content_size(&self) -> u64 {
-        self.config.size + self.layers.iter().map(|l| l.size).sum::<u64>()
+        self.layers
+            .iter()
+            .fold(self.config.size, |acc, l| acc.saturating_add(l.size))
     }
 }
 
@@ -206,6 +214,23 @@ mod tests {
         let m = Manifest::parse(raw.as_bytes(), "example").unwrap();
         assert_eq!(m.model_family(), Some(Family::Cncf));
         assert_eq!(m.layers.len(), 4);
+    }
+
+    #[test]
+    fn content_size_saturates_on_hostile_sizes() {
+        let huge = Descriptor::new("x", Digest::of(b"x"), u64::MAX);
+        let m = Manifest::model(
+            Family::Cncf,
+            Descriptor::new(Family::Cncf.config_media_type(), Digest::of(b"c"), 10),
+            vec![huge.clone(), huge],
+        );
+        assert_eq!(m.content_size(), u64::MAX);
+        let small = Manifest::model(
+            Family::Cncf,
+            Descriptor::new(Family::Cncf.config_media_type(), Digest::of(b"c"), 10),
+            vec![Descriptor::new("x", Digest::of(b"x"), 5)],
+        );
+        assert_eq!(small.content_size(), 15);
     }
 
     #[test]

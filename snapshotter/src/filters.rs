@@ -81,11 +81,13 @@ fn parse_clause(c: &str) -> Result<Clause, String> {
     })
 }
 
+/// Splits at the first `tok` outside double quotes. Walks char boundaries
+/// (`char_indices`), not byte offsets: filters come from containerd clients and
+/// may hold any UTF-8, and slicing inside a multi-byte character panics.
 fn split_once_top<'a>(s: &'a str, tok: &str) -> Option<(&'a str, &'a str)> {
     let mut quoted = false;
-    let b = s.as_bytes();
-    for i in 0..s.len() {
-        if b[i] == b'"' {
+    for (i, c) in s.char_indices() {
+        if c == '"' {
             quoted = !quoted;
         }
         if !quoted && s[i..].starts_with(tok) {
@@ -203,5 +205,34 @@ mod tests {
                 .matches(&r)
         );
         assert!(Filters::parse(&["name~=x".into()]).is_err());
+    }
+
+    #[test]
+    fn non_ascii_filters_do_not_panic() {
+        let r = rec("模型", "p", &[("ключ", "значение")]);
+        assert!(Filters::parse(&["name==模型".into()]).unwrap().matches(&r));
+        assert!(!Filters::parse(&["name!=模型".into()]).unwrap().matches(&r));
+        assert!(
+            Filters::parse(&["labels.ключ==значение".into()])
+                .unwrap()
+                .matches(&r)
+        );
+        assert!(
+            Filters::parse(&[r#"labels."ключ"==значение,parent==p"#.into()])
+                .unwrap()
+                .matches(&r)
+        );
+        // Multi-byte characters right before and inside the operator position.
+        for f in [
+            "é",
+            "é==",
+            "==é",
+            "\u{1F980}!=\u{1F980}",
+            "\"é\"",
+            "é\"==\"x",
+        ] {
+            let _ = Filters::parse(&[f.into()]);
+        }
+        assert!(!Filters::parse(&["kind==🦀".into()]).unwrap().matches(&r));
     }
 }

@@ -8,6 +8,7 @@ use clap::Args;
 use modelpack_common::Digest;
 use modelpack_common::config::ModelConfig;
 use modelpack_common::manifest::Manifest;
+use modelpack_common::text::escape_control as esc;
 use serde::Serialize;
 
 use super::{Ctx, parse_ref};
@@ -77,16 +78,19 @@ pub fn describe(
     }
 }
 
+/// Human output. Every string that came from the artifact (filepaths, media
+/// types, config fields) goes through `esc`: a layer named `\x1b]0;...` must
+/// not drive the user's terminal. JSON output is left to serde.
 pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     if ctx.out.json {
         return ctx.out.print_json(o);
     }
     let cfg: Option<ModelConfig> = serde_json::from_value(o.config.clone()).ok();
-    println!("Reference:     {}", o.reference);
+    println!("Reference:     {}", esc(&o.reference));
     println!("Digest:        {}", o.digest);
     println!(
         "Artifact type: {}",
-        o.artifact_type.as_deref().unwrap_or("-")
+        esc(o.artifact_type.as_deref().unwrap_or("-"))
     );
     println!("Config:        {}", o.config_digest);
     if let Some(c) = &cfg {
@@ -94,7 +98,7 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
         let s = &c.config;
         let field = |k: &str, v: &Option<String>| {
             if let Some(v) = v {
-                println!("  {k:<13}{v}");
+                println!("  {k:<13}{}", esc(v));
             }
         };
         field("name", &d.name);
@@ -113,10 +117,10 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
         .iter()
         .map(|l| {
             vec![
-                l.filepath.clone().unwrap_or_else(|| "-".into()),
+                esc(l.filepath.as_deref().unwrap_or("-")).into_owned(),
                 human_size(l.size),
                 l.digest[7..19].to_string(),
-                l.media_type.clone(),
+                esc(&l.media_type).into_owned(),
             ]
         })
         .collect();

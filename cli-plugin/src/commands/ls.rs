@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use modelpack_common::config::ModelConfig;
+use modelpack_common::text::escape_control as esc;
 use serde::Serialize;
 
 use super::Ctx;
@@ -49,7 +50,9 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                     .and_then(|b| ModelConfig::parse(&b, "config").ok());
                 (
                     cfg.as_ref().and_then(|c| c.descriptor.created_at.clone()),
-                    m.manifest.content_size() + m.bytes.len() as u64,
+                    m.manifest
+                        .content_size()
+                        .saturating_add(m.bytes.len() as u64),
                     cfg.and_then(|c| c.descriptor.name),
                 )
             }
@@ -69,8 +72,10 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
     } else if args.names {
         for r in &rows {
             match &r.tag {
-                Some(t) => println!("{}:{}", r.repository, t),
-                None => println!("{}@{}", r.repository, r.digest),
+                // Names come from the store's index.json, i.e. possibly from
+                // a hostile artifact: escaped like the table below.
+                Some(t) => println!("{}:{}", esc(&r.repository), esc(t)),
+                None => println!("{}@{}", esc(&r.repository), r.digest),
             }
         }
     } else {
@@ -78,10 +83,10 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             .iter()
             .map(|r| {
                 vec![
-                    r.repository.clone(),
-                    r.tag.clone().unwrap_or_else(|| "<none>".into()),
+                    esc(&r.repository).into_owned(),
+                    esc(r.tag.as_deref().unwrap_or("<none>")).into_owned(),
                     r.digest[7..19].to_string(),
-                    r.created.clone().unwrap_or_else(|| "-".into()),
+                    esc(r.created.as_deref().unwrap_or("-")).into_owned(),
                     human_size(r.size),
                 ]
             })

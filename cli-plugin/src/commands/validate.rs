@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use modelpack_common::text::escape_control as esc;
 use modelpack_common::validate::{self, Report};
 
 use super::{Ctx, parse_ref};
@@ -58,9 +59,12 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
     if ctx.out.json {
         ctx.out.print_json(&serde_json::json!({"input": what, "valid": report.is_valid(), "problems": report.problems}))?;
     } else {
+        // Problems quote values from the artifact; escape them so a crafted
+        // annotation cannot rewrite the terminal (and hide other problems).
         for p in &report.problems {
-            println!("{p}");
+            println!("{}", esc(&p.to_string()));
         }
+        let what = esc(&what);
         if report.is_valid() {
             ctx.out.status(format!(
                 "{what}: valid ({} warning{})",

@@ -81,6 +81,16 @@ pub fn generate(dir: &Path, opts: &GenerateOptions) -> Result<Modelfile> {
         if skipped(&rel) || rel == "Modelfile" {
             continue;
         }
+        if rel.contains('\n') {
+            // A Modelfile is line-based: such a name cannot be written in one
+            // (quoting does not span lines), so it would yield a file that
+            // `build` then refuses.
+            tracing::warn!(
+                "skipping {:?}: a file name with a line break cannot be named in a Modelfile",
+                rel
+            );
+            continue;
+        }
         if include.as_ref().is_some_and(|g| !g.is_match(&rel))
             || exclude.as_ref().is_some_and(|g| g.is_match(&rel))
         {
@@ -157,13 +167,19 @@ fn infer(root: &Path, weights: &[PathBuf], mf: &mut Modelfile) -> Result<()> {
         };
         *formats.entry(fmt).or_default() += 1;
         if let Some(s) = summary {
-            any_header = true;
-            total.parameters += s.parameters;
-            for (p, n) in s.by_precision {
-                *total.by_precision.entry(p).or_default() += n;
+            // Each file's own count is checked by the header reader; the sum
+            // over files can still overflow when headers lie. Such a file is
+            // treated like any other bad header: warned about, not counted.
+            let mut merged = total.clone();
+            if merged.merge(s).is_some() {
+                total = merged;
+                any_header = true;
+            } else {
+                tracing::warn!(
+                    "{}: its tensor count pushes the total past 2^64; its tensors are not counted in PARAMSIZE/PRECISION",
+                    w.display()
+                );
             }
-            total.quantization = total.quantization.or(s.quantization);
-            total.architecture = total.architecture.or(s.architecture);
         }
     }
     mf.format = formats
@@ -316,5 +332,37 @@ mod tests {
             .to_string();
         assert!(e.contains("--overwrite"), "{e}");
         write_generated(d.path(), out.path(), true, &GenerateOptions::default()).unwrap();
+    }
+
+    #[test]
+    fn hostile_headers_do_not_crash_generate() {
+        let d = tempfile::tempdir().unwrap();
+        let big = u64::MAX / 2 + 1;
+        // Each file alone fits in u64; together they do not (this panicked).
+        for f in ["a.gguf", "b.gguf"] {
+            super::super::headers::tests::write_gguf(&d.path().join(f), 1, &[("t", &[big])]);
+        }
+        // A dimension product that overflows inside one file.
+        super::super::headers::tests::write_gguf(
+            &d.path().join("c.gguf"),
+            1,
+            &[("t", &[u64::MAX, 2])],
+        );
+        // A file name the Modelfile syntax cannot express.
+        std::fs::write(d.path().join("evil\nMODEL x"), "x").unwrap();
+        let mf = generate(d.path(), &GenerateOptions::default()).unwrap();
+        // Only a.gguf is counted: b.gguf would overflow the total, c.gguf is invalid.
+        assert_eq!(
+            mf.param_size.as_deref(),
+            Some(format_param_size(big).as_str())
+        );
+        assert!(!mf.entries.iter().any(|e| e.pattern.contains('\n')));
+        assert_eq!(
+            super::super::parse(&mf.to_text(), "Modelfile")
+                .unwrap()
+                .entries
+                .len(),
+            3
+        );
     }
 }

@@ -14,6 +14,12 @@ mod sample;
 pub use classify::classify;
 pub use context::{ContextFile, resolve};
 pub use generate::{GenerateOptions, generate, write_generated};
-pub use headers::{TensorSummary, read_gguf_summary, read_safetensors_summary};
+pub use headers::{
+    TensorSummary, gguf_summary_from_bytes, read_gguf_summary, read_safetensors_summary,
+    safetensors_summary_from_bytes,
+};
 pub use parser::{Entry, Modelfile, PRECISIONS, parse, valid_param_size};
 pub use sample::write_sample_model;
+
+#[cfg(test)]
+mod proptests;
