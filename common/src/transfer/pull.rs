@@ -50,6 +50,14 @@ async fn fetch_manifest(
         )));
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
+    if manifest.config.size > super::MAX_SMALL_BLOB {
+        return Err(Error::Artifact(format!(
+            "the config of {remote} ({}) declares {} bytes; at most {} are accepted",
+            manifest.config.digest,
+            manifest.config.size,
+            super::MAX_SMALL_BLOB
+        )));
+    }
     Ok((fetched.bytes, fetched.digest, manifest))
 }
 
@@ -97,7 +105,8 @@ pub async fn pull_to_store(
     }))
     .buffer_unordered(concurrency.max(1))
     .try_collect()
-    .await?;
+    .await
+    .inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
     store.put_bytes(&bytes)?;
     let mut desc = Descriptor::new(
         crate::manifest::sniff_media_type(&bytes)
@@ -122,6 +131,21 @@ pub async fn pull_to_store(
         manifest: Some(manifest),
         extract: None,
     })
+}
+
+/// After a failure that retrying cannot fix (hostile or inconsistent
+/// artifact), the partial downloads of this model are removed: there is
+/// nothing worth resuming. A dropped connection keeps them for the next run.
+fn discard_partials(e: &Error, scratch: &ConfinedDir, manifest: &Manifest) {
+    if matches!(e, Error::Registry { message, .. } if message.starts_with("connection failed")) {
+        return;
+    }
+    for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
+        let name = std::ffi::OsString::from(format!("{}.partial", d.digest.hex()));
+        if !crate::store::is_in_use(scratch, &name) {
+            let _ = scratch.remove_file(&name);
+        }
+    }
 }
 
 /// Downloads one blob into its locked partial file; bytes that fail
@@ -268,7 +292,8 @@ pub async fn fetch_to_dir(
         }))
         .buffer_unordered(concurrency.max(1))
         .try_collect()
-        .await?;
+        .await
+        .inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
     let mut stats = ExtractStats::default();
     for (_, _, s) in &results {
         stats.add(s);
