@@ -491,7 +491,7 @@ impl RegistryClient {
                 let mut stream = resp.bytes_stream();
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| transient(&r.registry, e))?;
-                    let total = have.checked_add(chunk.len() as u64).unwrap_or(u64::MAX);
+                    let total = have.saturating_add(chunk.len() as u64);
                     if total > size {
                         return Err(Attempt::from(Error::SizeMismatch {
                             what: format!("layer {d} from {r}"),
@@ -576,9 +576,9 @@ impl RegistryClient {
             return Ok(Vec::new());
         }
         let what = || format!("bytes {offset}+{len} of blob {d} from {r}");
-        let last = offset.checked_add(len - 1).ok_or_else(|| {
-            Error::Invalid(format!("{}: the range overflows", what()))
-        })?;
+        let last = offset
+            .checked_add(len - 1)
+            .ok_or_else(|| Error::Invalid(format!("{}: the range overflows", what())))?;
         let want = usize::try_from(len)
             .map_err(|_| Error::Invalid(format!("{}: too large for memory", what())))?;
         let ep = self.server(r)?;
@@ -708,9 +708,6 @@ impl RegistryClient {
                 Err(e) => return Err(e),
             }
         }
-        Err(last_err.unwrap_or_else(|| Error::NotFound {
-            what,
-            hint: None,
-        }))
+        Err(last_err.unwrap_or(Error::NotFound { what, hint: None }))
     }
 }

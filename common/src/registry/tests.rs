@@ -160,14 +160,7 @@ fn no_env() -> EnvFn {
 }
 
 fn client_with(creds: CredentialStore, opts: TransportOptions) -> RegistryClient {
-    RegistryClient::new(
-        TransportOptions {
-            retries: 0,
-            ..opts
-        },
-        Arc::new(creds),
-    )
-    .unwrap()
+    RegistryClient::new(TransportOptions { retries: 0, ..opts }, Arc::new(creds)).unwrap()
 }
 
 fn client(explicit: Option<Credential>) -> RegistryClient {
@@ -200,10 +193,7 @@ const MANIFEST: &[u8] = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.
 fn manifest_ok() -> Vec<u8> {
     resp(
         "200 OK",
-        &[(
-            "Content-Type",
-            "application/vnd.oci.image.manifest.v1+json",
-        )],
+        &[("Content-Type", "application/vnd.oci.image.manifest.v1+json")],
         MANIFEST,
     )
 }
@@ -229,7 +219,11 @@ async fn upload_location_on_another_origin_gets_no_authorization() {
     let put = other.requests();
     assert_eq!(put.len(), 1, "{put:?}");
     assert_eq!(put[0].method, "PUT");
-    assert!(put[0].target.starts_with("/upload/session-1?digest=sha256:"));
+    assert!(
+        put[0]
+            .target
+            .starts_with("/upload/session-1?digest=sha256:")
+    );
     assert_eq!(put[0].auth(), None, "credentials leaked to the upload host");
     // The registry itself did get them, so the test would see a leak.
     assert!(reg.requests().iter().any(|r| r.auth().is_some()));
@@ -246,7 +240,11 @@ async fn redirect_to_another_origin_gets_no_authorization() {
         if req.auth() != Some(want.as_str()) {
             return unauthorized_basic();
         }
-        resp("307 Temporary Redirect", &[("Location", target.as_str())], b"")
+        resp(
+            "307 Temporary Redirect",
+            &[("Location", target.as_str())],
+            b"",
+        )
     });
     let body = blob.clone();
     cdn.run(move |_| resp("200 OK", &[], &body));
@@ -283,14 +281,21 @@ async fn a_401_from_another_origin_is_never_answered() {
         match req.method.as_str() {
             "HEAD" => resp("404 Not Found", &[], b""),
             "POST" => resp("202 Accepted", &[("Location", upload.as_str())], b""),
-            _ => resp("307 Temporary Redirect", &[("Location", target.as_str())], b""),
+            _ => resp(
+                "307 Temporary Redirect",
+                &[("Location", target.as_str())],
+                b"",
+            ),
         }
     });
-    let challenge = format!(
-        "Bearer realm=\"{}\",service=\"evil\"",
-        realm.url("/token")
-    );
-    other.run(move |_| resp("401 Unauthorized", &[("WWW-Authenticate", challenge.as_str())], b""));
+    let challenge = format!("Bearer realm=\"{}\",service=\"evil\"", realm.url("/token"));
+    other.run(move |_| {
+        resp(
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge.as_str())],
+            b"",
+        )
+    });
     realm.run(|_| resp("200 OK", &[], br#"{"token":"t"}"#));
     let c = client(alice());
     let r = reference(&reg);
@@ -302,10 +307,19 @@ async fn a_401_from_another_origin_is_never_answered() {
         .unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, Error::Auth { .. }), "{msg}");
-    assert!(msg.contains(&other.addr) && msg.contains(&reg.addr), "{msg}");
+    assert!(
+        msg.contains(&other.addr) && msg.contains(&reg.addr),
+        "{msg}"
+    );
     let err = c.push_blob_bytes(&r, b"{}").await.unwrap_err().to_string();
-    assert!(err.contains(&other.addr) && err.contains(&reg.addr), "{err}");
-    assert!(realm.requests().is_empty(), "the foreign realm was contacted");
+    assert!(
+        err.contains(&other.addr) && err.contains(&reg.addr),
+        "{err}"
+    );
+    assert!(
+        realm.requests().is_empty(),
+        "the foreign realm was contacted"
+    );
     assert!(!other.requests().is_empty());
     assert!(other.requests().iter().all(|r| r.auth().is_none()));
 }
@@ -321,7 +335,11 @@ async fn same_origin_challenge_token_and_authorized_request() {
         if req.auth() == Some("Bearer tok-1") {
             manifest_ok()
         } else {
-            resp("401 Unauthorized", &[("WWW-Authenticate", challenge.as_str())], b"")
+            resp(
+                "401 Unauthorized",
+                &[("WWW-Authenticate", challenge.as_str())],
+                b"",
+            )
         }
     });
     let want = basic_header("alice", "s3cret");
@@ -339,16 +357,15 @@ async fn same_origin_challenge_token_and_authorized_request() {
     assert_eq!(tok.len(), 1);
     assert!(tok[0].target.contains("service=test-registry"), "{tok:?}");
     assert!(
-        tok[0].target.contains("scope=repository%3Amodels%2Ftiny%3Apull"),
+        tok[0]
+            .target
+            .contains("scope=repository%3Amodels%2Ftiny%3Apull"),
         "{tok:?}"
     );
     // The cached token is reused on the same origin.
     c.get_manifest(&reference(&reg)).await.unwrap();
     assert_eq!(auth.requests().len(), 1);
-    assert_eq!(
-        reg.requests().last().unwrap().auth(),
-        Some("Bearer tok-1")
-    );
+    assert_eq!(reg.requests().last().unwrap().auth(), Some("Bearer tok-1"));
 }
 
 #[tokio::test]
@@ -372,7 +389,10 @@ async fn plain_http_realm_for_an_https_registry_is_refused() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("plain http") && err.contains("registry.example"), "{err}");
+    assert!(
+        err.contains("plain http") && err.contains("registry.example"),
+        "{err}"
+    );
     assert!(realm.requests().is_empty());
 }
 
@@ -380,14 +400,23 @@ async fn plain_http_realm_for_an_https_registry_is_refused() {
 async fn huge_token_response_is_refused() {
     let (reg, auth) = (Srv::new().await, Srv::new().await);
     let challenge = format!("Bearer realm=\"{}\"", auth.url("/token"));
-    reg.run(move |_| resp("401 Unauthorized", &[("WWW-Authenticate", challenge.as_str())], b""));
+    reg.run(move |_| {
+        resp(
+            "401 Unauthorized",
+            &[("WWW-Authenticate", challenge.as_str())],
+            b"",
+        )
+    });
     auth.run(|_| resp_chunked("200 OK", &vec![b' '; 2 << 20]));
     let err = client(None)
         .get_manifest(&reference(&reg))
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("1048576") && err.contains("token service"), "{err}");
+    assert!(
+        err.contains("1048576") && err.contains("token service"),
+        "{err}"
+    );
 }
 
 /// hosts.toml with one pull mirror in front of `reg`.
@@ -456,7 +485,11 @@ async fn a_mirror_gets_its_own_hosts_credentials() {
     );
     let m = c.get_manifest(&reference(&reg)).await.unwrap();
     assert_eq!(m.bytes, MANIFEST);
-    let seen: Vec<_> = mirror.requests().iter().map(|r| r.auth().map(String::from)).collect();
+    let seen: Vec<_> = mirror
+        .requests()
+        .iter()
+        .map(|r| r.auth().map(String::from))
+        .collect();
     assert_eq!(
         seen,
         vec![None, Some(basic_header("mirror-user", "mirror-pw"))]
@@ -521,7 +554,10 @@ async fn oversized_manifests_are_refused_without_buffering() {
         let err = client(None).get_manifest(&r).await.unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::TooLarge { .. }), "{msg}");
-        assert!(msg.contains("4194304") && msg.contains(&r.to_string()), "{msg}");
+        assert!(
+            msg.contains("4194304") && msg.contains(&r.to_string()),
+            "{msg}"
+        );
         // With a Content-Length it is refused up front; without one, while streaming.
         assert_eq!(msg.contains("announced 5242880"), !chunked, "{msg}");
     }
@@ -582,8 +618,15 @@ async fn config_size_is_bounded() {
         config
     );
     let n = reg.requests().len();
-    let err = c.pull_config(&r, &d, 5 << 20).await.unwrap_err().to_string();
-    assert!(err.contains("4194304") && err.contains(&d.to_string()), "{err}");
+    let err = c
+        .pull_config(&r, &d, 5 << 20)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("4194304") && err.contains(&d.to_string()),
+        "{err}"
+    );
     assert_eq!(reg.requests().len(), n, "refused before any request");
     // A server sending more than the descriptor says is cut off.
     let err = c.pull_config(&r, &d, 4).await.unwrap_err();
