@@ -107,6 +107,15 @@ pub enum Error {
         hint: Option<String>,
     },
 
+    /// A body from the network was larger than we are willing to hold in memory.
+    #[error("{what} is larger than the limit of {limit} bytes{declared}", declared = declared_suffix(.declared))]
+    TooLarge {
+        what: String,
+        limit: u64,
+        /// The size the server announced (`Content-Length`), when it announced one.
+        declared: Option<u64>,
+    },
+
     /// Reading or writing credentials failed (config.json, helpers, auth.json).
     #[error("credentials: {0}")]
     Credentials(String),
@@ -123,6 +132,13 @@ pub enum Error {
 fn hint_suffix(hint: &Option<String>) -> String {
     match hint {
         Some(h) => format!("\nhint: {h}"),
+        None => String::new(),
+    }
+}
+
+fn declared_suffix(declared: &Option<u64>) -> String {
+    match declared {
+        Some(n) => format!(" (the server announced {n})"),
         None => String::new(),
     }
 }

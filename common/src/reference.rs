@@ -88,16 +88,31 @@ impl Reference {
     }
 }
 
+/// Whether a registry host (with optional port) is this machine, which makes
+/// plain http the default. Only exact loopback spellings count: a name such as
+/// `127.evil.example` resolves wherever its owner likes, so treating it as
+/// loopback would silently downgrade a remote registry to cleartext.
 pub fn is_loopback_host(host_port: &str) -> bool {
-    let host = if let Some(rest) = host_port.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host_port
-            .rsplit_once(':')
-            .map(|(h, _)| h)
-            .unwrap_or(host_port)
-    };
-    host == "localhost" || host == "::1" || host.starts_with("127.")
+    if let Some(rest) = host_port.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((h, port)) => {
+                h == "::1"
+                    && (port.is_empty()
+                        || port
+                            .strip_prefix(':')
+                            .is_some_and(|p| p.parse::<u16>().is_ok()))
+            }
+            None => false,
+        };
+    }
+    let host = host_port
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(host_port);
+    host == "localhost"
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Normalises registry spellings: `index.docker.io` and `registry-1.docker.io` are Docker Hub.
@@ -255,5 +270,20 @@ mod tests {
         assert!(is_loopback_host("127.0.0.1"));
         assert!(is_loopback_host("[::1]:5000"));
         assert!(!is_loopback_host("ghcr.io"));
+        assert!(is_loopback_host("127.0.0.1:5000"));
+        assert!(is_loopback_host("127.1.2.3"));
+        assert!(is_loopback_host("localhost"));
+        assert!(is_loopback_host("[::1]"));
+        for remote in [
+            "127.evil.example",
+            "127.evil.example:5000",
+            "127.0.0.1.nip.io",
+            "localhost.evil.example",
+            "[::2]:5000",
+            "[::1].evil.example",
+            "128.0.0.1",
+        ] {
+            assert!(!is_loopback_host(remote), "{remote}");
+        }
     }
 }

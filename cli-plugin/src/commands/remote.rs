@@ -111,6 +111,7 @@ impl RegistryArgs {
             concurrency: self.concurrency.max(1),
             chunk_size: self.chunk_mib.max(1) << 20,
             retries: 5,
+            ..Default::default()
         };
         Ok(RegistryClient::new(opts, creds)?)
     }

@@ -13,7 +13,9 @@ use crate::reference::DOCKER_HUB;
 
 use super::{Credential, bad, helper_key};
 
-#[derive(Debug, Default, Clone, Deserialize)]
+/// One `auths` entry. Every field but `username` is a secret (`auth` is
+/// base64 of `user:password`), so `Debug` is written by hand and redacts them.
+#[derive(Default, Clone, Deserialize)]
 struct Entry {
     #[serde(default)]
     auth: Option<String>,
@@ -27,6 +29,20 @@ struct Entry {
     registrytoken: Option<String>,
 }
 
+impl std::fmt::Debug for Entry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let set = |v: &Option<String>| v.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Entry")
+            .field("auth", &set(&self.auth))
+            .field("username", &self.username)
+            .field("password", &set(&self.password))
+            .field("identitytoken", &set(&self.identitytoken))
+            .field("registrytoken", &set(&self.registrytoken))
+            .finish()
+    }
+}
+
+/// A parsed auth file; its `Debug` goes through [`Entry`]'s redacting one.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct AuthFile {
     #[serde(default)]

@@ -128,6 +128,13 @@ impl CredentialStore {
         if let Some(c) = &self.opts.explicit {
             return Ok(Some(c.clone()));
         }
+        self.resolve_stored(registry, repository)
+    }
+
+    /// Like [`resolve`](Self::resolve) without the explicit `-u/-p` credential:
+    /// for hosts the user did not name (hosts.toml mirrors), which must get
+    /// their own stored credentials, not the ones typed for the registry.
+    pub fn resolve_stored(&self, registry: &str, repository: &str) -> Result<Option<Credential>> {
         if let Some(json) = (self.env)("DOCKER_AUTH_CONFIG") {
             let f = AuthFile::parse(json.as_bytes(), "DOCKER_AUTH_CONFIG")?;
             if let Some(c) = f.docker_lookup(registry)? {

@@ -248,3 +248,36 @@ fn malformed_files_name_the_file() {
     let e = s.resolve("x", "r").unwrap_err().to_string();
     assert!(e.contains("config.json") && e.contains("base64"), "{e}");
 }
+
+#[test]
+fn debug_output_never_contains_a_secret() {
+    let secrets = ["hunter2-pw", "refresh-tok-42", "bearer-tok-43", "idtok-44"];
+    let json = format!(
+        r#"{{"auths":{{"a.example":{{"auth":"{}"}},"b.example":{{"username":"bob","password":"{}"}},"c.example":{{"identitytoken":"{}"}},"d.example":{{"registrytoken":"{}"}}}}}}"#,
+        b64(&format!("alice:{}", secrets[0])),
+        secrets[0],
+        secrets[1],
+        secrets[2]
+    );
+    let f = AuthFile::parse(json.as_bytes(), "test").unwrap();
+    let creds = [
+        basic("alice", secrets[0]),
+        Credential::IdentityToken(secrets[3].into()),
+        Credential::RegistryToken(secrets[2].into()),
+    ];
+    let opts = CredentialOptions {
+        explicit: Some(basic("alice", secrets[0])),
+        ..Default::default()
+    };
+    let mut outputs = vec![format!("{f:?}"), format!("{opts:?}")];
+    outputs.extend(creds.iter().map(|c| format!("{c:?} {c}")));
+    let encoded = b64(&format!("alice:{}", secrets[0]));
+    for out in &outputs {
+        for s in secrets.iter().chain([&encoded.as_str()]) {
+            assert!(!out.contains(s), "{s} leaked in {out}");
+        }
+    }
+    // Still useful: the non-secret parts are there.
+    assert!(outputs[0].contains("b.example") && outputs[0].contains("bob"));
+    assert!(outputs[2].contains("alice"));
+}

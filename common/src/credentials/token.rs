@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures::StreamExt;
+use reqwest::Url;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -89,17 +91,42 @@ struct TokenResponse {
     expires_in: Option<u64>,
 }
 
-/// Tokens by (registry, sorted scopes).
+/// A token response is a few KiB; more than this is refused, not buffered.
+const MAX_TOKEN_RESPONSE: u64 = 1 << 20;
+
+/// Tokens by (registry, endpoint origin, sorted scopes). No `Debug`: it holds tokens.
 #[derive(Default)]
 pub struct TokenCache {
     tokens: Mutex<HashMap<(String, String), (String, Instant)>>,
 }
 
-fn key(registry: &str, scopes: &[String]) -> (String, String) {
+fn key(registry: &str, origin: &Url, scopes: &[String]) -> (String, String) {
     let mut s: Vec<&str> = scopes.iter().map(String::as_str).collect();
     s.sort();
     s.dedup();
-    (registry.to_string(), s.join(" "))
+    (
+        format!("{registry} {}", origin.origin().ascii_serialization()),
+        s.join(" "),
+    )
+}
+
+/// The realm a Bearer challenge names must be an http(s) URL, and not plain
+/// http when the registry is reached over https: the token request carries
+/// the user's password or refresh token.
+fn check_realm(registry: &str, origin: &Url, realm: &str) -> Result<Url> {
+    let refuse = |why: String| Error::Auth {
+        registry: registry.into(),
+        message: format!("refusing the token service {realm:?}: {why}"),
+        hint: None,
+    };
+    let url = Url::parse(realm).map_err(|_| refuse("not a URL".into()))?;
+    match (origin.scheme(), url.scheme()) {
+        (_, "https") | ("http", "http") => Ok(url),
+        ("https", "http") => Err(refuse(format!(
+            "plain http, while {registry} is reached over https"
+        ))),
+        (_, other) => Err(refuse(format!("unsupported scheme {other:?}"))),
+    }
 }
 
 fn login_hint(registry: &str) -> Option<String> {
@@ -113,15 +140,21 @@ impl TokenCache {
         Self::default()
     }
 
-    pub fn invalidate(&self, registry: &str, scopes: &[String]) {
-        self.tokens.lock().unwrap().remove(&key(registry, scopes));
+    pub fn invalidate(&self, registry: &str, origin: &Url, scopes: &[String]) {
+        self.tokens
+            .lock()
+            .unwrap()
+            .remove(&key(registry, origin, scopes));
     }
 
-    /// The `Authorization` header value for `scopes` on `registry`.
+    /// The `Authorization` header value for `scopes` on `registry`, whose
+    /// endpoint at `origin` sent `challenge`. The caller guarantees the
+    /// challenge came from `origin` itself; the realm it names is checked here.
     pub async fn authorization(
         &self,
         http: &reqwest::Client,
         registry: &str,
+        origin: &Url,
         challenge: &Challenge,
         scopes: &[String],
         credential: Option<&Credential>,
@@ -147,6 +180,7 @@ impl TokenCache {
                 scope,
             } => (realm, service, scope),
         };
+        let realm = &check_realm(registry, origin, realm)?;
         if let Some(Credential::RegistryToken(t)) = credential {
             return Ok(format!("Bearer {t}"));
         }
@@ -154,7 +188,7 @@ impl TokenCache {
         if scopes.is_empty() {
             scopes.extend(challenge_scope.iter().cloned());
         }
-        let k = key(registry, &scopes);
+        let k = key(registry, origin, &scopes);
         if let Some((t, exp)) = self.tokens.lock().unwrap().get(&k)
             && Instant::now() < *exp
         {
@@ -174,7 +208,7 @@ impl TokenCache {
                     form.push(("scope", scopes.join(" ")));
                 }
                 let r = http
-                    .post(realm)
+                    .post(realm.clone())
                     .form(&form)
                     .send()
                     .await
@@ -212,7 +246,8 @@ impl TokenCache {
                 message: format!("token service {realm} answered {status}"),
             });
         }
-        let body: TokenResponse = resp.json().await.map_err(|e| Error::Registry {
+        let bytes = read_capped(registry, realm, resp).await?;
+        let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Registry {
             registry: registry.into(),
             message: format!("token service {realm} sent an unreadable answer: {e}"),
         })?;
@@ -239,7 +274,7 @@ impl TokenCache {
         &self,
         http: &reqwest::Client,
         registry: &str,
-        realm: &str,
+        realm: &Url,
         service: Option<&str>,
         scopes: &[String],
         cred: Option<&Credential>,
@@ -251,7 +286,7 @@ impl TokenCache {
         for s in scopes {
             q.push(("scope", s));
         }
-        let mut req = http.get(realm).query(&q);
+        let mut req = http.get(realm.clone()).query(&q);
         if let Some(Credential::Basic { username, password }) = cred {
             req = req.basic_auth(username, Some(password));
         }
@@ -259,7 +294,30 @@ impl TokenCache {
     }
 }
 
-fn net_err(registry: &str, realm: &str, e: reqwest::Error) -> Error {
+/// The token response body, at most [`MAX_TOKEN_RESPONSE`] bytes.
+async fn read_capped(registry: &str, realm: &Url, resp: reqwest::Response) -> Result<Vec<u8>> {
+    let too_large = |declared| Error::TooLarge {
+        what: format!("the answer of token service {realm} for {registry}"),
+        limit: MAX_TOKEN_RESPONSE,
+        declared,
+    };
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > MAX_TOKEN_RESPONSE) {
+        return Err(too_large(declared));
+    }
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| net_err(registry, realm, e))?;
+        match (out.len() as u64).checked_add(chunk.len() as u64) {
+            Some(n) if n <= MAX_TOKEN_RESPONSE => out.extend_from_slice(&chunk),
+            _ => return Err(too_large(declared)),
+        }
+    }
+    Ok(out)
+}
+
+fn net_err(registry: &str, realm: &Url, e: reqwest::Error) -> Error {
     Error::Registry {
         registry: registry.into(),
         message: format!(

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE, LOCATION, RANGE};
+use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use crate::digest::{Digest, Hasher};
@@ -369,7 +369,7 @@ impl RegistryClient {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit('-').next())
             .and_then(|n| n.parse::<u64>().ok())
-            .map(|n| n + 1)
+            .and_then(|n| n.checked_add(1))
             .unwrap_or(0);
         let new_loc = location(r, ep, &resp).unwrap_or_else(|_| loc.to_string());
         Ok((next, new_loc))
@@ -493,11 +493,12 @@ impl RegistryClient {
                 let mut stream = resp.bytes_stream();
                 while let Some(chunk) = stream.next().await {
                     let chunk = chunk.map_err(|e| transient(&r.registry, e))?;
-                    if have + chunk.len() as u64 > size {
+                    let total = have.saturating_add(chunk.len() as u64);
+                    if total > size {
                         return Err(Attempt::from(Error::SizeMismatch {
                             what: format!("layer {d} from {r}"),
                             expected: size,
-                            actual: have + chunk.len() as u64,
+                            actual: total,
                         }));
                     }
                     file.write_all(&chunk)
@@ -563,6 +564,9 @@ impl RegistryClient {
     }
 
     /// A byte range of a blob (lazy chunk fetch); not verified here — callers verify chunk digests.
+    /// Never holds more than `len` bytes: a 206 longer than asked for is an
+    /// error, and a server that ignores `Range` (200, whole blob) is read
+    /// only up to `offset + len`, then the connection is dropped.
     pub async fn pull_blob_range(
         &self,
         r: &Reference,
@@ -570,28 +574,142 @@ impl RegistryClient {
         offset: u64,
         len: u64,
     ) -> Result<Vec<u8>> {
+        if len == 0 {
+            return Ok(Vec::new());
+        }
+        let what = || format!("bytes {offset}+{len} of blob {d} from {r}");
+        let last = offset
+            .checked_add(len - 1)
+            .ok_or_else(|| Error::Invalid(format!("{}: the range overflows", what())))?;
+        let want = usize::try_from(len)
+            .map_err(|_| Error::Invalid(format!("{}: too large for memory", what())))?;
         let ep = self.server(r)?;
         let path = format!("/v2/{}/blobs/{d}", r.repository);
         self.retry("read blob range", || async {
             let resp = self
                 .send(r, &ep, &Access::Pull, &|c, base| {
                     c.get(format!("{base}{path}"))
-                        .header(RANGE, format!("bytes={offset}-{}", offset + len - 1))
+                        .header(RANGE, format!("bytes={offset}-{last}"))
                 })
                 .await?;
-            if resp.status() != StatusCode::PARTIAL_CONTENT && resp.status() != StatusCode::OK {
-                return Err(status_error(r, "read blob range", resp).await);
+            let mut skip = match resp.status() {
+                StatusCode::PARTIAL_CONTENT => {
+                    // The range we got must start where we asked.
+                    let start = resp
+                        .headers()
+                        .get(CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.strip_prefix("bytes "))
+                        .and_then(|v| v.split('-').next())
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if start.is_some_and(|s| s != offset) {
+                        return Err(Attempt::from(Error::Registry {
+                            registry: r.registry.clone(),
+                            message: format!(
+                                "{}: the server sent a range starting at {}",
+                                what(),
+                                start.unwrap_or_default()
+                            ),
+                        }));
+                    }
+                    0
+                }
+                StatusCode::OK => offset,
+                _ => return Err(status_error(r, "read blob range", resp).await),
+            };
+            let partial = resp.status() == StatusCode::PARTIAL_CONTENT;
+            let mut out = Vec::with_capacity(want.min(8 << 20));
+            let mut stream = resp.bytes_stream();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| transient(&r.registry, e))?;
+                let mut data = &chunk[..];
+                if skip > 0 {
+                    let n = skip.min(data.len() as u64);
+                    data = &data[n as usize..];
+                    skip -= n;
+                }
+                let room = want - out.len();
+                if data.len() > room && partial {
+                    return Err(Attempt::from(Error::SizeMismatch {
+                        what: what(),
+                        expected: len,
+                        actual: (out.len() as u64).saturating_add(data.len() as u64),
+                    }));
+                }
+                out.extend_from_slice(&data[..data.len().min(room)]);
+                if out.len() == want && !partial {
+                    // Whole-blob answer: we have our bytes; drop the rest unread.
+                    break;
+                }
             }
-            let full = resp.status() == StatusCode::OK;
-            let bytes = resp.bytes().await.map_err(|e| transient(&r.registry, e))?;
-            Ok(if full {
-                bytes
-                    .slice(offset as usize..(offset + len) as usize)
-                    .to_vec()
-            } else {
-                bytes.to_vec()
-            })
+            if out.len() != want {
+                // A short body: the connection dropped or the blob is smaller.
+                return Err(Attempt {
+                    err: Error::SizeMismatch {
+                        what: what(),
+                        expected: len,
+                        actual: out.len() as u64,
+                    },
+                    retry: true,
+                });
+            }
+            Ok(out)
         })
         .await
+    }
+
+    /// A config blob, in memory: refused before any request when the
+    /// descriptor's size is above [`TransportOptions::max_config_size`], read
+    /// with that cap (a server may send more than the descriptor says), and
+    /// verified against its digest.
+    ///
+    /// [`TransportOptions::max_config_size`]: super::TransportOptions::max_config_size
+    pub async fn pull_config(&self, r: &Reference, d: &Digest, size: u64) -> Result<Vec<u8>> {
+        let limit = self.options().max_config_size;
+        let what = format!("config {d} of {r}");
+        if size > limit {
+            return Err(Error::TooLarge {
+                what,
+                limit,
+                declared: Some(size),
+            });
+        }
+        let eps = self.endpoints(&r.registry)?;
+        let path = format!("/v2/{}/blobs/{d}", r.repository);
+        let mut last_err = None;
+        for ep in eps.iter().filter(|e| e.pull) {
+            let res = self
+                .retry(&format!("fetch {what}"), || async {
+                    let resp = self
+                        .send(r, ep, &Access::Pull, &|c, base| {
+                            c.get(format!("{base}{path}"))
+                        })
+                        .await?;
+                    if !resp.status().is_success() {
+                        return Err(status_error(r, &format!("fetch {what}"), resp).await);
+                    }
+                    super::read_capped(&r.registry, resp, size, &what).await
+                })
+                .await;
+            match res {
+                Ok(bytes) => {
+                    let actual = Digest::of(&bytes);
+                    if &actual != d {
+                        return Err(Error::DigestMismatch {
+                            what,
+                            expected: d.to_string(),
+                            actual: actual.to_string(),
+                        });
+                    }
+                    return Ok(bytes);
+                }
+                Err(e) if ep.mirror => {
+                    tracing::info!("mirror {} failed for {what}: {e}; trying the next", ep.base);
+                    last_err = Some(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last_err.unwrap_or(Error::NotFound { what, hint: None }))
     }
 }

@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use reqwest::redirect::Policy;
 use serde::Deserialize;
 
 use crate::error::{Error, Result};
@@ -18,6 +19,17 @@ pub struct Endpoint {
     /// `scheme://host[:port][/prefix]`; request paths (`/v2/...`) are appended.
     pub base: String,
     pub client: reqwest::Client,
+    /// For token requests only: follows redirects within the realm's origin
+    /// and no further, because a 307/308 would replay a refresh-token form
+    /// body to whatever host it names (reqwest strips headers, not bodies).
+    pub(crate) token_client: reqwest::Client,
+    /// The host whose credentials this endpoint gets: the registry's name for
+    /// the registry itself, the mirror's own `host[:port]` for a mirror (as
+    /// containerd does). A mirror is another party; it never sees the
+    /// upstream's credentials.
+    pub cred_host: String,
+    /// `scheme://host[:port]` of `base`: credentials go to this origin only.
+    pub(crate) origin: String,
     pub pull: bool,
     pub push: bool,
     pub mirror: bool,
@@ -98,13 +110,35 @@ impl HostsConfig {
     }
 }
 
+/// Redirects stay within one origin (token requests, see [`Endpoint::token_client`]).
+fn same_origin_redirects() -> reqwest::redirect::Policy {
+    reqwest::redirect::Policy::custom(|attempt| {
+        let next = super::origin_of(attempt.url());
+        let prev = attempt.previous().last().and_then(super::origin_of);
+        if next.is_some() && next == prev && attempt.previous().len() < 10 {
+            attempt.follow()
+        } else {
+            attempt.stop()
+        }
+    })
+}
+
+/// The registry client follows redirects anywhere (blob GETs go to storage
+/// and CDNs): reqwest 0.13 drops Authorization, Cookie and
+/// Proxy-Authorization whenever scheme, host or port change
+/// (`redirect::remove_sensitive_headers`), and `send()` refuses to answer a
+/// 401 from the place a redirect ended up. The `Referer` would tell the CDN
+/// our registry URL, so it is off.
 fn build_client(
     insecure: bool,
     cas: &[String],
     cert_key: Option<(String, Option<String>)>,
+    redirect: reqwest::redirect::Policy,
 ) -> Result<reqwest::Client> {
     let mut b = reqwest::Client::builder()
         .user_agent(concat!("modelpack/", env!("CARGO_PKG_VERSION")))
+        .redirect(redirect)
+        .referer(false)
         .connect_timeout(std::time::Duration::from_secs(30))
         .read_timeout(std::time::Duration::from_secs(300))
         .pool_max_idle_per_host(16);
@@ -151,6 +185,22 @@ fn client_pair(v: &Option<toml::Value>) -> Option<(String, Option<String>)> {
     }
 }
 
+/// The origin of an endpoint URL and its `host[:port]` (port only when not the default).
+fn origin_and_host(registry: &str, base: &str) -> Result<(String, String)> {
+    let bad = |why: &str| Error::Invalid(format!("hosts.toml for {registry}: {base:?} {why}"));
+    let url = reqwest::Url::parse(base).map_err(|_| bad("is not a URL"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(bad("is neither http:// nor https://"));
+    }
+    let origin = super::origin_of(&url).ok_or_else(|| bad("has no host"))?;
+    let host = url.host_str().ok_or_else(|| bad("has no host"))?;
+    let host = match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    Ok((origin, host))
+}
+
 /// Mirrors from hosts.toml (in file order), then the registry itself.
 pub fn endpoints_for(registry: &str, opts: &TransportOptions) -> Result<Vec<Endpoint>> {
     let host = if registry == DOCKER_HUB {
@@ -194,11 +244,10 @@ pub fn endpoints_for(registry: &str, opts: &TransportOptions) -> Result<Vec<Endp
                 .unwrap_or_else(|| vec!["pull".into(), "resolve".into(), "push".into()]);
             let mut cas = global_cas.clone();
             cas.extend(entry.ca.list());
-            let client = build_client(
-                opts.insecure || entry.skip_verify.unwrap_or(false),
-                &cas,
-                client_pair(&entry.client).or_else(|| global_cert.clone()),
-            )?;
+            let insecure = opts.insecure || entry.skip_verify.unwrap_or(false);
+            let cert = client_pair(&entry.client).or_else(|| global_cert.clone());
+            let client = build_client(insecure, &cas, cert.clone(), Policy::default())?;
+            let token_client = build_client(insecure, &cas, cert, same_origin_redirects())?;
             let mut base = url.trim_end_matches('/').to_string();
             // containerd appends /v2 unless override_path is set; our paths carry /v2 themselves.
             if entry.override_path.unwrap_or(false) {
@@ -206,18 +255,42 @@ pub fn endpoints_for(registry: &str, opts: &TransportOptions) -> Result<Vec<Endp
             } else if let Some(b) = base.strip_suffix("/v2") {
                 base = b.to_string();
             }
+            let (origin, cred_host) = origin_and_host(registry, &base)?;
             out.push(Endpoint {
                 base,
                 client,
+                token_client,
+                cred_host,
+                origin,
                 pull: caps.iter().any(|c| c == "pull" || c == "resolve"),
                 push: caps.iter().any(|c| c == "push"),
                 mirror: true,
             });
         }
     }
+    let (origin, server_host) = origin_and_host(registry, &server)?;
+    // An overridden `server` on another host is that host's business, not the registry's.
+    let cred_host = if server_host == host {
+        registry.to_string()
+    } else {
+        server_host
+    };
     out.push(Endpoint {
+        client: build_client(
+            server_insecure,
+            &server_cas,
+            global_cert.clone(),
+            Policy::default(),
+        )?,
+        token_client: build_client(
+            server_insecure,
+            &server_cas,
+            global_cert,
+            same_origin_redirects(),
+        )?,
         base: server,
-        client: build_client(server_insecure, &server_cas, global_cert)?,
+        cred_host,
+        origin,
         pull: true,
         push: true,
         mirror: false,
@@ -261,5 +334,10 @@ mod tests {
                 ("https://ghcr.io", false, true)
             ]
         );
+        let hosts: Vec<_> = eps.iter().map(|e| e.cred_host.as_str()).collect();
+        assert_eq!(hosts, vec!["127.0.0.1:65001", "mirror.example", "ghcr.io"]);
+        assert_eq!(eps[0].origin, "http://127.0.0.1:65001");
+        let hub = endpoints_for("docker.io", &TransportOptions::default()).unwrap();
+        assert_eq!(hub[0].cred_host, "docker.io");
     }
 }

@@ -20,8 +20,12 @@ pub struct FetchedManifest {
 
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.v2+json, application/vnd.docker.distribution.manifest.list.v2+json";
 
-/// Manifests are small; anything larger than this is refused rather than buffered.
-const MAX_MANIFEST: usize = 4 << 20;
+/// Manifests are small; anything larger than this is refused rather than
+/// buffered (distribution itself refuses to store manifests above 4 MiB).
+pub const MAX_MANIFEST: u64 = 4 << 20;
+
+/// A tag list is read whole (no pagination); this bounds it.
+pub const MAX_TAG_LIST: u64 = 8 << 20;
 
 impl RegistryClient {
     /// Fetches a manifest by tag or digest; a digest reference is verified against the bytes.
@@ -45,11 +49,9 @@ impl RegistryClient {
                                 .get(CONTENT_TYPE)
                                 .and_then(|v| v.to_str().ok())
                                 .map(|s| s.split(';').next().unwrap_or(s).trim().to_string());
-                            let bytes = resp
-                                .bytes()
-                                .await
-                                .map_err(|e| super::transient(&r.registry, e))?
-                                .to_vec();
+                            let what = format!("manifest of {r}");
+                            let bytes =
+                                super::read_capped(&r.registry, resp, MAX_MANIFEST, &what).await?;
                             Ok(Some((bytes, mt)))
                         }
                         StatusCode::NOT_FOUND => Ok(None),
@@ -59,12 +61,6 @@ impl RegistryClient {
                 .await;
             match res {
                 Ok(Some((bytes, mt))) => {
-                    if bytes.len() > MAX_MANIFEST {
-                        return Err(Error::Artifact(format!(
-                            "manifest of {r} is {} bytes, larger than any model manifest should be",
-                            bytes.len()
-                        )));
-                    }
                     let digest = Digest::of(&bytes);
                     if let Some(want) = &r.digest
                         && want != &digest
@@ -163,7 +159,9 @@ impl RegistryClient {
                 #[serde(default)]
                 tags: Option<Vec<String>>,
             }
-            let t: Tags = resp.json().await.map_err(|e| {
+            let what = format!("tag list of {r}");
+            let bytes = super::read_capped(&r.registry, resp, MAX_TAG_LIST, &what).await?;
+            let t: Tags = serde_json::from_slice(&bytes).map_err(|e| {
                 Attempt::from(Error::Registry {
                     registry: r.registry.clone(),
                     message: format!("unreadable tag list: {e}"),

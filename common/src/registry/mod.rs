@@ -19,8 +19,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use reqwest::header::{AUTHORIZATION, HeaderValue, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::{Response, StatusCode, Url};
 
 use crate::credentials::{CredentialStore, TokenCache, parse_challenge};
 use crate::error::{Error, Result};
@@ -44,6 +45,10 @@ pub struct TransportOptions {
     pub chunk_size: u64,
     /// Attempts after the first on transient failures.
     pub retries: u32,
+    /// Largest config blob read into memory ([`RegistryClient::pull_config`]).
+    /// A config is a small JSON document; the manifest that names it is
+    /// hostile input and may claim any size.
+    pub max_config_size: u64,
 }
 
 impl Default for TransportOptions {
@@ -58,6 +63,7 @@ impl Default for TransportOptions {
             concurrency: 4,
             chunk_size: 64 << 20,
             retries: 5,
+            max_config_size: 4 << 20,
         }
     }
 }
@@ -94,9 +100,9 @@ struct Inner {
     opts: TransportOptions,
     creds: Arc<CredentialStore>,
     tokens: TokenCache,
-    /// Authorization header per (registry, scope set), reused until a 401.
+    /// Authorization header per (endpoint origin + credential host, scope set), reused until a 401.
     auth: Mutex<HashMap<(String, String), HeaderValue>>,
-    /// One token fetch at a time per (registry, scope set): concurrent blobs share it.
+    /// One token fetch at a time per auth key: concurrent blobs share it.
     auth_locks: Mutex<HashMap<(String, String), AuthLock>>,
     endpoints: Mutex<HashMap<String, Arc<Vec<Endpoint>>>>,
 }
@@ -179,6 +185,12 @@ impl RegistryClient {
 
     /// Sends a request built by `build` against `ep`, authenticating on a 401
     /// challenge and retrying once with the header. `build` is called per attempt.
+    ///
+    /// Credentials only ever go to `ep`'s own origin and to the token realm a
+    /// response *from that origin* named: a URL the builder produced on
+    /// another origin (an upload `Location`) is sent without Authorization,
+    /// and a 401 from another origin (directly or at the end of a redirect)
+    /// is an error, never answered with credentials.
     pub(crate) async fn send(
         &self,
         r: &Reference,
@@ -186,19 +198,15 @@ impl RegistryClient {
         access: &Access,
         build: &(dyn Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync),
     ) -> std::result::Result<Response, Attempt> {
-        let registry = &r.registry;
+        let host = &ep.cred_host;
         let scopes = access.scopes(&r.repository);
-        let key = (registry.clone(), scopes.join(" "));
+        let key = (format!("{} {}", ep.origin, host), scopes.join(" "));
         let cached = self.inner.auth.lock().unwrap().get(&key).cloned();
-        let mut req = build(&ep.client, &ep.base);
-        if let Some(h) = &cached {
-            req = req.header(AUTHORIZATION, h.clone());
-        }
-        let resp = req.send().await.map_err(|e| transient(registry, e))?;
-        tracing::debug!(registry = %registry, status = %resp.status(), "registry response");
+        let resp = self.dispatch(r, ep, build, cached.as_ref()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok(resp);
         }
+        foreign_challenge(ep, &resp)?;
         let lock = self
             .inner
             .auth_locks
@@ -209,16 +217,14 @@ impl RegistryClient {
             .clone();
         let _guard = lock.lock().await;
         let current = self.inner.auth.lock().unwrap().get(&key).cloned();
+        let mut resp = resp;
         if let Some(header) = current.filter(|c| Some(c) != cached.as_ref()) {
             // Another request obtained a fresh header while we waited: use it.
-            let resp = build(&ep.client, &ep.base)
-                .header(AUTHORIZATION, header)
-                .send()
-                .await
-                .map_err(|e| transient(registry, e))?;
+            resp = self.dispatch(r, ep, build, Some(&header)).await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
             }
+            foreign_challenge(ep, &resp)?;
         }
         let challenge = resp
             .headers()
@@ -227,50 +233,98 @@ impl RegistryClient {
             .and_then(parse_challenge)
             .ok_or_else(|| {
                 Attempt::from(Error::Auth {
-                    registry: registry.clone(),
+                    registry: host.clone(),
                     message:
                         "the registry answered 401 without a usable WWW-Authenticate challenge"
                             .into(),
                     hint: None,
                 })
             })?;
-        let cred = self.inner.creds.resolve(registry, &r.repository)?;
+        drop(resp);
+        // Only the registry itself gets the credential given on the command line.
+        let cred = if ep.mirror {
+            self.inner.creds.resolve_stored(host, &r.repository)?
+        } else {
+            self.inner.creds.resolve(host, &r.repository)?
+        };
+        let origin = Url::parse(&ep.origin).map_err(|_| {
+            Attempt::from(Error::Invalid(format!("endpoint {} is not a URL", ep.base)))
+        })?;
         if cached.is_some() {
-            self.inner.tokens.invalidate(registry, &scopes);
+            self.inner.tokens.invalidate(host, &origin, &scopes);
         }
         let value = self
             .inner
             .tokens
-            .authorization(&ep.client, registry, &challenge, &scopes, cred.as_ref())
+            .authorization(
+                &ep.token_client,
+                host,
+                &origin,
+                &challenge,
+                &scopes,
+                cred.as_ref(),
+            )
             .await?;
-        let header = HeaderValue::from_str(&value).map_err(|_| {
+        let mut header = HeaderValue::from_str(&value).map_err(|_| {
             Attempt::from(Error::Auth {
-                registry: registry.clone(),
+                registry: host.clone(),
                 message: "the token contains invalid characters".into(),
                 hint: None,
             })
         })?;
+        // Keeps it out of any Debug output of the request or header map.
+        header.set_sensitive(true);
         self.inner.auth.lock().unwrap().insert(key, header.clone());
-        let resp = build(&ep.client, &ep.base)
-            .header(AUTHORIZATION, header)
-            .send()
-            .await
-            .map_err(|e| transient(registry, e))?;
+        let resp = self.dispatch(r, ep, build, Some(&header)).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
+            foreign_challenge(ep, &resp)?;
             let message = if cred.is_some() {
                 "the registry rejected the credentials"
             } else {
                 "the registry requires credentials"
             };
             return Err(Error::Auth {
-                registry: registry.clone(),
+                registry: host.clone(),
                 message: message.into(),
-                hint: Some(format!(
-                    "run `docker login {registry}` (or pass -u/-p) first"
-                )),
+                hint: Some(format!("run `docker login {host}` (or pass -u/-p) first")),
             }
             .into());
         }
+        Ok(resp)
+    }
+
+    /// One request: `header` is attached only when the URL is on `ep`'s origin.
+    async fn dispatch(
+        &self,
+        r: &Reference,
+        ep: &Endpoint,
+        build: &(dyn Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder + Send + Sync),
+        header: Option<&HeaderValue>,
+    ) -> std::result::Result<Response, Attempt> {
+        let (client, req) = build(&ep.client, &ep.base).build_split();
+        let mut req = req.map_err(|e| {
+            Attempt::from(Error::Registry {
+                registry: r.registry.clone(),
+                message: format!("cannot build a request: {}", e.without_url()),
+            })
+        })?;
+        let own = origin_of(req.url()).as_deref() == Some(ep.origin.as_str());
+        match header {
+            Some(h) if own => {
+                req.headers_mut().insert(AUTHORIZATION, h.clone());
+            }
+            Some(_) => tracing::debug!(
+                endpoint = %ep.origin,
+                url_host = req.url().host_str().unwrap_or(""),
+                "request leaves the registry's origin: sent without credentials"
+            ),
+            None => {}
+        }
+        let resp = client
+            .execute(req)
+            .await
+            .map_err(|e| transient(&r.registry, e))?;
+        tracing::debug!(registry = %r.registry, status = %resp.status(), "registry response");
         Ok(resp)
     }
 
@@ -297,11 +351,115 @@ impl RegistryClient {
     }
 }
 
+/// `scheme://host[:port]` (default port omitted); `None` for URLs without a host.
+pub(crate) fn origin_of(url: &Url) -> Option<String> {
+    let o = url.origin();
+    o.is_tuple().then(|| o.ascii_serialization())
+}
+
+/// `host[:port]` of a URL, for messages.
+fn authority(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_string(),
+        _ => url.scheme().to_string(),
+    }
+}
+
+/// A 401 from anywhere but the endpoint's origin (an upload Location on
+/// another host, or where a redirect led) is refused: answering it would hand
+/// our credentials to a party that merely asked for them.
+fn foreign_challenge(ep: &Endpoint, resp: &Response) -> std::result::Result<(), Attempt> {
+    if origin_of(resp.url()).as_deref() == Some(ep.origin.as_str()) {
+        return Ok(());
+    }
+    let endpoint_host = Url::parse(&ep.origin)
+        .map(|u| authority(&u))
+        .unwrap_or_else(|_| ep.origin.clone());
+    Err(Error::Auth {
+        registry: ep.cred_host.clone(),
+        message: format!(
+            "{} (reached from {endpoint_host}) asked for credentials; \
+             credentials for {} are only sent to {endpoint_host} and its token service",
+            authority(resp.url()),
+            ep.cred_host
+        ),
+        hint: None,
+    }
+    .into())
+}
+
+/// How much of an error body is read (the rest is dropped with the connection).
+const ERROR_BODY_READ: usize = 64 << 10;
+/// How much of it ends up in the message.
+const ERROR_BODY_SHOWN: usize = 300;
+
+/// Reads at most `limit` bytes of a body, then stops (dropping the
+/// connection); the flag says whether it was cut short.
+async fn read_prefix(resp: Response, limit: usize) -> (Vec<u8>, bool) {
+    let mut out = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(Ok(chunk)) = stream.next().await {
+        let room = limit - out.len();
+        if chunk.len() >= room {
+            out.extend_from_slice(&chunk[..room]);
+            return (out, true);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    (out, false)
+}
+
+/// Reads a whole body that must not exceed `limit` bytes: a larger
+/// `Content-Length` is refused before reading, and a body without one (or
+/// lying about it) is counted while it streams, so no more than `limit`
+/// bytes are ever held. `what` names the document and the reference.
+pub(crate) async fn read_capped(
+    registry: &str,
+    resp: Response,
+    limit: u64,
+    what: &str,
+) -> std::result::Result<Vec<u8>, Attempt> {
+    let too_large = |declared| {
+        Attempt::from(Error::TooLarge {
+            what: what.to_string(),
+            limit,
+            declared,
+        })
+    };
+    let declared = resp.content_length();
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large(declared));
+    }
+    let cap = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut out = Vec::with_capacity(declared.map_or(0, |n| n as usize).min(cap));
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| transient(registry, e))?;
+        match out.len().checked_add(chunk.len()) {
+            Some(n) if n <= cap => out.extend_from_slice(&chunk),
+            _ => return Err(too_large(declared)),
+        }
+    }
+    Ok(out)
+}
+
 /// Turns an unexpected status into an error; 5xx and 429 are transient.
+/// Only a bounded prefix of the body is read, and control characters are
+/// replaced so a hostile server cannot drive the user's terminal.
 pub(crate) async fn status_error(r: &Reference, what: &str, resp: Response) -> Attempt {
     let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    let detail: String = body.chars().take(300).collect();
+    let (body, cut) = read_prefix(resp, ERROR_BODY_READ).await;
+    let body = String::from_utf8_lossy(&body);
+    let mut detail: String = body
+        .trim()
+        .chars()
+        .take(ERROR_BODY_SHOWN)
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if cut || body.trim().chars().count() > ERROR_BODY_SHOWN {
+        detail.push_str(" …(truncated)");
+    }
     let retry = status.is_server_error()
         || status == StatusCode::TOO_MANY_REQUESTS
         || status == StatusCode::REQUEST_TIMEOUT;
