@@ -251,7 +251,20 @@ async fn redirect_to_another_origin_gets_no_authorization() {
     let dir = tempfile::tempdir().unwrap();
     let partial = dir.path().join("blob.partial");
     client(alice())
-        .pull_blob_to_file(&reference(&reg), &d, blob.len() as u64, &partial, &())
+        .pull_blob_to_file(
+            &reference(&reg),
+            &d,
+            blob.len() as u64,
+            &std::fs::File::options()
+                .create(true)
+                .truncate(false)
+                .read(true)
+                .write(true)
+                .open(&partial)
+                .unwrap(),
+            &partial,
+            &(),
+        )
         .await
         .unwrap();
     assert_eq!(std::fs::read(&partial).unwrap(), blob);
@@ -302,7 +315,14 @@ async fn a_401_from_another_origin_is_never_answered() {
     let d = Digest::of(b"x");
     let dir = tempfile::tempdir().unwrap();
     let err = c
-        .pull_blob_to_file(&r, &d, 1, &dir.path().join("p"), &())
+        .pull_blob_to_file(
+            &r,
+            &d,
+            1,
+            &tempfile::tempfile().unwrap(),
+            &dir.path().join("p"),
+            &(),
+        )
         .await
         .unwrap_err();
     let msg = err.to_string();
