@@ -181,6 +181,8 @@ impl Progress for Bars {
 
 impl TransferProgress for Bars {
     fn blob_started(&self, name: &str, size: u64) {
+        let shown = modelpack_common::text::escape_control(name);
+        let name = shown.as_ref();
         if let Some(m) = &self.multi {
             let b = m.insert_before(self.total.as_ref().expect("tty"), ProgressBar::new(size));
             b.set_style(
@@ -193,6 +195,8 @@ impl TransferProgress for Bars {
     }
 
     fn blob_finished(&self, name: &str, size: u64, action: &str) {
+        let shown = modelpack_common::text::escape_control(name);
+        let name = shown.as_ref();
         if let Some(b) = self.bars.lock().unwrap().remove(name) {
             b.finish_and_clear();
         }

@@ -80,7 +80,7 @@ pub async fn pull_to_store(
             blobs.push((l.clone(), l.filepath().unwrap_or("layer").to_string()));
         }
     }
-    let results: Vec<(bool, u64)> = stream::iter(blobs.into_iter().map(|(desc, name)| {
+    let results: Result<Vec<(bool, u64)>> = stream::iter(blobs.into_iter().map(|(desc, name)| {
         let known = &known;
         let scratch = &scratch;
         async move {
@@ -105,8 +105,9 @@ pub async fn pull_to_store(
     }))
     .buffer_unordered(concurrency.max(1))
     .try_collect()
-    .await
-    .inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
+    .await;
+    // The stream (and every download's lock) is dropped by now.
+    let results = results.inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
     store.put_bytes(&bytes)?;
     let mut desc = Descriptor::new(
         crate::manifest::sniff_media_type(&bytes)
@@ -233,7 +234,7 @@ pub async fn fetch_to_dir(
     let target = Arc::new(Target::open(out, &ExtractOptions::default())?);
     let _lease = store.lease()?;
     let scratch = Arc::new(store.scratch()?);
-    let results: Vec<(bool, u64, ExtractStats)> =
+    let results: Result<Vec<(bool, u64, ExtractStats)>> =
         stream::iter(by_digest.into_iter().map(|(blob, users)| {
             let target = target.clone();
             let scratch = scratch.clone();
@@ -292,8 +293,8 @@ pub async fn fetch_to_dir(
         }))
         .buffer_unordered(concurrency.max(1))
         .try_collect()
-        .await
-        .inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
+        .await;
+    let results = results.inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
     let mut stats = ExtractStats::default();
     for (_, _, s) in &results {
         stats.add(s);
