@@ -320,6 +320,42 @@ impl ConfinedDir {
         Some(buf)
     }
 
+    /// The names in this directory (read through the handle, not the path).
+    pub fn names(&self) -> Vec<OsString> {
+        use std::os::fd::AsRawFd;
+        std::fs::read_dir(format!("/proc/self/fd/{}", self.fd.as_raw_fd()))
+            .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Removes hidden temp files (`.PREFIX-PID-HEX`) left by a process that
+    /// died mid-write (`kill -9`, power loss): their PID is gone, or is ours
+    /// and we have finished. Returns how many were removed.
+    pub fn sweep_stale_temps(&self, prefix: &str) -> usize {
+        let me = std::process::id();
+        let start = format!(".{prefix}-");
+        let mut removed = 0;
+        for n in self.names() {
+            let Some(rest) = n.to_str().and_then(|s| s.strip_prefix(&start)) else {
+                continue;
+            };
+            let Some((pid, hex)) = rest.split_once('-') else {
+                continue;
+            };
+            let Ok(pid) = pid.parse::<u32>() else {
+                continue;
+            };
+            if hex.len() != 16 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                continue;
+            }
+            let dead = pid == me || !Path::new(&format!("/proc/{pid}")).exists();
+            if dead && self.remove_file(&n).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
+    }
+
     /// The display path of `name` in this directory.
     pub fn shown(&self, name: &OsStr) -> PathBuf {
         self.child_display(name)

@@ -181,6 +181,15 @@ impl Target {
         Ok(d)
     }
 
+    /// After a finished extraction: removes temp files a killed earlier run
+    /// left in the directories this one wrote to.
+    pub fn sweep_stale_temps(&self) {
+        let _ = self.root.sweep_stale_temps("modelpack");
+        for d in self.dirs.lock().unwrap().values() {
+            let _ = d.sweep_stale_temps("modelpack");
+        }
+    }
+
     /// Removes directories a failed layer created, deepest first, if still empty.
     pub(crate) fn undo(&self, created: Created) {
         let mut dirs = self.dirs.lock().unwrap();
@@ -394,6 +403,7 @@ pub fn extract_from_store(
     for (_, r) in results {
         stats.add(&r?);
     }
+    target.sweep_stale_temps();
     Ok(stats)
 }
 

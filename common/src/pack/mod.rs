@@ -213,9 +213,17 @@ pub fn pack_to_store(
                         }
                         let mut w = store.blob_writer()?;
                         // The blob writer hashes what it stores: each byte is read and hashed once.
+                        let temp = w.temp_path().to_path_buf();
                         let diff_id = layer::encode_layer_unhashed(file, opts, &mut w, &|n| {
                             bytes_read.fetch_add(n, Ordering::Relaxed);
                             progress(n)
+                        })
+                        .map_err(|e| match e {
+                            // A full disk is the store's problem, not the source file's: name the store.
+                            Error::Io { source, .. } if source.raw_os_error() == Some(28) => {
+                                Error::io("write to the store", temp.clone(), source)
+                            }
+                            e => e,
                         })?;
                         let (digest, size) = w.commit(None)?;
                         let enc = LayerEncoding {

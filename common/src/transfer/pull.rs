@@ -295,6 +295,7 @@ pub async fn fetch_to_dir(
         .try_collect()
         .await;
     let results = results.inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
+    target.sweep_stale_temps();
     let mut stats = ExtractStats::default();
     for (_, _, s) in &results {
         stats.add(s);
