@@ -150,7 +150,7 @@ async fn model_layers_are_fetched_verified_deduplicated_and_viewed_as_one_direct
     assert_eq!(blobs, 2, "the shared file is stored once");
     // A view of the top of model 1 is one read-only bind of a directory with every file.
     let m = s
-        .create(Kind::View, "view", "chain-2", BTreeMap::new())
+        .create(Kind::View, "view", &chain2, BTreeMap::new())
         .unwrap();
     assert_eq!(
         (m.len(), m[0].r#type.as_str(), m[0].options[0].as_str()),
