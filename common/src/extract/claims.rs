@@ -37,26 +37,10 @@ impl Claims {
                 "writes a file where the other needs a directory",
             ));
         }
-        let mut ancestors = Vec::new();
-        let mut cur = rel.parent();
-        while let Some(a) = cur.filter(|a| !a.as_os_str().is_empty()) {
-            if let Some(other) = set.files.get(a) {
-                return Err(duplicate(
-                    layer,
-                    rel,
-                    other,
-                    &format!(
-                        "needs {} to be a directory, but the other writes it as a file",
-                        a.display()
-                    ),
-                ));
-            }
-            ancestors.push(a.to_path_buf());
-            cur = a.parent();
+        if let Some((a, other)) = file_ancestor(&set, rel, false) {
+            return Err(prefix_conflict(layer, rel, &other, a));
         }
-        for a in ancestors {
-            set.dirs.entry(a).or_insert_with(|| layer.to_string());
-        }
+        mark_dirs(&mut set, rel.parent(), layer);
         set.files.insert(rel.to_path_buf(), layer.to_string());
         Ok(())
     }
@@ -64,30 +48,55 @@ impl Claims {
     /// Claims `rel` as a directory; repeating a directory is fine (real tars do).
     pub fn dir(&self, layer: &str, rel: &Path) -> Result<()> {
         let mut set = self.inner.lock().unwrap();
-        let mut cur = Some(rel);
-        while let Some(a) = cur.filter(|a| !a.as_os_str().is_empty()) {
-            if let Some(other) = set.files.get(a) {
-                return Err(duplicate(
-                    layer,
-                    rel,
-                    other,
-                    &format!(
-                        "needs {} to be a directory, but the other writes it as a file",
-                        a.display()
-                    ),
-                ));
-            }
-            cur = a.parent();
+        if let Some((a, other)) = file_ancestor(&set, rel, true) {
+            return Err(prefix_conflict(layer, rel, &other, a));
         }
-        let mut cur = Some(rel);
-        while let Some(a) = cur.filter(|a| !a.as_os_str().is_empty()) {
-            set.dirs
-                .entry(a.to_path_buf())
-                .or_insert_with(|| layer.to_string());
-            cur = a.parent();
-        }
+        mark_dirs(&mut set, Some(rel), layer);
         Ok(())
     }
+}
+
+/// The first proper prefix of `rel` (or `rel` itself, with `include_self`) that is claimed as a file.
+fn file_ancestor<'a>(
+    set: &ClaimSet,
+    rel: &'a Path,
+    include_self: bool,
+) -> Option<(&'a Path, String)> {
+    let mut cur = if include_self {
+        Some(rel)
+    } else {
+        rel.parent()
+    };
+    while let Some(a) = cur.filter(|a| !a.as_os_str().is_empty()) {
+        if let Some(other) = set.files.get(a) {
+            return Some((a, other.clone()));
+        }
+        cur = a.parent();
+    }
+    None
+}
+
+/// Records `from` and its ancestors as directories.
+fn mark_dirs(set: &mut ClaimSet, from: Option<&Path>, layer: &str) {
+    let mut cur = from;
+    while let Some(a) = cur.filter(|a| !a.as_os_str().is_empty()) {
+        set.dirs
+            .entry(a.to_path_buf())
+            .or_insert_with(|| layer.to_string());
+        cur = a.parent();
+    }
+}
+
+fn prefix_conflict(layer: &str, rel: &Path, other: &str, a: &Path) -> Error {
+    duplicate(
+        layer,
+        rel,
+        other,
+        &format!(
+            "needs {} to be a directory, but the other writes it as a file",
+            a.display()
+        ),
+    )
 }
 
 fn duplicate(layer: &str, rel: &Path, other: &str, why: &str) -> Error {

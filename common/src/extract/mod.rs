@@ -238,19 +238,7 @@ impl Target {
                 });
             }
             refuse_dir_in_way(&dir, fname, &name)?;
-            let (tmp, mut file) = dir.create_temp("modelpack")?;
-            let guard = TempGuard::new(&dir, &tmp);
-            let written = copy_verified(blob, &mut file, layer, &dir.shown(&tmp))?;
-            self.finish_file(&file, layer, &dir.shown(&tmp))?;
-            file.sync_all().ctx("fsync", dir.shown(&tmp))?;
-            drop(file);
-            dir.rename(&tmp, &dir, fname)?;
-            guard.disarm();
-            Ok(ExtractStats {
-                files_written: 1,
-                bytes_written: written,
-                ..Default::default()
-            })
+            self.extract_raw_unclaimed(layer, blob, &dir, fname)
         })();
         if result.is_err() {
             self.undo(created);
@@ -314,6 +302,7 @@ impl Target {
         result
     }
 
+    /// Copies, verifies and renames one raw file into `dir` (its path already claimed).
     fn extract_raw_unclaimed(
         &self,
         layer: &Descriptor,
