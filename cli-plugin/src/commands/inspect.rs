@@ -171,13 +171,8 @@ async fn run_remote(
         return Ok(ExitCode::SUCCESS);
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {reference}"))?;
-    let config = modelpack_common::transfer::fetch_small_blob(
-        &client,
-        &reference,
-        &manifest.config,
-        "config",
-    )
-    .await?;
+    let config =
+        modelpack_common::transfer::fetch_small_blob(&client, &reference, &manifest.config).await?;
     if args.config {
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);

@@ -118,8 +118,7 @@ async fn pull_containerd(
         );
     }
     let config =
-        modelpack_common::transfer::fetch_small_blob(client, remote, &manifest.config, "config")
-            .await?;
+        modelpack_common::transfer::fetch_small_blob(client, remote, &manifest.config).await?;
     let top = crate::containerd::pull(
         &args.containerd_args,
         &remote.to_string(),

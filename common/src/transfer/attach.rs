@@ -166,7 +166,7 @@ pub async fn attach_remote(
 ) -> Result<(Digest, u64)> {
     let fetched = client.get_manifest(src).await?;
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {src}"))?;
-    let config = super::fetch_small_blob(client, src, &manifest.config, "config").await?;
+    let config = super::fetch_small_blob(client, src, &manifest.config).await?;
     let opts = opts_for(&manifest, format);
     let pf = pack_file(file, dest_dir, kind)?;
     let (enc, temp) = if format == crate::media::LayerFormat::Raw {

@@ -19,7 +19,7 @@ pub use known::KnownBlobs;
 pub use pull::{PullReport, fetch_to_dir, pull_to_dir, pull_to_store};
 pub use push::{BlobAction, BlobReport, PushReport, push_from_store, upload_file};
 pub use remote_build::pack_to_registry;
-pub use small::{MAX_SMALL_BLOB, fetch_small_blob};
+pub use small::fetch_small_blob;
 
 use crate::registry::Progress;
 

@@ -50,13 +50,13 @@ async fn fetch_manifest(
         )));
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
-    if manifest.config.size > super::MAX_SMALL_BLOB {
-        return Err(Error::Artifact(format!(
-            "the config of {remote} ({}) declares {} bytes; at most {} are accepted",
-            manifest.config.digest,
-            manifest.config.size,
-            super::MAX_SMALL_BLOB
-        )));
+    let limit = client.options().max_config_size;
+    if manifest.config.size > limit {
+        return Err(Error::TooLarge {
+            what: format!("config {} of {remote}", manifest.config.digest),
+            limit,
+            declared: Some(manifest.config.size),
+        });
     }
     Ok((fetched.bytes, fetched.digest, manifest))
 }
@@ -143,8 +143,14 @@ fn discard_partials(e: &Error, scratch: &ConfinedDir, manifest: &Manifest) {
     }
     for d in std::iter::once(&manifest.config).chain(manifest.layers.iter()) {
         let name = std::ffi::OsString::from(format!("{}.partial", d.digest.hex()));
-        if !crate::store::is_in_use(scratch, &name) {
-            let _ = scratch.remove_file(&name);
+        // A cancelled download's last write may still hold its (shared) file
+        // description, and so the lock, for a moment on tokio's blocking pool.
+        for _ in 0..40 {
+            if !crate::store::is_in_use(scratch, &name) {
+                let _ = scratch.remove_file(&name);
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
         }
     }
 }
