@@ -41,7 +41,6 @@ pub fn check_chunk_size(chunk_size: u64) -> Result<u64> {
 /// Computes chunk digests from a byte stream fed in any slicing. It does not
 /// hash the whole blob: callers already do, and hashing every byte twice is
 /// the one cost an index has.
-#[derive(Debug)]
 pub struct ChunkHasher {
     chunk_size: u64,
     cur: Hasher,
