@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tonic::Request;
 use tonic::transport::Channel;
 
-use modelpack_common::labels::ModelLayerLabels;
+use modelpack_common::view::ModelView;
 
 /// Where and how to talk to containerd.
 #[derive(Debug, Clone, clap::Args)]
@@ -171,18 +171,13 @@ pub async fn pull(
     config_bytes: &[u8],
 ) -> Result<String> {
     let config = ModelConfig::parse(config_bytes, "model config")?;
-    if config.modelfs.diff_ids.len() != manifest.layers.len() {
-        bail!(
-            "{reference}: config has {} diffIds for {} layers",
-            config.modelfs.diff_ids.len(),
-            manifest.layers.len()
-        );
-    }
-    let chains = chain_ids(&config.modelfs.diff_ids);
-    let top = chains
-        .last()
-        .cloned()
-        .ok_or_else(|| anyhow!("{reference} has no layers"))?;
+    let view = ModelView::new(
+        reference.parse()?,
+        Digest::of(manifest_bytes),
+        manifest,
+        &config,
+    )?;
+    let top = view.top_chain_id().to_string();
     let ch = connect(&c.address).await?;
     let ns = c.namespace.as_str();
     let mut leases = LeasesClient::new(ch.clone());
@@ -210,24 +205,13 @@ pub async fn pull(
         mlabels.insert("containerd.io/distribution.source.modelpack".into(), reference.to_string());
         write_content(&ch, ns, &lease_id, manifest_bytes, mlabels).await?;
         let mut snaps = containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient::new(ch.clone());
-        let manifest_digest = Digest::of(manifest_bytes).to_string();
-        for (i, layer) in manifest.layers.iter().enumerate() {
-            let parent = if i == 0 { String::new() } else { chains[i - 1].clone() };
-            let path = layer.filepath().ok_or_else(|| anyhow!("layer {} of {reference} has no file path annotation", layer.digest))?;
-            let labels: HashMap<String, String> = ModelLayerLabels {
-                chain_id: chains[i].parse()?,
-                reference: reference.parse()?,
-                manifest_digest: Some(manifest_digest.parse()?),
-                layer_digest: layer.digest.clone(),
-                layer_size: layer.size,
-                media_type: layer.media_type.clone(),
-                filepath: path.to_string(),
-                diff_id: config.modelfs.diff_ids[i].clone(),
-            }
-            .to_labels()
-            .into_iter()
-            .collect();
-            let key = format!("modelpack-extract-{:016x}-{}", rand_u64(), chains[i]);
+        let manifest_digest = view.manifest_digest.to_string();
+        for (i, layer) in view.layers.iter().enumerate() {
+            let parent = view.parent(i);
+            let path = &layer.filepath;
+            let labels: HashMap<String, String> = view.labels(i).to_labels().into_iter().collect();
+            let chain = &layer.chain_id;
+            let key = format!("modelpack-extract-{:016x}-{chain}", rand_u64());
             let res = snaps.prepare(req(PrepareSnapshotRequest { snapshotter: c.snapshotter.clone(), key: key.clone(), parent, labels }, ns, Some(&lease_id))).await;
             match res {
                 Err(e) if e.code() == tonic::Code::AlreadyExists => {}
@@ -235,7 +219,7 @@ pub async fn pull(
                     let _ = snaps.remove(req(RemoveSnapshotRequest { snapshotter: c.snapshotter.clone(), key }, ns, Some(&lease_id))).await;
                     bail!("snapshotter {:?} did not provide model layer {path}: is it modelpack-snapshotter?", c.snapshotter);
                 }
-                Err(e) => bail!("preparing layer {path} ({}) through snapshotter {:?}: {}", layer.digest, c.snapshotter, e.message()),
+                Err(e) => bail!("preparing layer {path} ({}) through snapshotter {:?}: {}", layer.descriptor.digest, c.snapshotter, e.message()),
             }
         }
         let mut images = containerd_client::services::v1::images_client::ImagesClient::new(ch.clone());

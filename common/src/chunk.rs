@@ -51,7 +51,10 @@ pub struct ChunkHasher {
 impl ChunkHasher {
     /// `chunk_size` must have passed [`check_chunk_size`] (or be a test's small power of two).
     pub fn new(chunk_size: u64) -> ChunkHasher {
-        assert!(chunk_size.is_power_of_two(), "chunk size must be a power of two");
+        assert!(
+            chunk_size.is_power_of_two(),
+            "chunk size must be a power of two"
+        );
         ChunkHasher {
             chunk_size,
             cur: Hasher::new(),

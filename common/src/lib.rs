@@ -11,6 +11,7 @@
 //! - [`text`]: escaping artifact-supplied strings before they reach a terminal.
 //! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification.
 
+pub mod cas;
 pub mod chunk;
 pub mod config;
 pub mod confined;
@@ -29,6 +30,7 @@ pub mod store;
 pub mod text;
 pub mod transfer;
 pub mod validate;
+pub mod view;
 
 pub use digest::Digest;
 pub use error::{Error, Result};

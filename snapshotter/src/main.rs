@@ -90,8 +90,11 @@ fn main() -> Result<()> {
         root,
         address,
         cfg.concurrency.unwrap_or(4),
-        cfg.chunk_size
-            .unwrap_or(modelpack_common::chunk::DEFAULT_CHUNK_SIZE),
+        modelpack_common::chunk::check_chunk_size(
+            cfg.chunk_size
+                .unwrap_or(modelpack_common::chunk::DEFAULT_CHUNK_SIZE),
+        )
+        .context("chunk_size in the config file")?,
         cfg.registry,
     ))
 }

@@ -9,14 +9,13 @@
 
 use std::collections::BTreeMap;
 
+use modelpack_common::cas::source::copy_source;
 use modelpack_common::chunk::index_file;
-use modelpack_common::confined::ConfinedDir;
 use modelpack_common::extract::{self, ExtractOptions};
 use modelpack_common::labels::ModelLayerLabels;
 use modelpack_common::manifest::Descriptor;
 use modelpack_common::media::LayerFormat;
-use modelpack_common::registry::RegistryClient;
-use modelpack_common::store::PartialBlob;
+use modelpack_common::registry::{RegistryBlob, RegistryClient};
 
 use crate::error::{Result, SnapError};
 use crate::meta::ModelFile;
@@ -82,52 +81,23 @@ async fn prepare_inner(
         }
         std::fs::metadata(&blob)?.len()
     } else {
-        let size = parsed.layer_size;
-        let scratch = ConfinedDir::open_root(&s.root.join("tmp"), false)?;
-        let partial = PartialBlob::open(&scratch, &digest).await?;
-        let got = f
-            .client
-            .pull_blob_to_file(
-                &reference,
-                &digest,
-                size,
-                &partial.file,
-                &partial.shown,
-                &(),
-            )
-            .await;
-        if let Err(e) = got {
-            if matches!(
-                e,
-                modelpack_common::Error::DigestMismatch { .. }
-                    | modelpack_common::Error::SizeMismatch { .. }
-            ) {
-                let _ = scratch.remove_file(&partial.name);
-            }
-            return Err(e.into());
-        }
-        let partial_path = s.root.join("tmp").join(&partial.name);
-        let (p2, cs) = (partial_path.clone(), f.chunk_size);
-        let (whole, chunks) = tokio::task::spawn_blocking(move || index_file(&p2, cs))
-            .await
-            .map_err(|e| SnapError::Internal(e.to_string()))??;
-        if whole != digest {
-            let _ = scratch.remove_file(&partial.name);
-            return Err(SnapError::Model(modelpack_common::Error::DigestMismatch {
-                what: format!("layer {digest} from {reference}"),
-                expected: digest.to_string(),
-                actual: whole.to_string(),
-            }));
-        }
+        // One pass: the download is hashed whole and in chunks as it is
+        // written; the ingest verifies size and digest before the rename.
+        let source = RegistryBlob::new(
+            f.client.clone(),
+            reference.clone(),
+            digest.clone(),
+            parsed.layer_size,
+        );
+        let mut ingest = s.cas.ingest(Some(f.chunk_size))?;
+        let retries = f.client.options().retries;
+        // The ingest writes synchronously into its buffered temp file; the
+        // stream itself is async, so this stays on the runtime.
+        copy_source(&source, &mut ingest, retries, &|_| {}).await?;
+        let done = ingest.commit(Some(&digest), Some(parsed.layer_size))?;
+        let chunks = done.chunks.expect("the ingest was asked to chunk");
         s.meta.put_chunks(digest.hex(), &chunks)?;
-        use std::os::unix::fs::PermissionsExt;
-        partial
-            .file
-            .set_permissions(std::fs::Permissions::from_mode(0o444))?;
-        partial.file.sync_all()?;
-        let blobs = ConfinedDir::open_root(&s.root.join("blobs/sha256"), false)?;
-        scratch.rename(&partial.name, &blobs, std::ffi::OsStr::new(digest.hex()))?;
-        size
+        done.size
     };
     let mut desc = Descriptor::new(media_type.clone(), digest.clone(), size);
     desc.annotations
@@ -137,14 +107,14 @@ async fn prepare_inner(
     std::fs::create_dir_all(&fs)?;
     let placed = (|| -> Result<Vec<ModelFile>> {
         if extract::layer_format(&desc) == LayerFormat::Raw {
-            let rel = extract::safe_relative_path(&extract::layer_name(&desc), &filepath)?;
-            link_file(&blob, &fs.join(&rel))?;
+            let file = modelpack_common::view::raw_layer_file(&parsed)?;
+            link_file(&blob, &fs.join(&file.path))?;
             Ok(vec![ModelFile {
-                filepath: rel.display().to_string(),
-                blob: digest.hex().to_string(),
-                offset: 0,
+                filepath: file.path.display().to_string(),
+                blob: file.blob.hex().to_string(),
+                offset: file.offset,
                 size,
-                mode: 0o444,
+                mode: file.mode,
                 media_type: media_type.clone(),
             }])
         } else {

@@ -17,6 +17,8 @@ pub const LABEL_REF: &str = "containerd.io/snapshot.ref";
 
 pub struct Snapshots {
     pub root: PathBuf,
+    /// The node's content-addressed blob store (`blobs/`, `tmp/`, `sparse/` under `root`).
+    pub cas: modelpack_common::cas::Cas,
     pub meta: Meta,
     /// Serialises directory + record changes (metadata txns are short).
     pub lock: Mutex<()>,
@@ -33,12 +35,12 @@ pub fn now_nanos() -> i128 {
 
 impl Snapshots {
     pub fn open(root: &Path) -> Result<Snapshots> {
-        for d in ["snapshots", "blobs/sha256", "tmp"] {
-            std::fs::create_dir_all(root.join(d))?;
-        }
+        std::fs::create_dir_all(root.join("snapshots"))?;
+        let cas = modelpack_common::cas::Cas::open(root)?;
         let meta = Meta::open(&root.join("metadata.redb"))?;
         let s = Snapshots {
             root: root.to_path_buf(),
+            cas,
             meta,
             lock: Mutex::new(()),
             in_flight: Mutex::new(std::collections::HashMap::new()),
@@ -71,7 +73,7 @@ impl Snapshots {
     }
 
     pub fn blob_path(&self, hex: &str) -> PathBuf {
-        self.root.join("blobs/sha256").join(hex)
+        self.cas.blobs_dir().join(hex)
     }
 
     /// Parent chain of `parent` (nearest first), all committed.
@@ -333,12 +335,10 @@ impl Snapshots {
             }
         }
         // A partial download held (flock) by a fetch in flight is not debris.
-        if let Ok(scratch) =
-            modelpack_common::confined::ConfinedDir::open_root(&self.root.join("tmp"), false)
-        {
-            for e in std::fs::read_dir(self.root.join("tmp"))?.flatten() {
-                if !modelpack_common::store::is_in_use(&scratch, &e.file_name()) {
-                    let _ = scratch.remove_file(&e.file_name());
+        if let Ok(scratch) = self.cas.scratch() {
+            for name in scratch.names() {
+                if !modelpack_common::cas::is_in_use(&scratch, &name) {
+                    let _ = scratch.remove_file(&name);
                 }
             }
         }

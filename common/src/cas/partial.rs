@@ -71,11 +71,3 @@ impl PartialBlob {
         Ok(self.len()? == 0)
     }
 }
-
-/// True when a scratch file is held by a live writer (its lock is taken).
-pub fn is_in_use(dir: &ConfinedDir, name: &std::ffi::OsStr) -> bool {
-    match dir.open_file(name, false) {
-        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
-        Err(_) => false,
-    }
-}

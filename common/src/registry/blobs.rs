@@ -102,7 +102,7 @@ async fn tracking<T>(
 }
 
 impl RegistryClient {
-    fn server(&self, r: &Reference) -> Result<Endpoint> {
+    pub(super) fn server(&self, r: &Reference) -> Result<Endpoint> {
         Ok(self
             .endpoints(&r.registry)?
             .iter()

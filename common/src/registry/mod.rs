@@ -10,9 +10,11 @@
 mod blobs;
 mod hosts;
 mod manifests;
+mod source;
 
 pub use hosts::{Endpoint, HostsConfig};
 pub use manifests::FetchedManifest;
+pub use source::RegistryBlob;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -17,13 +17,12 @@ mod blob;
 mod fsck;
 mod index;
 mod lock;
-mod partial;
 
+pub use crate::cas::{PartialBlob, is_in_use};
 pub use blob::BlobWriter;
 pub use fsck::{FsckProblem, FsckReport};
 pub use index::{IndexEntry, REPOSITORY_ANNOTATION};
 pub use lock::{StoreLease, StoreLock};
-pub use partial::{PartialBlob, is_in_use};
 
 use std::fs;
 use std::io::Read;
@@ -38,6 +37,7 @@ use crate::reference::Reference;
 #[derive(Debug, Clone)]
 pub struct Store {
     root: PathBuf,
+    cas: crate::cas::Cas,
 }
 
 /// A manifest loaded from the store together with its exact bytes.
@@ -63,20 +63,13 @@ impl Store {
     /// Opens a store, creating an empty layout if the directory has none.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        let store = Store { root };
+        let cas = crate::cas::Cas::open(&root)?;
+        let store = Store { root, cas };
         store.init()?;
         Ok(store)
     }
 
     fn init(&self) -> Result<()> {
-        let blobs = self.root.join("blobs").join("sha256");
-        fs::create_dir_all(&blobs).ctx("create store directory", &blobs)?;
-        fs::create_dir_all(self.tmp_dir()).ctx("create store directory", self.tmp_dir())?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(self.tmp_dir(), fs::Permissions::from_mode(0o700))
-                .ctx("chmod", self.tmp_dir())?;
-        }
         let layout = self.root.join("oci-layout");
         if !layout.exists() {
             write_atomic(
@@ -102,7 +95,12 @@ impl Store {
 
     /// Where in-flight writes live (same filesystem as `blobs/`, so rename is atomic).
     pub fn tmp_dir(&self) -> PathBuf {
-        self.root.join("tmp")
+        self.cas.tmp_dir()
+    }
+
+    /// The content-addressed blob store under this layout (`blobs/`, `tmp/`, `sparse/`).
+    pub fn cas(&self) -> &crate::cas::Cas {
+        &self.cas
     }
 
     /// Takes the store's write lock (blocking until other writers finish).
@@ -111,7 +109,7 @@ impl Store {
     }
 
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.root.join("blobs").join("sha256").join(digest.hex())
+        self.cas.blob_path(digest)
     }
 
     /// A shared lease: while held, `prune` and `fsck` wait (they take it exclusively).
@@ -126,12 +124,10 @@ impl Store {
 
     /// The private scratch directory, as a handle that never follows symlinks.
     pub fn scratch(&self) -> Result<crate::confined::ConfinedDir> {
-        crate::confined::ConfinedDir::open_root(&self.tmp_dir(), false)
+        self.cas.scratch()
     }
 
-    /// Moves a finished, verified download into `blobs/` (a blob already
-    /// there wins; the partial is then removed). The size is re-checked on
-    /// the open handle so a short or overlong file can never be named by `digest`.
+    /// See [`crate::cas::Cas::commit_partial`].
     pub fn commit_partial(
         &self,
         scratch: &crate::confined::ConfinedDir,
@@ -139,32 +135,15 @@ impl Store {
         digest: &Digest,
         size: u64,
     ) -> Result<()> {
-        let len = partial.len()?;
-        if len != size {
-            let _ = scratch.remove_file(&partial.name);
-            return Err(Error::SizeMismatch {
-                what: format!("download of {digest}"),
-                expected: size,
-                actual: len,
-            });
-        }
-        partial.file.sync_all().ctx("fsync", &partial.shown)?;
-        if self.has_blob(digest) {
-            return scratch.remove_file(&partial.name);
-        }
-        let blobs = crate::confined::ConfinedDir::open_root(
-            &self.root.join("blobs").join("sha256"),
-            false,
-        )?;
-        scratch.rename(&partial.name, &blobs, std::ffi::OsStr::new(digest.hex()))
+        self.cas.commit_partial(scratch, partial, digest, size)
     }
 
     pub fn has_blob(&self, digest: &Digest) -> bool {
-        self.blob_path(digest).is_file()
+        self.cas.has(digest)
     }
 
     pub fn blob_size(&self, digest: &Digest) -> Option<u64> {
-        fs::metadata(self.blob_path(digest)).ok().map(|m| m.len())
+        self.cas.size(digest)
     }
 
     pub fn open_blob(&self, digest: &Digest) -> Result<fs::File> {
@@ -315,12 +294,13 @@ impl Store {
         if !dry_run {
             // Temp files are only live while a writer holds a lease, and we hold the
             // exclusive side: none is. Partial downloads are kept for resuming.
-            if let Ok(rd) = fs::read_dir(self.tmp_dir()) {
-                for e in rd.flatten() {
-                    let is_partial = e.file_name().to_string_lossy().ends_with(".partial");
-                    if !is_partial {
-                        let _ = fs::remove_file(e.path());
-                    }
+            // Other users of the same blobs (a lazy reader, a snapshotter on
+            // this root) take no lease but lock their scratch files: skip those.
+            let scratch = self.scratch()?;
+            for name in scratch.names() {
+                let is_partial = name.to_string_lossy().ends_with(".partial");
+                if !is_partial && !is_in_use(&scratch, &name) {
+                    let _ = scratch.remove_file(&name);
                 }
             }
         }

@@ -31,6 +31,8 @@ fn read_blob_detects_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path()).unwrap();
     let d = store.put_bytes(b"hello").unwrap();
+    // Blobs are read-only (0444); replace the file as a corrupting disk or user would.
+    fs::remove_file(store.blob_path(&d)).unwrap();
     fs::write(store.blob_path(&d), b"HELLO").unwrap();
     assert!(matches!(
         store.read_blob(&d),

@@ -1,0 +1,302 @@
+//! The content store's promises, on the in-memory `BlobSource` (no registry):
+//! one-pass ingest, verified chunk reads, corrupt chunks refused, one fetch
+//! per chunk under concurrency, resume after a cut, promotion, restart.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use super::source::{Fault, copy_source};
+use super::*;
+use crate::chunk::index_file;
+
+const CS: u64 = 64 << 10;
+
+fn data(n: usize) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+fn index_of(bytes: &[u8]) -> crate::chunk::ChunkIndex {
+    let mut h = crate::chunk::ChunkHasher::new(CS);
+    h.update(bytes);
+    h.finish()
+}
+
+fn tmp_names(cas: &Cas) -> Vec<String> {
+    std::fs::read_dir(cas.tmp_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect()
+}
+
+#[test]
+fn ingest_hashes_and_chunks_in_one_pass_and_verifies_before_rename() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data(300_000);
+    let mut w = cas.ingest(Some(CS)).unwrap();
+    for piece in bytes.chunks(10_001) {
+        w.write_all(piece).unwrap();
+    }
+    let got = w
+        .commit(Some(&Digest::of(&bytes)), Some(bytes.len() as u64))
+        .unwrap();
+    assert_eq!(got.digest, Digest::of(&bytes));
+    let (_, from_file) = index_file(&cas.blob_path(&got.digest), CS).unwrap();
+    assert_eq!(
+        got.chunks.unwrap(),
+        from_file,
+        "stream chunks = file chunks"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(cas.blob_path(&got.digest))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o444, "complete blobs are read-only");
+    assert!(tmp_names(&cas).is_empty());
+
+    // Wrong digest or size: nothing in blobs/, no debris.
+    for (digest, size) in [(Some(Digest::of(b"other")), None), (None, Some(5u64))] {
+        let mut w = cas.ingest(None).unwrap();
+        w.write_all(b"hello world").unwrap();
+        assert!(w.commit(digest.as_ref(), size).is_err());
+        assert!(!cas.has(&Digest::of(b"hello world")));
+        assert!(tmp_names(&cas).is_empty(), "{:?}", tmp_names(&cas));
+    }
+}
+
+#[test]
+fn an_ingest_in_flight_holds_a_lease_gc_sees() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let mut w = cas.ingest(None).unwrap();
+    w.write_all(b"in flight").unwrap();
+    let scratch = cas.scratch().unwrap();
+    let names = scratch.names();
+    assert_eq!(names.len(), 1);
+    assert!(is_in_use(&scratch, &names[0]), "a live ingest is locked");
+    drop(w);
+    assert!(
+        scratch.names().is_empty(),
+        "a dropped ingest leaves nothing"
+    );
+}
+
+#[tokio::test]
+async fn copy_source_resumes_after_cuts_and_reads_the_source_once() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data(500_000);
+    let src = MemoryBlob::new(bytes.clone());
+    src.set_fault(Fault::CutAfter(120_000));
+    let mut w = cas.ingest(Some(CS)).unwrap();
+    let n = copy_source(&src, &mut w, 10, &|_| {}).await.unwrap();
+    assert_eq!(n, bytes.len() as u64);
+    let got = w.commit(Some(src.digest()), Some(n)).unwrap();
+    assert_eq!(got.chunks.unwrap(), index_of(&bytes));
+    assert_eq!(src.requests(), 5, "4 cut replies, then the rest");
+    assert_eq!(
+        src.bytes_served(),
+        bytes.len() as u64,
+        "every byte came over the wire once: resumes start where the last reply broke off"
+    );
+    // Too many cuts: a clear error, nothing stored.
+    let src = MemoryBlob::new(data(500_000));
+    src.set_fault(Fault::CutAfter(1000));
+    let mut w = cas.ingest(None).unwrap();
+    let err = copy_source(&src, &mut w, 2, &|_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("in-memory blob"), "{err}");
+}
+
+async fn sparse(cas: &Cas, bytes: &[u8]) -> (Arc<MemoryBlob>, SparseBlob) {
+    let src = Arc::new(MemoryBlob::new(bytes.to_vec()));
+    let blob = SparseBlob::open(cas, index_of(bytes), src.clone()).unwrap();
+    (src, blob)
+}
+
+#[tokio::test]
+async fn reads_return_verified_bytes_and_fetch_only_the_chunks_they_touch() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 5 + 1234) as usize);
+    let (src, blob) = sparse(&cas, &bytes).await;
+    let got = blob.read_at(CS - 10, 20).await.unwrap();
+    assert_eq!(got, &bytes[(CS - 10) as usize..(CS + 10) as usize]);
+    assert_eq!(
+        src.requests(),
+        2,
+        "a read across a boundary fetches both chunks"
+    );
+    let tail = blob.read_at(CS * 5, 1 << 20).await.unwrap();
+    assert_eq!(tail, &bytes[(CS * 5) as usize..], "short read at the end");
+    assert!(
+        blob.read_at(bytes.len() as u64 + 5, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(src.requests(), 3);
+    blob.read_at(10, 10).await.unwrap();
+    assert_eq!(src.requests(), 3, "a verified chunk is not fetched again");
+    assert_eq!(blob.present_chunks(), 3);
+    assert!(!blob.is_complete());
+    assert!(!cas.has(src.digest()));
+}
+
+#[tokio::test]
+async fn a_corrupt_chunk_is_never_returned_and_is_fetched_again_next_time() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 3) as usize);
+    let (src, blob) = sparse(&cas, &bytes).await;
+    src.set_fault(Fault::Corrupt(CS + 77));
+    let err = blob.read_at(CS, 100).await.unwrap_err();
+    assert!(
+        matches!(err, Error::DigestMismatch { ref what, .. } if what.contains(&format!("offset {CS}"))),
+        "{err}"
+    );
+    // A read that does not touch the bad chunk is fine.
+    assert_eq!(blob.read_at(0, 100).await.unwrap(), &bytes[..100]);
+    // The chunk was not marked: once the source behaves, it is fetched and served.
+    src.set_fault(Fault::None);
+    let before = src.requests();
+    assert_eq!(
+        blob.read_at(CS, 100).await.unwrap(),
+        &bytes[CS as usize..CS as usize + 100]
+    );
+    assert_eq!(src.requests(), before + 1);
+    // A source that sends the whole blob for a range (ignores Range) is refused, not trusted.
+    let bytes2 = data((CS * 2) as usize + 5);
+    let (src2, blob2) = sparse(&cas, &bytes2).await;
+    src2.set_fault(Fault::IgnoreRange);
+    assert!(blob2.read_at(CS, 10).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_readers_of_one_chunk_cause_one_fetch() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 2) as usize);
+    let mut mem = MemoryBlob::new(bytes.clone());
+    mem.delay = std::time::Duration::from_millis(50);
+    let src = Arc::new(mem);
+    let blob = Arc::new(SparseBlob::open(&cas, index_of(&bytes), src.clone()).unwrap());
+    let mut tasks = Vec::new();
+    for k in 0..16u64 {
+        let b = blob.clone();
+        tasks.push(tokio::spawn(async move { b.read_at(k * 100, 50).await }));
+    }
+    for (k, t) in tasks.into_iter().enumerate() {
+        let got = t.await.unwrap().unwrap();
+        assert_eq!(got, &bytes[k * 100..k * 100 + 50]);
+    }
+    assert_eq!(src.requests(), 1, "16 readers of chunk 0, one fetch");
+}
+
+#[tokio::test]
+async fn a_cut_fetch_fails_the_read_and_the_next_read_completes_it() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 2) as usize);
+    let (src, blob) = sparse(&cas, &bytes).await;
+    src.set_fault(Fault::CutAfter(1000));
+    assert!(blob.read_at(0, 10).await.is_err());
+    src.set_fault(Fault::None);
+    assert_eq!(blob.read_at(0, 10).await.unwrap(), &bytes[..10]);
+}
+
+#[tokio::test]
+async fn the_last_chunk_promotes_the_blob_after_the_whole_digest_checks_out() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 3 + 9) as usize);
+    let (src, blob) = sparse(&cas, &bytes).await;
+    blob.fetch_all().await.unwrap();
+    assert!(blob.is_complete());
+    assert!(cas.has(src.digest()));
+    assert_eq!(std::fs::read(cas.blob_path(src.digest())).unwrap(), bytes);
+    assert!(
+        std::fs::read_dir(cas.sparse_dir())
+            .unwrap()
+            .next()
+            .is_none(),
+        "sparse file and bitmap are gone"
+    );
+    // Reads keep working through the same handle, without fetching.
+    let before = src.requests();
+    assert_eq!(blob.read_at(5, 5).await.unwrap(), &bytes[5..10]);
+    assert_eq!(src.requests(), before);
+    // A new handle on a complete blob serves it directly.
+    let again = SparseBlob::open(&cas, index_of(&bytes), src.clone()).unwrap();
+    assert!(again.is_complete());
+}
+
+#[tokio::test]
+async fn an_index_that_lies_about_the_blob_is_caught_at_promotion() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let real = data((CS * 2) as usize);
+    // A source claiming a digest the bytes do not have, with an index that
+    // matches the bytes: every chunk verifies, the whole blob does not.
+    struct Lying(MemoryBlob, Digest);
+    impl BlobSource for Lying {
+        fn digest(&self) -> &Digest {
+            &self.1
+        }
+        fn size(&self) -> u64 {
+            self.0.size()
+        }
+        fn describe(&self) -> String {
+            "lying".into()
+        }
+        fn read_range(&self, o: u64, l: u64) -> futures::future::BoxFuture<'_, Result<ByteStream>> {
+            self.0.read_range(o, l)
+        }
+    }
+    let claimed = Digest::of(b"not these bytes");
+    let src = Arc::new(Lying(MemoryBlob::new(real.clone()), claimed.clone()));
+    let blob = SparseBlob::open(&cas, index_of(&real), src).unwrap();
+    blob.read_at(0, 10).await.unwrap();
+    assert!(blob.read_at(CS, 10).await.is_err(), "promotion failed");
+    assert!(blob.read_at(0, 10).await.is_err(), "nothing more is served");
+    assert!(!cas.has(&claimed));
+}
+
+#[tokio::test]
+async fn a_restart_keeps_the_bitmap_and_reverifies_what_it_reuses() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 4) as usize);
+    {
+        let (_src, blob) = sparse(&cas, &bytes).await;
+        blob.read_at(0, 10).await.unwrap();
+        blob.read_at(CS * 2, 10).await.unwrap();
+    }
+    let (src, blob) = sparse(&cas, &bytes).await;
+    assert_eq!(blob.present_chunks(), 2, "the bitmap survived");
+    assert_eq!(blob.read_at(0, 10).await.unwrap(), &bytes[..10]);
+    assert_eq!(src.requests(), 0, "a present chunk is not fetched again");
+    drop(blob);
+    // A chunk whose bytes rotted on disk while its bit stayed set is refetched, not served.
+    {
+        use std::os::unix::fs::FileExt;
+        let p = cas
+            .sparse_dir()
+            .join(format!("{}.sparse", src.digest().hex()));
+        let f = std::fs::OpenOptions::new().write(true).open(p).unwrap();
+        f.write_all_at(b"XXXX", CS * 2 + 3).unwrap();
+    }
+    let (src, blob) = sparse(&cas, &bytes).await;
+    assert_eq!(
+        blob.read_at(CS * 2, 10).await.unwrap(),
+        &bytes[(CS * 2) as usize..(CS * 2) as usize + 10]
+    );
+    assert_eq!(src.requests(), 1);
+    // One lazy reader per blob: a second handle in the same store is refused while the first lives.
+    let err = SparseBlob::open(&cas, index_of(&bytes), src.clone())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("in use"), "{err}");
+}
