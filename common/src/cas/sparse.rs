@@ -200,6 +200,22 @@ impl SparseBlob {
         .map_err(|e| Error::Invalid(format!("read task failed: {e}")))?
     }
 
+    /// Makes the chunks covering `offset..offset+len` present without
+    /// copying them out (readahead).
+    pub async fn ensure_range(&self, offset: u64, len: u64) -> Result<()> {
+        let size = self.index.size;
+        if offset >= size || len == 0 {
+            return Ok(());
+        }
+        let end = offset.saturating_add(len).min(size);
+        let first = (offset / self.index.chunk_size) as usize;
+        let last = ((end - 1) / self.index.chunk_size) as usize;
+        for i in first..=last {
+            self.ensure_chunk(i).await?;
+        }
+        Ok(())
+    }
+
     /// Fetches every missing chunk in order (prefetch; the promotion happens
     /// when the last one lands).
     pub async fn fetch_all(&self) -> Result<()> {

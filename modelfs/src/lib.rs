@@ -1,0 +1,456 @@
+//! `modelpack-fs`: a model as a read-only FUSE filesystem whose bytes come
+//! from the content store — complete blobs read directly, partial ones
+//! ([`SparseBlob`]) filled on demand, chunk by chunk, each verified against
+//! the chunk index before a byte reaches the reader. Used by the
+//! snapshotter (a container's view of a lazily attached model) and by
+//! `modelpack mount` (the same without containerd).
+//!
+//! Built on `fuser` (pure Rust, no libfuse needed at build or run time when
+//! mounting as root; the maintained successor of `fuse-rs`, with `&self`
+//! handlers since 0.16 so one filesystem serves many kernel threads).
+//!
+//! What a reader can observe:
+//! - directories are synthesised from the file paths; files show the
+//!   view's mode (read-only), size, and the model's creation time;
+//! - a read returns verified bytes or fails with `EIO` (a chunk that did not
+//!   verify, a source that is unreachable past the configured wait); it never
+//!   returns unverified or zero-filled data;
+//! - sequential reads trigger readahead of the next chunks; concurrent
+//!   fetches are bounded (a semaphore), so memory stays bounded too.
+
+mod tree;
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, MountOption, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEntry, ReplyOpen,
+    ReplyStatfs, Request, SessionACL,
+};
+use modelpack_common::cas::SparseBlob;
+
+pub use tree::TreeError;
+use tree::{Node, NodeKind, Tree};
+
+/// Where a file's bytes live.
+#[derive(Clone)]
+pub enum Backing {
+    /// A complete, verified blob in the store (read directly).
+    Complete(Arc<std::fs::File>),
+    /// A blob filled on demand.
+    Lazy(Arc<SparseBlob>),
+}
+
+/// One file of the view.
+#[derive(Clone)]
+pub struct FsFile {
+    /// Safe relative path (from a validated `ModelView`).
+    pub path: PathBuf,
+    pub backing: Backing,
+    /// Where the file's bytes start in the blob.
+    pub offset: u64,
+    pub size: u64,
+    pub mode: u32,
+}
+
+/// Tuning, in the shape of Nydus's fuse/prefetch knobs.
+#[derive(Debug, Clone)]
+pub struct FsOptions {
+    /// Chunk fetches in flight at once (each holds one chunk in memory).
+    pub max_inflight: usize,
+    /// Chunks to read ahead after a sequential read.
+    pub readahead_chunks: u64,
+    /// How long a read waits for a fetch before failing with EIO.
+    pub read_timeout: Duration,
+    /// Kernel threads serving requests.
+    pub threads: usize,
+    /// Let other users (a container's) read the mount; needs root or `user_allow_other`.
+    pub allow_other: bool,
+    /// Name shown in /proc/mounts (`modelpack:<ref>`).
+    pub fsname: String,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions {
+            max_inflight: 8,
+            readahead_chunks: 2,
+            read_timeout: Duration::from_secs(60),
+            threads: 4,
+            allow_other: false,
+            fsname: "modelpack".into(),
+        }
+    }
+}
+
+/// Counters a `stats` command reports.
+#[derive(Debug, Default)]
+pub struct FsStats {
+    pub reads: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub read_errors: AtomicU64,
+}
+
+/// The filesystem handed to fuser.
+pub struct ModelFs {
+    tree: Tree,
+    rt: tokio::runtime::Handle,
+    opts: FsOptions,
+    inflight: Arc<tokio::sync::Semaphore>,
+    mtime: SystemTime,
+    uid: u32,
+    gid: u32,
+    /// Per open file: where the last read ended (sequential detection).
+    last_end: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    next_fh: AtomicU64,
+    pub stats: Arc<FsStats>,
+}
+
+const TTL: Duration = Duration::from_secs(3600);
+
+impl ModelFs {
+    /// Builds the tree. `rt` runs the fetches (the caller's runtime).
+    pub fn new(
+        files: Vec<FsFile>,
+        mtime: SystemTime,
+        opts: FsOptions,
+        rt: tokio::runtime::Handle,
+    ) -> Result<ModelFs, TreeError> {
+        let tree = Tree::build(files)?;
+        Ok(ModelFs {
+            tree,
+            rt,
+            inflight: Arc::new(tokio::sync::Semaphore::new(opts.max_inflight.max(1))),
+            opts,
+            mtime,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            last_end: Default::default(),
+            next_fh: AtomicU64::new(1),
+            stats: Arc::new(FsStats::default()),
+        })
+    }
+
+    fn attr(&self, node: &Node) -> FileAttr {
+        let (kind, size, perm, nlink) = match &node.kind {
+            NodeKind::Dir { children } => (
+                FileType::Directory,
+                0,
+                0o555,
+                2 + children.values().filter(|c| self.tree.is_dir(**c)).count() as u32,
+            ),
+            NodeKind::File(f) => (FileType::RegularFile, f.size, (f.mode & 0o555) as u16, 1),
+        };
+        FileAttr {
+            ino: INodeNo(node.ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: self.mtime,
+            mtime: self.mtime,
+            ctime: self.mtime,
+            crtime: self.mtime,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 1 << 20,
+            flags: 0,
+        }
+    }
+}
+
+impl Filesystem for ModelFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.tree.child(parent.0, name) {
+            Some(n) => reply.entry(&TTL, &self.attr(self.tree.node(n)), Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.tree.get(ino.0) {
+            Some(n) => reply.attr(&TTL, &self.attr(n)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let Some(n) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        if matches!(n.kind, NodeKind::Dir { .. }) {
+            return reply.error(Errno::EISDIR);
+        }
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            return reply.error(Errno::EROFS);
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        // Verified bytes never change: let the kernel keep its page cache.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let Some(NodeKind::File(f)) = self.tree.get(ino.0).map(|n| &n.kind) else {
+            return reply.error(Errno::ENOENT);
+        };
+        self.stats.reads.fetch_add(1, Ordering::Relaxed);
+        if offset >= f.size {
+            return reply.data(&[]);
+        }
+        let len = (size as u64).min(f.size - offset);
+        let at = f.offset + offset;
+        let sequential = {
+            let mut m = self.last_end.lock().unwrap();
+            let seq = m.get(&fh.0).is_some_and(|e| *e == offset) || offset == 0;
+            m.insert(fh.0, offset + len);
+            seq
+        };
+        match &f.backing {
+            Backing::Complete(file) => {
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; len as usize];
+                match file.read_exact_at(&mut buf, at) {
+                    Ok(()) => {
+                        self.stats.bytes_served.fetch_add(len, Ordering::Relaxed);
+                        reply.data(&buf)
+                    }
+                    Err(e) => {
+                        tracing::error!(path = %f.path.display(), offset, "read failed: {e}");
+                        self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                        reply.error(Errno::EIO)
+                    }
+                }
+            }
+            Backing::Lazy(blob) => {
+                let blob = blob.clone();
+                let sem = self.inflight.clone();
+                let timeout = self.opts.read_timeout;
+                let stats = self.stats.clone();
+                let path = f.path.clone();
+                let file_end = f.offset + f.size;
+                let ahead = if sequential {
+                    self.opts.readahead_chunks * blob.index().chunk_size
+                } else {
+                    0
+                };
+                self.rt.spawn(async move {
+                    let got = {
+                        let Ok(_permit) = sem.clone().acquire_owned().await else {
+                            return reply.error(Errno::EIO);
+                        };
+                        tokio::time::timeout(timeout, blob.read_at(at, len)).await
+                    };
+                    match got {
+                        Ok(Ok(bytes)) => {
+                            stats.bytes_served.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                            reply.data(&bytes);
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(path = %path.display(), offset = at, "read refused: {e}");
+                            stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                            reply.error(Errno::EIO);
+                        }
+                        Err(_) => {
+                            tracing::error!(path = %path.display(), offset = at, "read timed out after {timeout:?}");
+                            stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                            reply.error(Errno::EIO);
+                        }
+                    }
+                    // Readahead within the file, after the demanded read was answered.
+                    let start = at + len;
+                    if ahead > 0 && start < file_end {
+                        let n = ahead.min(file_end - start);
+                        if let Ok(_permit) = sem.acquire_owned().await {
+                            let _ = blob.ensure_range(start, n).await;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: fuser::ReplyEmpty,
+    ) {
+        self.last_end.lock().unwrap().remove(&fh.0);
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        let Some(node) = self.tree.get(ino.0) else {
+            return reply.error(Errno::ENOENT);
+        };
+        let NodeKind::Dir { children } = &node.kind else {
+            return reply.error(Errno::ENOTDIR);
+        };
+        let mut entries: Vec<(u64, FileType, &OsStr)> = vec![
+            (node.ino, FileType::Directory, OsStr::new(".")),
+            (node.parent, FileType::Directory, OsStr::new("..")),
+        ];
+        for (name, child) in children {
+            let kind = if self.tree.is_dir(*child) {
+                FileType::Directory
+            } else {
+                FileType::RegularFile
+            };
+            entries.push((*child, kind, name.as_os_str()));
+        }
+        for (i, (ino, kind, name)) in entries.into_iter().enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let bytes: u64 = self.tree.total_bytes();
+        reply.statfs(
+            bytes.div_ceil(4096),
+            0,
+            0,
+            self.tree.len() as u64,
+            0,
+            4096,
+            255,
+            4096,
+        );
+    }
+}
+
+/// A mounted view; unmounted on [`Mounted::unmount`] or drop.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    pub dir: PathBuf,
+    pub stats: Arc<FsStats>,
+}
+
+impl Mounted {
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        match self.session.take() {
+            Some(s) => s.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+
+    /// Blocks until the filesystem is unmounted from outside (`umount DIR`).
+    pub fn wait(mut self) -> std::io::Result<()> {
+        match self.session.take() {
+            Some(s) => s.join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+    }
+}
+
+/// Mounts `fs` read-only at `dir` (which must exist) in background threads.
+pub fn mount(fs: ModelFs, dir: &Path) -> std::io::Result<Mounted> {
+    let stats = fs.stats.clone();
+    let mut config = Config::default();
+    config.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::FSName(fs.opts.fsname.clone()),
+        MountOption::Subtype("modelpack".into()),
+    ];
+    if fs.opts.allow_other {
+        config.acl = SessionACL::All;
+    }
+    config.n_threads = Some(fs.opts.threads.max(1));
+    config.clone_fd = true;
+    let session = fuser::spawn_mount2(fs, dir, &config)?;
+    Ok(Mounted {
+        session: Some(session),
+        dir: dir.to_path_buf(),
+        stats,
+    })
+}
+
+/// Unmounts a view mounted by another process (`modelpack umount`).
+pub fn unmount_path(dir: &Path) -> std::io::Result<()> {
+    rustix::mount::unmount(dir, rustix::mount::UnmountFlags::empty())
+        .or_else(|_| rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH))
+        .map_err(std::io::Error::from)
+}
+
+/// Fetches every lazy file's missing chunks in the background: small files
+/// first (configs, tokenizers, index JSON), then the rest in path order,
+/// `concurrency` blobs at a time. Reads demanded meanwhile are not blocked
+/// behind it: each chunk fetch is short and takes its own lock.
+pub async fn prefetch(files: Vec<FsFile>, concurrency: usize) -> usize {
+    let mut lazy: Vec<(u64, PathBuf, Arc<SparseBlob>)> = files
+        .into_iter()
+        .filter_map(|f| match f.backing {
+            Backing::Lazy(b) => Some((f.size, f.path, b)),
+            Backing::Complete(_) => None,
+        })
+        .collect();
+    lazy.sort_by(|a, b| (a.0 > 1 << 20).cmp(&(b.0 > 1 << 20)).then(a.1.cmp(&b.1)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (_, path, blob) in lazy {
+        if !seen.insert(blob.digest().clone()) {
+            continue;
+        }
+        let sem = sem.clone();
+        tasks.push(tokio::spawn(async move {
+            let _p = sem.acquire_owned().await;
+            match blob.fetch_all().await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), "prefetch stopped: {e}");
+                    false
+                }
+            }
+        }));
+    }
+    let mut done = 0;
+    for t in tasks {
+        if t.await.unwrap_or(false) {
+            done += 1;
+        }
+    }
+    done
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,187 @@
+//! The filesystem through the kernel: mounted for real (root and /dev/fuse
+//! needed; skipped with a message otherwise), read with std::fs.
+
+use std::sync::Arc;
+
+use modelpack_common::cas::source::Fault;
+use modelpack_common::cas::{BlobSource, Cas, MemoryBlob, SparseBlob};
+use modelpack_common::chunk::ChunkHasher;
+
+use super::*;
+
+const CS: u64 = 64 << 10;
+
+fn can_mount() -> bool {
+    if !rustix::process::geteuid().is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping: mounting FUSE needs root and /dev/fuse");
+        return false;
+    }
+    true
+}
+
+fn data(n: usize, seed: u32) -> Vec<u8> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2654435761) >> 13) as u8)
+        .collect()
+}
+
+fn lazy(cas: &Cas, bytes: &[u8]) -> (Arc<MemoryBlob>, Arc<SparseBlob>) {
+    let mut h = ChunkHasher::new(CS);
+    h.update(bytes);
+    let src = Arc::new(MemoryBlob::new(bytes.to_vec()));
+    let blob = SparseBlob::open(cas, h.finish(), src.clone()).unwrap();
+    (src, Arc::new(blob))
+}
+
+#[test]
+fn a_lazy_view_reads_verified_bytes_and_refuses_a_corrupt_chunk_with_eio() {
+    if !can_mount() {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path().join("store")).unwrap();
+    let weights = data((CS * 6 + 100) as usize, 1);
+    let config = br#"{"model_type":"llama"}"#.to_vec();
+    let (wsrc, wblob) = lazy(&cas, &weights);
+    let (csrc, cblob) = lazy(&cas, &config);
+    let complete_path = d.path().join("complete.txt");
+    std::fs::write(&complete_path, b"on disk").unwrap();
+    let files = vec![
+        FsFile {
+            path: "weights/model.safetensors".into(),
+            backing: Backing::Lazy(wblob.clone()),
+            offset: 0,
+            size: weights.len() as u64,
+            mode: 0o444,
+        },
+        FsFile {
+            path: "config.json".into(),
+            backing: Backing::Lazy(cblob),
+            offset: 0,
+            size: config.len() as u64,
+            mode: 0o444,
+        },
+        FsFile {
+            path: "weights/README".into(),
+            backing: Backing::Complete(Arc::new(std::fs::File::open(&complete_path).unwrap())),
+            offset: 3,
+            size: 4,
+            mode: 0o444,
+        },
+    ];
+    let fs = ModelFs::new(
+        files,
+        SystemTime::UNIX_EPOCH,
+        FsOptions::default(),
+        rt.handle().clone(),
+    )
+    .unwrap();
+    let mnt = d.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = mount(fs, &mnt).unwrap();
+
+    // Mounting fetched nothing; listing fetches nothing either.
+    let mut names: Vec<_> = std::fs::read_dir(&mnt)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["config.json", "weights"]);
+    let meta = std::fs::metadata(mnt.join("weights/model.safetensors")).unwrap();
+    assert_eq!(meta.len(), weights.len() as u64);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(meta.permissions().mode() & 0o777, 0o444);
+    assert_eq!(wsrc.requests() + csrc.requests(), 0, "attach is lazy");
+
+    assert_eq!(std::fs::read(mnt.join("config.json")).unwrap(), config);
+    assert_eq!(std::fs::read(mnt.join("weights/README")).unwrap(), b"disk");
+    assert!(
+        std::fs::write(mnt.join("config.json"), b"x").is_err(),
+        "read-only"
+    );
+
+    // A chunk corrupted at the source: exactly the reads of it fail with EIO.
+    wsrc.set_fault(Fault::Corrupt(CS * 3 + 5));
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(mnt.join("weights/model.safetensors")).unwrap();
+    let mut buf = vec![0u8; 100];
+    f.read_exact_at(&mut buf, 10).unwrap();
+    assert_eq!(buf, &weights[10..110]);
+    let err = f.read_exact_at(&mut buf, CS * 3).unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EIO), "{err}");
+    f.read_exact_at(&mut buf, CS * 5).unwrap();
+    assert_eq!(buf, &weights[(CS * 5) as usize..(CS * 5) as usize + 100]);
+    // Once the source serves good bytes the chunk is fetched again and read.
+    wsrc.set_fault(Fault::None);
+    let whole = std::fs::read(mnt.join("weights/model.safetensors")).unwrap();
+    assert_eq!(whole, weights);
+    assert!(wblob.is_complete(), "the last chunk promoted the blob");
+    assert!(cas.has(wsrc.digest()));
+    assert!(mounted.stats.read_errors.load(Ordering::Relaxed) >= 1);
+    drop(f);
+    mounted.unmount().unwrap();
+    assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0, "unmounted");
+}
+
+#[test]
+fn prefetch_completes_small_files_first_and_every_blob() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let big = data((CS * 40) as usize, 7);
+    let small = data(300, 9);
+    let (bsrc, bblob) = lazy(&cas, &big);
+    let (_ssrc, sblob) = lazy(&cas, &small);
+    let files = vec![
+        FsFile {
+            path: "a-big.bin".into(),
+            backing: Backing::Lazy(bblob.clone()),
+            offset: 0,
+            size: big.len() as u64,
+            mode: 0o444,
+        },
+        FsFile {
+            path: "z-small.json".into(),
+            backing: Backing::Lazy(sblob.clone()),
+            offset: 0,
+            size: 300,
+            mode: 0o444,
+        },
+    ];
+    let done = rt.block_on(prefetch(files, 1));
+    assert_eq!(done, 2);
+    assert!(bblob.is_complete() && sblob.is_complete());
+    assert_eq!(bsrc.requests(), 40, "one request per chunk");
+}
+
+#[test]
+fn paths_that_collide_are_refused() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("f");
+    std::fs::write(&p, b"x").unwrap();
+    let file = |path: &str| FsFile {
+        path: path.into(),
+        backing: Backing::Complete(Arc::new(std::fs::File::open(&p).unwrap())),
+        offset: 0,
+        size: 1,
+        mode: 0o444,
+    };
+    for bad in [
+        vec![file("a"), file("a/b")],
+        vec![file("a/b"), file("a")],
+        vec![file("../x")],
+        vec![file("a"), file("a")],
+    ] {
+        assert!(
+            ModelFs::new(
+                bad,
+                SystemTime::UNIX_EPOCH,
+                FsOptions::default(),
+                rt.handle().clone()
+            )
+            .is_err()
+        );
+    }
+}
