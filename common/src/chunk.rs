@@ -41,7 +41,6 @@ pub fn check_chunk_size(chunk_size: u64) -> Result<u64> {
 /// Computes chunk digests from a byte stream fed in any slicing. It does not
 /// hash the whole blob: callers already do, and hashing every byte twice is
 /// the one cost an index has.
-#[derive(Debug)]
 pub struct ChunkHasher {
     chunk_size: u64,
     cur: Hasher,
@@ -49,10 +48,23 @@ pub struct ChunkHasher {
     size: u64,
 }
 
+impl std::fmt::Debug for ChunkHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkHasher")
+            .field("chunk_size", &self.chunk_size)
+            .field("chunks", &self.chunks.len())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
 impl ChunkHasher {
     /// `chunk_size` must have passed [`check_chunk_size`] (or be a test's small power of two).
     pub fn new(chunk_size: u64) -> ChunkHasher {
-        assert!(chunk_size.is_power_of_two(), "chunk size must be a power of two");
+        assert!(
+            chunk_size.is_power_of_two(),
+            "chunk size must be a power of two"
+        );
         ChunkHasher {
             chunk_size,
             cur: Hasher::new(),

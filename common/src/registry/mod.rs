@@ -12,7 +12,7 @@ mod hosts;
 mod manifests;
 
 pub use hosts::{Endpoint, HostsConfig};
-pub use manifests::FetchedManifest;
+pub use manifests::{FetchedManifest, MAX_MANIFEST};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
