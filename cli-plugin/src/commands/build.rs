@@ -58,7 +58,7 @@ pub struct BuildArgs {
 }
 
 /// `4194304`, `4MiB`, `4M`, `64KiB`, `64K`: a size checked like any chunk size from outside.
-fn parse_chunk_size(s: &str) -> Result<u64, String> {
+pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let (num, mult) = [
         ("KiB", 1u64 << 10),
