@@ -220,10 +220,10 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);
     }
-    let (referrers, indexes) = local::indexes(&store, &loaded.digest)?;
+    let found = local::indexes(&store, &loaded.digest)?;
     let view = ChunkView {
-        referrers,
-        indexes,
+        referrers: found.referrers,
+        indexes: found.indexes,
         pins: local::pins(&store, &loaded.digest)?,
     };
     print(

@@ -51,13 +51,17 @@ pub fn referrers(store: &Store, subject: &Digest) -> Result<Vec<LoadedManifest>>
     Ok(out)
 }
 
-/// The indexes of `subject`'s local referrers: referrer digests and
-/// `(index digest, index)` pairs. Blobs that are missing or fail to parse
-/// are skipped (the layer then has no index), never trusted.
-pub fn indexes(
-    store: &Store,
-    subject: &Digest,
-) -> Result<(Vec<Digest>, Vec<(Digest, LayerIndex)>)> {
+/// A model's local referrers and the indexes they carry.
+#[derive(Debug, Default)]
+pub struct Found {
+    pub referrers: Vec<Digest>,
+    /// `(index blob digest, parsed index)`.
+    pub indexes: Vec<(Digest, LayerIndex)>,
+}
+
+/// The indexes of `subject`'s local referrers. Blobs that are missing or
+/// fail to parse are skipped (the layer then has no index), never trusted.
+pub fn indexes(store: &Store, subject: &Digest) -> Result<Found> {
     let mut refs = Vec::new();
     let mut out: Vec<(Digest, LayerIndex)> = Vec::new();
     for m in referrers(store, subject)? {
@@ -75,7 +79,10 @@ pub fn indexes(
             }
         }
     }
-    Ok((refs, out))
+    Ok(Found {
+        referrers: refs,
+        indexes: out,
+    })
 }
 
 /// Removes referrer entries whose subject no other entry of the store

@@ -231,7 +231,11 @@ fn trust_verdicts_per_layer() {
     // An index for other bytes never counts, whatever the annotation says.
     let mut wrong = idx.clone();
     wrong.layer.digest = Digest::of(b"other");
-    let v = assess(&bound, &[(idx_d.clone(), wrong)], &[idx_d.clone()]);
+    let v = assess(
+        &bound,
+        &[(idx_d.clone(), wrong)],
+        std::slice::from_ref(&idx_d),
+    );
     assert_eq!(v[0].binding, Binding::None);
     // Compressed layers are eager whatever exists.
     let mut gz = layer.clone();

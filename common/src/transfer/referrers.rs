@@ -131,13 +131,16 @@ pub async fn find(
     Ok(out)
 }
 
+/// An index blob as fetched: digest, exact bytes, parsed form.
+pub type FetchedIndex = (Digest, Vec<u8>, LayerIndex);
+
 /// A model's chunk index referrers fetched and checked against the model.
 #[derive(Debug, Default)]
 pub struct Fetched {
     /// `(digest, bytes)` of each referrer whose every index was good.
     pub referrers: Vec<(Digest, Vec<u8>)>,
     /// `(digest, bytes, parsed)` of their index blobs.
-    pub indexes: Vec<(Digest, Vec<u8>, LayerIndex)>,
+    pub indexes: Vec<FetchedIndex>,
     /// Why a referrer was refused, per refused referrer.
     pub warnings: Vec<String>,
 }
@@ -154,7 +157,7 @@ pub async fn fetch(
     let mut out = Fetched::default();
     let mut budget = MAX_INDEX_BYTES;
     for desc in find(client, remote, digest).await? {
-        let res: Result<(Vec<u8>, Vec<(Digest, Vec<u8>, LayerIndex)>)> = async {
+        let res: Result<(Vec<u8>, Vec<FetchedIndex>)> = async {
             if desc.size > MAX_MANIFEST {
                 return Err(Error::TooLarge {
                     what: format!("referrer {}", desc.digest),
@@ -308,62 +311,61 @@ pub async fn index_remote(
     }
     // Chunk digests alone: the smallest an index of this layer can be.
     let too_big = |size: u64| size.div_ceil(chunk_size).saturating_mul(74) > MAX_INDEX_BLOB;
-    let results: Vec<(IndexedLayer, Option<(Digest, Vec<u8>)>, u64)> =
-        stream::iter(distinct.into_iter().map(|l| async move {
-            let row = |index, chunks, files, source: &str| IndexedLayer {
-                digest: l.digest.clone(),
-                filepath: l.filepath().map(str::to_string),
-                index,
-                chunks,
-                files,
-                source: source.to_string(),
-            };
-            let Some(format) = IndexFormat::for_media_type(&l.media_type) else {
-                return Ok((row(None, 0, 0, "skipped: compressed"), None, 0));
-            };
-            if too_big(l.size) {
-                return Ok((
-                    row(None, 0, 0, "skipped: too large for one index blob"),
-                    None,
-                    0,
-                ));
-            }
-            let name = l.filepath().unwrap_or("layer").to_string();
-            let (idx, source, received) = if store.has_blob(&l.digest) {
-                let (path, layer) = (store.blob_path(&l.digest), LayerRef::of(l));
-                let idx = tokio::task::spawn_blocking(move || {
-                    index_local(&path, chunk_size, format, layer)
-                })
-                .await
-                .map_err(|e| Error::Invalid(format!("indexing worker failed: {e}")))??;
-                progress.blob_finished(&name, l.size, "local");
-                (idx, "local", 0)
-            } else {
-                progress.blob_started(&name, l.size);
-                let mut ix = Indexer::new(chunk_size, format);
-                client
-                    .stream_blob(
-                        remote,
-                        &l.digest,
-                        l.size,
-                        &mut |b| {
-                            ix.update(b);
-                            Ok(())
-                        },
-                        progress,
-                    )
-                    .await?;
-                progress.blob_finished(&name, l.size, "indexed");
-                (ix.finish(LayerRef::of(l))?, "downloaded", l.size)
-            };
-            let bytes = idx.to_bytes();
-            let d = Digest::of(&bytes);
-            let r = row(Some(d.clone()), idx.chunks.len(), idx.files.len(), source);
-            Ok::<_, Error>((r, Some((d, bytes)), received))
-        }))
-        .buffered(client.options().concurrency.max(1))
-        .try_collect()
-        .await?;
+    type Row = (IndexedLayer, Option<(Digest, Vec<u8>)>, u64);
+    let results: Vec<Row> = stream::iter(distinct.into_iter().map(|l| async move {
+        let row = |index, chunks, files, source: &str| IndexedLayer {
+            digest: l.digest.clone(),
+            filepath: l.filepath().map(str::to_string),
+            index,
+            chunks,
+            files,
+            source: source.to_string(),
+        };
+        let Some(format) = IndexFormat::for_media_type(&l.media_type) else {
+            return Ok((row(None, 0, 0, "skipped: compressed"), None, 0));
+        };
+        if too_big(l.size) {
+            return Ok((
+                row(None, 0, 0, "skipped: too large for one index blob"),
+                None,
+                0,
+            ));
+        }
+        let name = l.filepath().unwrap_or("layer").to_string();
+        let (idx, source, received) = if store.has_blob(&l.digest) {
+            let (path, layer) = (store.blob_path(&l.digest), LayerRef::of(l));
+            let idx =
+                tokio::task::spawn_blocking(move || index_local(&path, chunk_size, format, layer))
+                    .await
+                    .map_err(|e| Error::Invalid(format!("indexing worker failed: {e}")))??;
+            progress.blob_finished(&name, l.size, "local");
+            (idx, "local", 0)
+        } else {
+            progress.blob_started(&name, l.size);
+            let mut ix = Indexer::new(chunk_size, format);
+            client
+                .stream_blob(
+                    remote,
+                    &l.digest,
+                    l.size,
+                    &mut |b| {
+                        ix.update(b);
+                        Ok(())
+                    },
+                    progress,
+                )
+                .await?;
+            progress.blob_finished(&name, l.size, "indexed");
+            (ix.finish(LayerRef::of(l))?, "downloaded", l.size)
+        };
+        let bytes = idx.to_bytes();
+        let d = Digest::of(&bytes);
+        let r = row(Some(d.clone()), idx.chunks.len(), idx.files.len(), source);
+        Ok::<_, Error>((r, Some((d, bytes)), received))
+    }))
+    .buffered(client.options().concurrency.max(1))
+    .try_collect()
+    .await?;
     let mut blobs: BTreeMap<Digest, Vec<u8>> = BTreeMap::new();
     let mut entries = Vec::new();
     for (row, blob, _) in &results {
