@@ -64,6 +64,8 @@ pub enum Command {
         #[command(subcommand)]
         command: crate::commands::modelfile::ModelfileCommand,
     },
+    /// Add a chunk index (lazy-pull verification) to a model another tool pushed, as a referrer
+    Index(crate::commands::index::IndexArgs),
     /// Upload a stored model to a registry
     Push(crate::commands::push::PushArgs),
     /// Download a model into the local store (or straight into a directory)

@@ -48,6 +48,16 @@ pub struct ChunkHasher {
     size: u64,
 }
 
+impl std::fmt::Debug for ChunkHasher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkHasher")
+            .field("chunk_size", &self.chunk_size)
+            .field("chunks", &self.chunks.len())
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
 impl ChunkHasher {
     /// `chunk_size` must have passed [`check_chunk_size`] (or be a test's small power of two).
     pub fn new(chunk_size: u64) -> ChunkHasher {

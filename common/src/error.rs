@@ -120,6 +120,12 @@ pub enum Error {
     #[error("credentials: {0}")]
     Credentials(String),
 
+    /// A chunk index (or the referrer carrying it) is malformed, oversize or
+    /// does not describe the layer it claims to. `what` names the index or
+    /// the layer, `reason` the offending field.
+    #[error("chunk index {what}: {reason}")]
+    ChunkIndex { what: String, reason: String },
+
     /// Invalid user input not covered by a more specific variant.
     #[error("{0}")]
     Invalid(String),

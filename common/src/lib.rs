@@ -9,10 +9,12 @@
 //!   through [`confined`] directory handles that cannot leave their target.
 //! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
 //! - [`text`]: escaping artifact-supplied strings before they reach a terminal.
-//! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification.
+//! - [`chunk`]: fixed-size chunk digests used by the snapshotter for verification;
+//!   [`chunkindex`]: those digests as a published, model-bound artifact (docs/chunk-index.md).
 
 pub mod cas;
 pub mod chunk;
+pub mod chunkindex;
 pub mod config;
 pub mod confined;
 pub mod credentials;

@@ -27,6 +27,16 @@ pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// oras marks directory layers (tar+gzip) it expects clients to unpack.
 pub const ANNOTATION_ORAS_UNPACK: &str = "io.deis.oras.content.unpack";
 
+/// A chunk index blob (docs/chunk-index.md): fixed-size chunk digests of one
+/// uncompressed layer, and the offsets of a tar layer's files. Also the
+/// `artifactType` of the referrer manifest that carries a model's indexes.
+pub const CHUNK_INDEX: &str = "application/vnd.modelpack.chunks.v1+json";
+/// On a model layer descriptor: the digest of that layer's chunk index blob.
+/// It binds the index to the model digest (the annotation is in the manifest).
+pub const ANNOTATION_CHUNKS_DIGEST: &str = "org.modelpack.chunks.digest";
+/// On a referrer's layer: the digest of the model layer that index describes.
+pub const ANNOTATION_CHUNKS_LAYER: &str = "org.modelpack.chunks.layer";
+
 /// The identifier family an artifact uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -49,6 +49,34 @@ pub struct BuildArgs {
     /// descriptor.revision (e.g. a git commit)
     #[arg(long)]
     pub source_revision: Option<String>,
+    /// Chunk size of the chunk indexes of raw and tar layers (a power of two, 64KiB..64MiB; e.g. 4MiB)
+    #[arg(long, default_value = "4MiB", value_parser = parse_chunk_size)]
+    pub chunk_size: u64,
+    /// Make no chunk indexes (layers then stay eager for lazy pulls)
+    #[arg(long)]
+    pub no_chunk_index: bool,
+}
+
+/// `4194304`, `4MiB`, `4M`, `64KiB`, `64K`: a size checked like any chunk size from outside.
+pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = [
+        ("KiB", 1u64 << 10),
+        ("MiB", 1 << 20),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4MiB or 4194304)"))?;
+    let bytes = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))?;
+    modelpack_common::chunk::check_chunk_size(bytes).map_err(|e| e.to_string())
 }
 
 fn parse_format(s: &str) -> Result<LayerFormat, String> {
@@ -106,6 +134,7 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
         created_at,
         keep_metadata: args.keep_metadata,
         concurrency: args.registry.concurrency.max(1),
+        chunk_size: (!args.no_chunk_index).then_some(args.chunk_size),
     };
     let descriptor = ModelDescriptor {
         name: mf.name.clone(),
@@ -196,6 +225,9 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
         let mut desc = desc;
         desc.artifact_type = p.manifest.artifact_type.clone();
         store.tag(&reference, &desc)?;
+        if let Some((_, bytes)) = &p.referrer {
+            modelpack_common::chunkindex::local::put_referrer(&store, &reference, bytes)?;
+        }
         Ok((p, reference))
     })
     .await?;
@@ -210,6 +242,7 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
             "bytes": total,
             "bytesRead": p.bytes_read,
             "layersCached": p.layers_cached,
+            "chunkIndex": p.referrer.as_ref().map(|(d, _)| d.to_string()),
             "seconds": elapsed,
         }))?;
     } else {

@@ -1,11 +1,15 @@
 //! `inspect REF`: manifest, config and layers, as a table or `--json`.
 //! The digest shown is that of the stored bytes, never of a re-serialisation.
+//! Each layer's chunk index is shown with its trust verdict (bound, pinned,
+//! unbound, none), found among the model's local referrers, or with
+//! `--remote` through the registry's referrers API or tag schema.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
 use modelpack_common::Digest;
+use modelpack_common::chunkindex::{LayerIndex, local, trust};
 use modelpack_common::config::ModelConfig;
 use modelpack_common::manifest::Manifest;
 use modelpack_common::text::escape_control as esc;
@@ -41,6 +45,28 @@ pub struct InspectOutput {
     pub config: serde_json::Value,
     pub layers: Vec<LayerRow>,
     pub size: u64,
+    /// Digests of the model's chunk index referrers.
+    pub chunk_referrers: Vec<String>,
+}
+
+/// The chunk index a layer has, and how far it may be trusted.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerChunks {
+    pub binding: trust::Binding,
+    pub index: Option<String>,
+    pub chunk_size: Option<u64>,
+    pub chunks: Option<usize>,
+    pub files: Option<usize>,
+}
+
+/// What `describe` needs to show chunk indexes: referrers, their parsed
+/// indexes and the index digests pinned for this manifest.
+#[derive(Default)]
+pub struct ChunkView {
+    pub referrers: Vec<Digest>,
+    pub indexes: Vec<(Digest, LayerIndex)>,
+    pub pins: Vec<Digest>,
 }
 
 #[derive(Debug, Serialize)]
@@ -50,6 +76,7 @@ pub struct LayerRow {
     pub digest: String,
     pub size: u64,
     pub filepath: Option<String>,
+    pub chunk_index: LayerChunks,
 }
 
 pub fn describe(
@@ -57,7 +84,9 @@ pub fn describe(
     digest: &Digest,
     manifest: &Manifest,
     config_bytes: &[u8],
+    chunks: &ChunkView,
 ) -> InspectOutput {
+    let verdicts = trust::assess(manifest, &chunks.indexes, &chunks.pins);
     InspectOutput {
         reference: reference.to_string(),
         digest: digest.to_string(),
@@ -67,14 +96,30 @@ pub fn describe(
         layers: manifest
             .layers
             .iter()
-            .map(|l| LayerRow {
-                media_type: l.media_type.clone(),
-                digest: l.digest.to_string(),
-                size: l.size,
-                filepath: l.filepath().map(str::to_string),
+            .zip(verdicts)
+            .map(|(l, v)| {
+                let idx = v
+                    .index
+                    .as_ref()
+                    .and_then(|d| chunks.indexes.iter().find(|(x, _)| x == d))
+                    .map(|(_, i)| i);
+                LayerRow {
+                    media_type: l.media_type.clone(),
+                    digest: l.digest.to_string(),
+                    size: l.size,
+                    filepath: l.filepath().map(str::to_string),
+                    chunk_index: LayerChunks {
+                        binding: v.binding,
+                        index: v.index.as_ref().map(|d| d.to_string()),
+                        chunk_size: idx.map(|i| i.chunk_size),
+                        chunks: idx.map(|i| i.chunks.len()),
+                        files: idx.map(|i| i.files.len()),
+                    },
+                }
             })
             .collect(),
         size: manifest.content_size(),
+        chunk_referrers: chunks.referrers.iter().map(|d| d.to_string()).collect(),
     }
 }
 
@@ -111,6 +156,22 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
         field("quantization", &s.quantization);
     }
     println!("Size:          {}", human_size(o.size));
+    let indexed = o
+        .layers
+        .iter()
+        .filter(|l| l.chunk_index.index.is_some())
+        .count();
+    match o.chunk_referrers.as_slice() {
+        [] => println!("Chunk index:   none"),
+        refs => {
+            for r in refs {
+                println!(
+                    "Chunk index:   referrer {r} ({indexed} of {} layers indexed)",
+                    o.layers.len()
+                );
+            }
+        }
+    }
     println!();
     let rows: Vec<Vec<String>> = o
         .layers
@@ -120,15 +181,27 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
                 esc(l.filepath.as_deref().unwrap_or("-")).into_owned(),
                 human_size(l.size),
                 l.digest[7..19].to_string(),
+                chunk_cell(&l.chunk_index),
                 esc(&l.media_type).into_owned(),
             ]
         })
         .collect();
     print!(
         "{}",
-        table(&["FILEPATH", "SIZE", "DIGEST", "MEDIA TYPE"], &rows)
+        table(
+            &["FILEPATH", "SIZE", "DIGEST", "CHUNKS", "MEDIA TYPE"],
+            &rows
+        )
     );
     Ok(())
+}
+
+/// `bound 3×4.0 MiB`, `unbound 1300×4.0 MiB`, or `-`.
+fn chunk_cell(c: &LayerChunks) -> String {
+    match (c.chunks, c.chunk_size) {
+        (Some(n), Some(cs)) => format!("{} {n}×{}", c.binding.as_str(), human_size(cs)),
+        _ => "-".into(),
+    }
 }
 
 pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
@@ -147,6 +220,12 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);
     }
+    let found = local::indexes(&store, &loaded.digest)?;
+    let view = ChunkView {
+        referrers: found.referrers,
+        indexes: found.indexes,
+        pins: local::pins(&store, &loaded.digest)?,
+    };
     print(
         &ctx,
         &describe(
@@ -154,6 +233,7 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
             &loaded.digest,
             &loaded.manifest,
             &config,
+            &view,
         ),
     )?;
     Ok(ExitCode::SUCCESS)
@@ -177,9 +257,34 @@ async fn run_remote(
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);
     }
+    let found = modelpack_common::transfer::referrers::fetch(
+        &client,
+        &reference,
+        &fetched.digest,
+        &manifest,
+    )
+    .await?;
+    for w in &found.warnings {
+        ctx.out.status(format!("warning: {}", esc(w)));
+    }
+    let pins = match ctx.store() {
+        Ok(store) => local::pins(&store, &fetched.digest)?,
+        Err(_) => Vec::new(),
+    };
+    let view = ChunkView {
+        referrers: found.referrers.iter().map(|(d, _)| d.clone()).collect(),
+        indexes: found.indexes.into_iter().map(|(d, _, i)| (d, i)).collect(),
+        pins,
+    };
     print(
         &ctx,
-        &describe(&reference.to_string(), &fetched.digest, &manifest, &config),
+        &describe(
+            &reference.to_string(),
+            &fetched.digest,
+            &manifest,
+            &config,
+            &view,
+        ),
     )?;
     Ok(ExitCode::SUCCESS)
 }

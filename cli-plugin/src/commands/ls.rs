@@ -32,6 +32,10 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
     let store = ctx.store()?;
     let mut rows = Vec::new();
     for e in store.entries()? {
+        // Chunk index referrers are part of their model, not models (`inspect` shows them).
+        if modelpack_common::chunkindex::local::is_referrer_entry(&e) {
+            continue;
+        }
         let (repository, tag) = match &e.reference {
             Some(r) => match r.parse::<modelpack_common::Reference>() {
                 Ok(p) => (p.name(), p.tag.clone()),

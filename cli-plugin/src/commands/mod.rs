@@ -5,6 +5,7 @@ pub mod build;
 pub mod extract;
 pub mod fetch;
 pub mod fsck;
+pub mod index;
 pub mod inspect;
 pub mod login;
 pub mod ls;
@@ -69,6 +70,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
     match cmd {
         Command::Build(a) => build::run(a, ctx).await,
         Command::Inspect(a) => inspect::run(a, ctx).await,
+        Command::Index(a) => index::run(a, ctx).await,
         Command::Ls(a) => ls::run(a, ctx).await,
         Command::Tag(a) => tag::run(a, ctx).await,
         Command::Rm(a) => rm::run(a, ctx).await,

@@ -17,7 +17,14 @@ pub struct PruneArgs {
 
 pub async fn run(args: PruneArgs, ctx: Ctx) -> Result<ExitCode> {
     let store = ctx.store()?;
-    let freed = super::blocking(move || Ok(store.prune(args.dry_run)?)).await?;
+    let freed = super::blocking(move || {
+        if !args.dry_run {
+            // Referrers of models that are gone would keep those models' blobs.
+            modelpack_common::chunkindex::local::drop_orphans(&store)?;
+        }
+        Ok(store.prune(args.dry_run)?)
+    })
+    .await?;
     let total: u64 = freed.iter().map(|(_, s)| s).sum();
     if ctx.out.json {
         let blobs: Vec<_> = freed

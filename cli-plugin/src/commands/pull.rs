@@ -76,6 +76,12 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
         );
     }
     let report = report?;
+    for w in &report.warnings {
+        ctx.out.status(format!(
+            "warning: {}",
+            modelpack_common::text::escape_control(w)
+        ));
+    }
     if ctx.out.json {
         ctx.out.print_json(&report)?;
     } else {
@@ -88,6 +94,13 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
             human_size(report.bytes_received),
             human_size(bars.throughput() as u64)
         ));
+        if report.chunk_indexes > 0 {
+            ctx.out.status(format!(
+                "copied {} chunk index referrer{} along",
+                report.chunk_indexes,
+                if report.chunk_indexes == 1 { "" } else { "s" }
+            ));
+        }
         if let (Some(x), Some(dir)) = (&report.extract, &args.extract_dir) {
             ctx.out.status(format!(
                 "extracted to {}: {} written, {} unchanged",

@@ -58,6 +58,10 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
             human_size(report.bytes_sent),
             human_size(bars.throughput() as u64)
         ));
+        for r in &report.referrers {
+            ctx.out
+                .status(format!("published chunk index referrer {r}"));
+        }
         println!("{}", report.digest);
     }
     Ok(ExitCode::SUCCESS)

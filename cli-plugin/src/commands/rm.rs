@@ -1,5 +1,6 @@
 //! `rm REF…`: a tag reference untags; a digest reference removes the manifest
-//! and every tag pointing to it. Blobs are freed by `prune`.
+//! and every tag pointing to it (and, once a model has no entry left, its
+//! chunk index referrers). Blobs are freed by `prune`.
 
 use std::process::ExitCode;
 
@@ -34,6 +35,9 @@ pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
             )),
         }
     }
+    // A chunk index referrer keeps its model alive in prune; once nothing
+    // else names the model, its referrers go with it.
+    modelpack_common::chunkindex::local::drop_orphans(&store)?;
     if !failed {
         ctx.out.status(format!(
             "run `{} prune` to free unreferenced blobs",

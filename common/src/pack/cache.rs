@@ -42,7 +42,7 @@ impl DigestCache {
     fn key(file: &PackFile, opts: &PackOptions) -> Option<String> {
         let m = std::fs::metadata(&file.abs_path).ok()?;
         Some(format!(
-            "{}|{}|{}|{}|{}.{}|{}.{}|{}|{}|{:o}|{}",
+            "{}|{}|{}|{}|{}.{}|{}.{}|{}|{}|{:o}|{}|{}",
             file.abs_path.display(),
             m.dev(),
             m.ino(),
@@ -54,7 +54,8 @@ impl DigestCache {
             opts.format,
             file.rel_path,
             super::normalized_mode(file.mode),
-            opts.mtime
+            opts.mtime,
+            opts.chunk_size.unwrap_or(0)
         ))
     }
 

@@ -1,12 +1,14 @@
 //! Encoding one file as one layer (raw, tar, tar+gzip, tar+zstd) in a single
-//! streaming pass that yields the layer digest and the uncompressed diffId.
+//! streaming pass that yields the layer digest, the uncompressed diffId and,
+//! for raw and tar layers, the chunk index (fed from the same write stream).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
 
+use crate::chunkindex::{IndexFormat, Indexer, IndexingWriter, LayerIndex, LayerRef};
 use crate::digest::{COPY_BUF, Digest, HashingWriter};
 use crate::error::{Error, IoContext, Result};
-use crate::media::LayerFormat;
+use crate::media::{LayerFormat, LayerType};
 
 use super::{PackFile, PackOptions, normalized_mode};
 
@@ -17,6 +19,17 @@ pub struct LayerEncoding {
     pub digest: Digest,
     pub size: u64,
     pub diff_id: Digest,
+    /// Digest of the layer's chunk index blob, when one was made; it becomes
+    /// the layer's `org.modelpack.chunks.digest` annotation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<Digest>,
+}
+
+/// An encoded layer and, for raw and tar layers with indexing on, its index.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub enc: LayerEncoding,
+    pub index: Option<LayerIndex>,
 }
 
 /// gzip level and zstd level are fixed so the same input always compresses to the same bytes.
@@ -24,32 +37,69 @@ const GZIP_LEVEL: u32 = 6;
 const ZSTD_LEVEL: i32 = 3;
 
 /// Streams `file` into `out` in the chosen format. `progress` gets source bytes read.
+/// The chunk index (when `opts.chunk_size` is set) is computed from the
+/// same bytes on their way to `out`.
 pub fn encode_layer(
     file: &PackFile,
     opts: &PackOptions,
     out: &mut dyn Write,
     progress: &dyn Fn(u64),
-) -> Result<LayerEncoding> {
+) -> Result<Encoded> {
     let mut blob = HashingWriter::new(out);
-    let diff_id = encode_into(file, opts, &mut blob, progress)?;
+    let (diff_id, indexer) = encode_into(file, opts, &mut blob, progress)?;
     let (_, digest, size) = blob.finish();
-    Ok(LayerEncoding {
-        diff_id: diff_id.unwrap_or_else(|| digest.clone()),
-        digest,
-        size,
+    let index = finish_index(indexer, file, opts, &digest, size);
+    Ok(Encoded {
+        enc: LayerEncoding {
+            diff_id: diff_id.unwrap_or_else(|| digest.clone()),
+            digest,
+            size,
+            chunks: None,
+        },
+        index,
     })
 }
 
 /// Like [`encode_layer`] for a sink that hashes what it receives itself (the
 /// store's `BlobWriter`): the blob bytes are hashed once, by the sink. Returns
-/// the diffId of compressed layers (for raw and tar it is the blob digest).
+/// the diffId of compressed layers (for raw and tar it is the blob digest)
+/// and the indexer to finish with [`finish_index`] once the digest is known.
 pub fn encode_layer_unhashed(
     file: &PackFile,
     opts: &PackOptions,
     out: &mut dyn Write,
     progress: &dyn Fn(u64),
-) -> Result<Option<Digest>> {
+) -> Result<(Option<Digest>, Option<Indexer>)> {
     encode_into(file, opts, out, progress)
+}
+
+/// The layer media type `layer_descriptor` writes for `file`.
+pub fn layer_media_type(file: &PackFile, opts: &PackOptions) -> String {
+    LayerType::new(opts.family, file.kind, opts.format).media_type()
+}
+
+/// Completes an index once the layer digest is known. An index that cannot
+/// be made (a layer too large for [`crate::chunkindex::MAX_INDEX_BLOB`] at
+/// this chunk size) only costs laziness: the layer stays eager, with a warning.
+pub fn finish_index(
+    indexer: Option<Indexer>,
+    file: &PackFile,
+    opts: &PackOptions,
+    digest: &Digest,
+    size: u64,
+) -> Option<LayerIndex> {
+    let layer = LayerRef {
+        digest: digest.clone(),
+        media_type: layer_media_type(file, opts),
+        size,
+    };
+    match indexer?.finish(layer) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            tracing::warn!("{}: no chunk index: {e}", file.rel_path);
+            None
+        }
+    }
 }
 
 fn encode_into(
@@ -57,7 +107,7 @@ fn encode_into(
     opts: &PackOptions,
     blob: &mut dyn Write,
     progress: &dyn Fn(u64),
-) -> Result<Option<Digest>> {
+) -> Result<(Option<Digest>, Option<Indexer>)> {
     let src = File::open(&file.abs_path).ctx("open", &file.abs_path)?;
     let actual = src.metadata().ctx("stat", &file.abs_path)?.len();
     if actual != file.size {
@@ -73,14 +123,23 @@ fn encode_into(
         progress,
     };
     let err = |e: io::Error| Error::io("pack", &file.abs_path, e);
-    let diff_id = match opts.format {
-        LayerFormat::Raw => {
-            copy(reader, blob).map_err(err)?;
-            None
-        }
-        LayerFormat::Tar => {
-            write_tar(file, opts, reader, blob).map_err(err)?;
-            None
+    let format = match opts.format {
+        LayerFormat::Raw => Some(IndexFormat::Raw),
+        LayerFormat::Tar => Some(IndexFormat::Tar),
+        _ => None,
+    };
+    let indexer = format
+        .zip(opts.chunk_size)
+        .map(|(f, cs)| Indexer::new(cs, f));
+    let (diff_id, indexer) = match opts.format {
+        LayerFormat::Raw | LayerFormat::Tar => {
+            let mut w = IndexingWriter::new(&mut *blob, indexer);
+            if opts.format == LayerFormat::Raw {
+                copy(reader, &mut w).map_err(err)?;
+            } else {
+                write_tar(file, opts, reader, &mut w).map_err(err)?;
+            }
+            (None, w.indexer)
         }
         LayerFormat::TarGzip => {
             let gz = flate2::GzBuilder::new()
@@ -90,7 +149,7 @@ fn encode_into(
             write_tar(file, opts, reader, &mut tar_hash).map_err(err)?;
             let (gz, diff, _) = tar_hash.finish();
             gz.finish().map_err(err)?;
-            Some(diff)
+            (Some(diff), None)
         }
         LayerFormat::TarZstd => {
             let mut enc = zstd::Encoder::new(&mut *blob, ZSTD_LEVEL).map_err(err)?;
@@ -99,11 +158,11 @@ fn encode_into(
             write_tar(file, opts, reader, &mut tar_hash).map_err(err)?;
             let (enc, diff, _) = tar_hash.finish();
             enc.finish().map_err(err)?;
-            Some(diff)
+            (Some(diff), None)
         }
     };
     blob.flush().map_err(err)?;
-    Ok(diff_id)
+    Ok((diff_id, indexer))
 }
 
 /// One canonical tar entry: the file at its relative path, uid/gid 0, no user

@@ -5,13 +5,15 @@
 //! user names, normalised mode), compressors use fixed parameters, metadata
 //! annotations carry normalised values, and `createdAt` comes only from
 //! `SOURCE_DATE_EPOCH` (or the build's explicit choice). Each byte of a weight
-//! file is read once: it is hashed while it is copied.
+//! file is read once: it is hashed (whole and per chunk) while it is copied.
+//! Raw and tar layers get a chunk index blob whose digest the layer
+//! descriptor carries, so the index is covered by the model digest.
 
 mod cache;
 mod layer;
 
 pub use cache::DigestCache;
-pub use layer::{LayerEncoding, encode_layer};
+pub use layer::{Encoded, LayerEncoding, encode_layer, finish_index, layer_media_type};
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -51,6 +53,9 @@ pub struct PackOptions {
     pub keep_metadata: bool,
     /// Files packed in parallel.
     pub concurrency: usize,
+    /// Chunk size of the chunk indexes of raw and tar layers (checked with
+    /// [`crate::chunk::check_chunk_size`]); `None` makes no index.
+    pub chunk_size: Option<u64>,
 }
 
 impl Default for PackOptions {
@@ -62,6 +67,7 @@ impl Default for PackOptions {
             created_at: None,
             keep_metadata: false,
             concurrency: 4,
+            chunk_size: Some(crate::chunk::DEFAULT_CHUNK_SIZE),
         }
     }
 }
@@ -91,6 +97,10 @@ pub struct Packed {
     pub bytes_read: u64,
     /// Layers whose blob was already present and needed no read.
     pub layers_cached: usize,
+    /// The chunk index referrer (its blobs are in the store), when any layer
+    /// has an index: bytes and digest. The caller records it under the
+    /// model's reference ([`crate::chunkindex::local::put_referrer`]).
+    pub referrer: Option<(Digest, Vec<u8>)>,
 }
 
 /// The normalised permission bits we record: 0755 for anything executable, else 0644.
@@ -143,7 +153,24 @@ pub fn layer_descriptor(file: &PackFile, enc: &LayerEncoding, opts: &PackOptions
         file_metadata(file, opts).to_annotation(),
     );
     a.insert(opts.family.untested_annotation(), file.untested.to_string());
+    if let Some(c) = &enc.chunks {
+        a.insert(media::ANNOTATION_CHUNKS_DIGEST.into(), c.to_string());
+    }
     d
+}
+
+/// The referrer of a packed model's indexes (`(index digest, size, layer
+/// digest)` per indexed layer), or `None` when no layer has one.
+pub fn chunk_referrer(
+    manifest_bytes: &[u8],
+    manifest_digest: &Digest,
+    indexes: &[(Digest, u64, Digest)],
+) -> Option<Vec<u8>> {
+    if indexes.is_empty() {
+        return None;
+    }
+    let subject = crate::chunkindex::referrer::subject_of(manifest_bytes, manifest_digest);
+    Some(crate::chunkindex::referrer::build(&subject, indexes).to_bytes())
 }
 
 /// Builds the config and manifest around finished layers.
@@ -204,32 +231,38 @@ pub fn pack_to_store(
                     }
                     let file = &files[i];
                     let r = (|| {
-                        if let Some(enc) = cache
-                            .lookup(file, opts)
-                            .filter(|e| store.has_blob(&e.digest))
-                        {
+                        if let Some(enc) = cache.lookup(file, opts).filter(|e| {
+                            store.has_blob(&e.digest)
+                                && e.chunks.as_ref().is_none_or(|c| store.has_blob(c))
+                        }) {
                             progress(file.size);
                             return Ok((enc, true));
                         }
                         let mut w = store.blob_writer()?;
                         // The blob writer hashes what it stores: each byte is read and hashed once.
                         let temp = w.temp_path().to_path_buf();
-                        let diff_id = layer::encode_layer_unhashed(file, opts, &mut w, &|n| {
-                            bytes_read.fetch_add(n, Ordering::Relaxed);
-                            progress(n)
-                        })
-                        .map_err(|e| match e {
-                            // A full disk is the store's problem, not the source file's: name the store.
-                            Error::Io { source, .. } if source.raw_os_error() == Some(28) => {
-                                Error::io("write to the store", temp.clone(), source)
-                            }
-                            e => e,
-                        })?;
+                        let (diff_id, indexer) =
+                            layer::encode_layer_unhashed(file, opts, &mut w, &|n| {
+                                bytes_read.fetch_add(n, Ordering::Relaxed);
+                                progress(n)
+                            })
+                            .map_err(|e| match e {
+                                // A full disk is the store's problem, not the source file's: name the store.
+                                Error::Io { source, .. } if source.raw_os_error() == Some(28) => {
+                                    Error::io("write to the store", temp.clone(), source)
+                                }
+                                e => e,
+                            })?;
                         let (digest, size) = w.commit(None)?;
+                        let chunks = match layer::finish_index(indexer, file, opts, &digest, size) {
+                            Some(i) => Some(store.put_bytes(&i.to_bytes())?),
+                            None => None,
+                        };
                         let enc = LayerEncoding {
                             diff_id: diff_id.unwrap_or_else(|| digest.clone()),
                             digest,
                             size,
+                            chunks,
                         };
                         cache.record(file, opts, &enc);
                         Ok((enc, false))
@@ -240,10 +273,15 @@ pub fn pack_to_store(
         }
     });
     let mut layers = Vec::with_capacity(files.len());
+    let mut indexes = Vec::new();
     let mut cached = 0;
     for (file, r) in files.iter().zip(results) {
         let (enc, hit) = r.into_inner().unwrap().expect("every file processed")?;
         cached += hit as usize;
+        if let Some(c) = &enc.chunks {
+            let size = store.blob_size(c).unwrap_or_default();
+            indexes.push((c.clone(), size, enc.digest.clone()));
+        }
         layers.push((layer_descriptor(file, &enc, opts), enc.diff_id.clone()));
     }
     cache.save();
@@ -252,7 +290,15 @@ pub fn pack_to_store(
     store.put_bytes(&config_bytes)?;
     let manifest_bytes = manifest.to_bytes();
     let manifest_digest = store.put_bytes(&manifest_bytes)?;
+    let referrer = match chunk_referrer(&manifest_bytes, &manifest_digest, &indexes) {
+        Some(bytes) => {
+            store.put_bytes(b"{}")?;
+            Some((store.put_bytes(&bytes)?, bytes))
+        }
+        None => None,
+    };
     Ok(Packed {
+        referrer,
         manifest,
         manifest_bytes,
         manifest_digest,

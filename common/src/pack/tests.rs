@@ -182,3 +182,108 @@ fn duplicate_paths_are_refused() {
     f.push(f[0].clone());
     assert!(check_unique_paths(&f).is_err());
 }
+
+#[test]
+fn raw_and_tar_layers_carry_a_bound_index_computed_while_writing() {
+    for format in [LayerFormat::Raw, LayerFormat::Tar] {
+        let src = tempfile::tempdir().unwrap();
+        sample(src.path());
+        let s = tempfile::tempdir().unwrap();
+        let store = Store::open(s.path()).unwrap();
+        let opts = PackOptions {
+            format,
+            chunk_size: Some(crate::chunk::MIN_CHUNK_SIZE),
+            ..Default::default()
+        };
+        let p = pack_to_store(
+            &store,
+            &files_in(src.path()),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            &opts,
+            &|_| {},
+        )
+        .unwrap();
+        let l = &p.manifest.layers[1];
+        let idx_digest: Digest = l.annotations[media::ANNOTATION_CHUNKS_DIGEST]
+            .parse()
+            .unwrap();
+        let idx = crate::chunkindex::LayerIndex::parse(&store.read_blob(&idx_digest).unwrap(), "t")
+            .unwrap();
+        idx.describes(l).unwrap();
+        let blob = fs::read(store.blob_path(&l.digest)).unwrap();
+        for i in 0..idx.chunks.len() {
+            let (off, len) = idx.chunk_index().range(i);
+            idx.chunk_index()
+                .verify_chunk(i, &blob[off as usize..(off + len) as usize])
+                .unwrap();
+        }
+        if format == LayerFormat::Tar {
+            // The file's data at the recorded offset is the file.
+            let f = idx.file("model.safetensors").unwrap();
+            let data = &blob[f.offset as usize..(f.offset + f.size) as usize];
+            assert_eq!(
+                data,
+                &fs::read(src.path().join("model.safetensors")).unwrap()[..]
+            );
+            assert_eq!(f.mode, 0o644);
+        } else {
+            assert!(idx.files.is_empty());
+        }
+        // The referrer names the model and lists one index per layer.
+        let (rd, rb) = p.referrer.clone().unwrap();
+        assert_eq!(rd, Digest::of(&rb));
+        let r = crate::chunkindex::referrer::parse(&rb, &p.manifest_digest, "r").unwrap();
+        assert_eq!(r.layers.len(), 3);
+        assert!(store.has_blob(&rd));
+        // A no-op rebuild (all cache hits) gives the same manifest and referrer.
+        let again = pack_to_store(
+            &store,
+            &files_in(src.path()),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            &opts,
+            &|_| {},
+        )
+        .unwrap();
+        assert_eq!(again.layers_cached, 3);
+        assert_eq!(again.manifest_digest, p.manifest_digest);
+        assert_eq!(again.referrer.unwrap().0, rd);
+    }
+}
+
+#[test]
+fn compressed_layers_and_no_chunk_index_have_no_annotation() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let s = tempfile::tempdir().unwrap();
+    let store = Store::open(s.path()).unwrap();
+    let p = build(&store, src.path(), LayerFormat::TarZstd);
+    assert!(p.referrer.is_none());
+    assert!(
+        p.manifest
+            .layers
+            .iter()
+            .all(|l| !l.annotations.contains_key(media::ANNOTATION_CHUNKS_DIGEST))
+    );
+    let off = PackOptions {
+        chunk_size: None,
+        ..Default::default()
+    };
+    let p = pack_to_store(
+        &store,
+        &files_in(src.path()),
+        Default::default(),
+        Default::default(),
+        Default::default(),
+        &off,
+        &|_| {},
+    )
+    .unwrap();
+    assert!(p.referrer.is_none());
+    let with = build(&store, src.path(), LayerFormat::Raw);
+    assert!(with.referrer.is_some());
+    assert_ne!(with.manifest_digest, p.manifest_digest);
+}

@@ -666,7 +666,23 @@ impl RegistryClient {
     /// [`TransportOptions::max_config_size`]: super::TransportOptions::max_config_size
     pub async fn pull_config(&self, r: &Reference, d: &Digest, size: u64) -> Result<Vec<u8>> {
         let limit = self.options().max_config_size;
-        let what = format!("config {d} of {r}");
+        self.pull_small_blob(r, d, size, limit, &format!("config {d} of {r}"))
+            .await
+    }
+
+    /// A small blob (config, chunk index) in memory: refused before any
+    /// request when the descriptor's `size` is above `limit`, read with a
+    /// cap of `size` (a server may send more than the descriptor says), and
+    /// verified against its digest. `what` names it in errors.
+    pub async fn pull_small_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+        limit: u64,
+        what: &str,
+    ) -> Result<Vec<u8>> {
+        let what = what.to_string();
         if size > limit {
             return Err(Error::TooLarge {
                 what,
@@ -711,5 +727,110 @@ impl RegistryClient {
             }
         }
         Err(last_err.unwrap_or(Error::NotFound { what, hint: None }))
+    }
+
+    /// Streams a blob through `sink` without storing it: every byte of the
+    /// body goes to `sink` exactly once, in order, while the whole blob is
+    /// hashed and counted. More bytes than `size` stop the download; at the
+    /// end the size and digest must match or the result is an error (the
+    /// caller must then discard whatever it built from the bytes). A dropped
+    /// connection resumes with `Range`; a server that then ignores `Range`
+    /// has the bytes already seen skipped, so `sink` never sees one twice.
+    pub async fn stream_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        size: u64,
+        sink: &mut (dyn FnMut(&[u8]) -> Result<()> + Send),
+        progress: &dyn Progress,
+    ) -> Result<()> {
+        let ep = self.server(r)?;
+        let path = format!("/v2/{}/blobs/{d}", r.repository);
+        let mut hasher = Hasher::new();
+        let mut have = 0u64;
+        let mut failures = 0u32;
+        let what = format!("blob {d} from {r}");
+        loop {
+            let start = have;
+            let res: std::result::Result<(), Attempt> = async {
+                let resp = self
+                    .send(r, &ep, &Access::Pull, &|c, base| {
+                        let req = c.get(format!("{base}{path}"));
+                        if start > 0 {
+                            req.header(RANGE, format!("bytes={start}-"))
+                        } else {
+                            req
+                        }
+                    })
+                    .await?;
+                let mut skip = match resp.status() {
+                    StatusCode::PARTIAL_CONTENT if start > 0 => 0,
+                    StatusCode::OK => start,
+                    StatusCode::NOT_FOUND => {
+                        return Err(Attempt::from(Error::NotFound {
+                            what: format!("blob {d} in {}/{}", r.registry, r.repository),
+                            hint: None,
+                        }));
+                    }
+                    _ => return Err(status_error(r, &format!("download {d}"), resp).await),
+                };
+                let mut stream = resp.bytes_stream();
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| transient(&r.registry, e))?;
+                    let mut data = &chunk[..];
+                    if skip > 0 {
+                        let n = skip.min(data.len() as u64);
+                        data = &data[n as usize..];
+                        skip -= n;
+                    }
+                    let total = have.saturating_add(data.len() as u64);
+                    if total > size {
+                        return Err(Attempt::from(Error::SizeMismatch {
+                            what: what.clone(),
+                            expected: size,
+                            actual: total,
+                        }));
+                    }
+                    hasher.update(data);
+                    sink(data)?;
+                    have = total;
+                    progress.advance(data.len() as u64);
+                }
+                Ok(())
+            }
+            .await;
+            match res {
+                Ok(()) if have == size => break,
+                Ok(()) => {
+                    failures += 1;
+                    if failures > self.options().retries {
+                        return Err(Error::SizeMismatch {
+                            what,
+                            expected: size,
+                            actual: have,
+                        });
+                    }
+                }
+                Err(a) if a.retry && failures < self.options().retries => {
+                    failures += 1;
+                    tracing::warn!(
+                        "download of {d} interrupted at byte {have}: {} — resuming",
+                        a.err
+                    );
+                    tokio::time::sleep(Duration::from_millis(200 * 2u64.pow(failures.min(5))))
+                        .await;
+                }
+                Err(a) => return Err(a.err),
+            }
+        }
+        let actual = hasher.finish();
+        if &actual != d {
+            return Err(Error::DigestMismatch {
+                what,
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(())
     }
 }

@@ -107,6 +107,18 @@ impl RegistryClient {
         bytes: &[u8],
         media_type: &str,
     ) -> Result<Digest> {
+        Ok(self.put_manifest_detail(r, bytes, media_type).await?.0)
+    }
+
+    /// Like [`RegistryClient::put_manifest`], also saying whether the
+    /// registry answered with `OCI-Subject` (it maintains the referrers API
+    /// for a manifest with a `subject`, so no tag schema update is needed).
+    pub async fn put_manifest_detail(
+        &self,
+        r: &Reference,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<(Digest, bool)> {
         let eps = self.endpoints(&r.registry)?;
         let ep = eps
             .iter()
@@ -130,7 +142,53 @@ impl RegistryClient {
                 .get("docker-content-digest")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|s| s.parse::<Digest>().ok());
-            Ok(d.unwrap_or_else(|| Digest::of(&body)))
+            let subject = resp.headers().contains_key("oci-subject");
+            Ok((d.unwrap_or_else(|| Digest::of(&body)), subject))
+        })
+        .await
+    }
+
+    /// `GET /v2/<repo>/referrers/<digest>`: the referrers image index as
+    /// bytes (at most [`MAX_MANIFEST`]), or `None` when the registry has no
+    /// referrers API (404, 405 or 501 — distribution 2.8 answers 404) and
+    /// the caller should fall back to the referrers tag schema. Only the
+    /// first page is read; [`crate::chunkindex::referrer::MAX_REFERRERS`]
+    /// bounds what a caller looks at anyway.
+    pub async fn get_referrers(&self, r: &Reference, subject: &Digest) -> Result<Option<Vec<u8>>> {
+        let eps = self.endpoints(&r.registry)?;
+        let ep = eps
+            .iter()
+            .find(|e| !e.mirror)
+            .expect("server endpoint always present");
+        let path = format!("/v2/{}/referrers/{subject}", r.repository);
+        self.retry(&format!("list referrers of {subject}"), || async {
+            let resp = self
+                .send(r, ep, &Access::Pull, &|c, base| {
+                    c.get(format!("{base}{path}"))
+                        .header(ACCEPT, media::OCI_INDEX)
+                })
+                .await?;
+            match resp.status() {
+                s if s.is_success() => {
+                    let is_index = resp
+                        .headers()
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.starts_with(media::OCI_INDEX));
+                    if !is_index {
+                        // Something answered, but not the referrers API.
+                        return Ok(None);
+                    }
+                    let what = format!("referrers of {subject} in {r}");
+                    Ok(Some(
+                        super::read_capped(&r.registry, resp, MAX_MANIFEST, &what).await?,
+                    ))
+                }
+                StatusCode::NOT_FOUND
+                | StatusCode::METHOD_NOT_ALLOWED
+                | StatusCode::NOT_IMPLEMENTED => Ok(None),
+                _ => Err(status_error(r, "list referrers", resp).await),
+            }
         })
         .await
     }

@@ -13,7 +13,7 @@ mod manifests;
 mod source;
 
 pub use hosts::{Endpoint, HostsConfig};
-pub use manifests::FetchedManifest;
+pub use manifests::{FetchedManifest, MAX_MANIFEST};
 pub use source::RegistryBlob;
 
 use std::collections::HashMap;

@@ -111,10 +111,13 @@ fn pack_file(file: &Path, dest_dir: Option<&str>, kind: Option<LayerKind>) -> Re
     })
 }
 
+/// No chunk index: the new manifest has a new digest, so SRC's bound
+/// indexes would need re-publishing too; `modelpack index DST` adds them.
 fn opts_for(manifest: &Manifest, format: crate::media::LayerFormat) -> PackOptions {
     PackOptions {
         family: manifest.model_family().unwrap_or_default(),
         format,
+        chunk_size: None,
         ..Default::default()
     }
 }
@@ -137,7 +140,7 @@ pub fn attach_local(
     let opts = opts_for(&loaded.manifest, format);
     let pf = pack_file(file, dest_dir, kind)?;
     let mut w = store.blob_writer()?;
-    let enc = pack::encode_layer(&pf, &opts, &mut w, &|_| {})?;
+    let enc = pack::encode_layer(&pf, &opts, &mut w, &|_| {})?.enc;
     w.commit(Some(&enc.digest))?;
     let desc = pack::layer_descriptor(&pf, &enc, &opts);
     let (m, config_bytes) =
@@ -176,13 +179,14 @@ pub async fn attach_remote(
                 diff_id: d.clone(),
                 digest: d,
                 size,
+                chunks: None,
             },
             None,
         )
     } else {
         let (path, f) = crate::store::tempfile_in(&store.tmp_dir())?;
         let mut w = std::io::BufWriter::new(f);
-        let enc = pack::encode_layer(&pf, &opts, &mut w, &|_| {})?;
+        let enc = pack::encode_layer(&pf, &opts, &mut w, &|_| {})?.enc;
         std::io::Write::flush(&mut w).map_err(|e| Error::io("write", &path, e))?;
         (enc, Some(path))
     };

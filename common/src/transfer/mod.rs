@@ -5,12 +5,15 @@
 //! Blobs move concurrently (each streamed; memory stays flat), blobs the
 //! destination already has are skipped, cross-repo mounts are tried for
 //! blobs known in another repository of the same registry, and manifests go
-//! last so a reader never sees a manifest whose blobs are missing.
+//! last so a reader never sees a manifest whose blobs are missing. A model's
+//! chunk index referrers travel with it (after its manifest: a referrer
+//! names its subject).
 
 mod attach;
 mod known;
 mod pull;
 mod push;
+pub mod referrers;
 mod remote_build;
 mod small;
 

@@ -32,6 +32,11 @@ pub struct PullReport {
     pub blobs_downloaded: usize,
     pub blobs_skipped: usize,
     pub bytes_received: u64,
+    /// Chunk index referrers copied into the store (pull into the store only).
+    pub chunk_indexes: usize,
+    /// Referrers refused (malformed, oversize, not describing this model).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     #[serde(skip)]
     pub manifest: Option<Manifest>,
     pub extract: Option<ExtractStats>,
@@ -122,7 +127,16 @@ pub async fn pull_to_store(
         store.record_untagged(remote, &desc)?;
     }
     known.save();
+    // The model is complete and tagged; its indexes are an optimisation, so
+    // a registry that fails to list or serve them costs a warning, not the pull.
+    let (chunk_indexes, warnings) =
+        match super::referrers::pull_into_store(client, store, remote, &digest, &manifest).await {
+            Ok(r) => r,
+            Err(e) => (0, vec![format!("chunk index referrers not copied: {e}")]),
+        };
     Ok(PullReport {
+        chunk_indexes,
+        warnings,
         reference: remote.to_string(),
         digest,
         layers: manifest.layers.len(),
@@ -313,6 +327,8 @@ pub async fn fetch_to_dir(
         blobs_downloaded: results.iter().filter(|r| r.0).count(),
         blobs_skipped: results.iter().filter(|r| !r.0).count(),
         bytes_received: results.iter().map(|r| r.1).sum(),
+        chunk_indexes: 0,
+        warnings: Vec::new(),
         manifest: Some(manifest),
         extract: Some(stats),
     })

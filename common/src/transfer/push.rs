@@ -51,6 +51,8 @@ pub struct PushReport {
     pub digest: Digest,
     pub blobs: Vec<BlobReport>,
     pub bytes_sent: u64,
+    /// Chunk index referrers published along (digests).
+    pub referrers: Vec<Digest>,
 }
 
 fn action(o: &PushOutcome) -> (BlobAction, u64) {
@@ -142,12 +144,14 @@ pub async fn push_from_store(
         });
     }
     known.save();
+    let referrers = super::referrers::push_from_store(client, store, remote, &digest).await?;
     let bytes_sent = reports.iter().map(|r| r.bytes_sent).sum();
     Ok(PushReport {
         reference: target.to_string(),
         digest,
         blobs: reports,
         bytes_sent,
+        referrers,
     })
 }
 

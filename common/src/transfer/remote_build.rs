@@ -1,8 +1,10 @@
 //! `build --output-remote`: pack straight into a registry, nothing stored
-//! locally except the digest cache. Unchanged files are recognised from the
-//! cache and skipped with a HEAD (also after `upload` pre-pushed them); raw
-//! layers are uploaded from the source file itself, encoded layers through a
-//! temp file that is removed afterwards.
+//! locally except the digest cache and the small chunk index blobs (so an
+//! unchanged raw file needs no read on the next build either). Unchanged
+//! files are recognised from the cache and skipped with a HEAD (also after
+//! `upload` pre-pushed them); raw layers are uploaded from the source file
+//! itself, encoded layers through a temp file that is removed afterwards.
+//! The chunk index referrer goes last, after the model manifest it names.
 
 use futures::stream::{self, StreamExt, TryStreamExt};
 
@@ -31,6 +33,8 @@ pub async fn pack_to_registry(
     progress: &dyn TransferProgress,
 ) -> Result<PushReport> {
     pack::check_unique_paths(files)?;
+    // Keeps prune from freeing the index blobs between their write and their push.
+    let _lease = store.lease()?;
     let cache = DigestCache::open(store);
     let known = KnownBlobs::open(store);
     let results: Vec<(LayerEncoding, BlobReport)> = stream::iter(files.iter().map(|file| {
@@ -38,7 +42,12 @@ pub async fn pack_to_registry(
         async move {
             progress.blob_started(&file.rel_path, file.size);
             let (enc, temp) = match cache.lookup(file, opts) {
-                Some(enc) if opts.format == LayerFormat::Raw => (enc, None),
+                Some(enc)
+                    if opts.format == LayerFormat::Raw
+                        && enc.chunks.as_ref().is_none_or(|c| store.has_blob(c)) =>
+                {
+                    (enc, None)
+                }
                 _ => encode(store, file, opts).await?,
             };
             cache.record(file, opts, &enc);
@@ -103,49 +112,72 @@ pub async fn pack_to_registry(
         });
     }
     known.save();
+    let indexes: Vec<(Digest, u64, Digest)> = results
+        .iter()
+        .filter_map(|(enc, _)| {
+            let c = enc.chunks.clone()?;
+            Some((c.clone(), store.blob_size(&c)?, enc.digest.clone()))
+        })
+        .collect();
+    let mut referrers = Vec::new();
+    if let Some(bytes) = pack::chunk_referrer(&manifest_bytes, &digest, &indexes) {
+        let d = super::referrers::publish(client, remote, &bytes, &|d| store.read_blob(d)).await?;
+        referrers.push(d);
+    }
     let blobs: Vec<BlobReport> = results.into_iter().map(|(_, r)| r).collect();
     Ok(PushReport {
         reference: target.to_string(),
         digest,
         bytes_sent: blobs.iter().map(|b| b.bytes_sent).sum(),
         blobs,
+        referrers,
     })
 }
 
-/// Hashes a raw file, or encodes a tar layer into a temp file in the store's tmp dir.
+/// Hashes a raw file (indexing it in the same read), or encodes a tar layer
+/// into a temp file in the store's tmp dir. The index blob goes into the store.
 async fn encode(
     store: &Store,
     file: &PackFile,
     opts: &PackOptions,
 ) -> Result<(LayerEncoding, Option<std::path::PathBuf>)> {
-    let (file, opts, tmp) = (file.clone(), opts.clone(), store.tmp_dir());
+    let (file, opts, store) = (file.clone(), opts.clone(), store.clone());
     tokio::task::spawn_blocking(move || {
-        if opts.format == LayerFormat::Raw {
-            let (digest, size) = crate::digest::hash_file(&file.abs_path)?;
-            return Ok((
-                LayerEncoding {
-                    diff_id: digest.clone(),
-                    digest,
-                    size,
-                },
+        let (encoded, temp) = if opts.format == LayerFormat::Raw {
+            (
+                pack::encode_layer(&file, &opts, &mut std::io::sink(), &|_| {})?,
                 None,
-            ));
-        }
-        let (path, f) = crate::store::tempfile_in(&tmp)?;
-        let mut w = std::io::BufWriter::with_capacity(crate::digest::COPY_BUF, f);
-        let enc = pack::encode_layer(&file, &opts, &mut w, &|_| {});
-        let enc = enc.and_then(|e| {
-            use std::io::Write;
-            w.flush().map_err(|err| Error::io("write", &path, err))?;
-            Ok(e)
-        });
-        match enc {
-            Ok(e) => Ok((e, Some(path))),
-            Err(e) => {
-                let _ = std::fs::remove_file(&path);
-                Err(e)
+            )
+        } else {
+            let (path, f) = crate::store::tempfile_in(&store.tmp_dir())?;
+            let mut w = std::io::BufWriter::with_capacity(crate::digest::COPY_BUF, f);
+            let enc = pack::encode_layer(&file, &opts, &mut w, &|_| {});
+            let enc = enc.and_then(|e| {
+                use std::io::Write;
+                w.flush().map_err(|err| Error::io("write", &path, err))?;
+                Ok(e)
+            });
+            match enc {
+                Ok(e) => (e, Some(path)),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&path);
+                    return Err(e);
+                }
+            }
+        };
+        let mut enc = encoded.enc;
+        if let Some(i) = encoded.index {
+            match store.put_bytes(&i.to_bytes()) {
+                Ok(d) => enc.chunks = Some(d),
+                Err(e) => {
+                    if let Some(t) = &temp {
+                        let _ = std::fs::remove_file(t);
+                    }
+                    return Err(e);
+                }
             }
         }
+        Ok((enc, temp))
     })
     .await
     .map_err(|e| Error::Invalid(format!("encoding worker failed: {e}")))?
