@@ -257,13 +257,11 @@ async fn run_remote(
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);
     }
-    let found = modelpack_common::transfer::referrers::fetch(
-        &client,
-        &reference,
-        &fetched.digest,
-        &manifest,
-    )
-    .await?;
+    let subject =
+        modelpack_common::chunkindex::referrer::subject_of(&fetched.bytes, &fetched.digest);
+    let found =
+        modelpack_common::transfer::referrers::fetch(&client, &reference, &subject, &manifest)
+            .await?;
     for w in &found.warnings {
         ctx.out.status(format!("warning: {}", esc(w)));
     }
