@@ -476,7 +476,7 @@ fn index_local(
 ) -> Result<LayerIndex> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut ix = Indexer::new(chunk_size, format);
+    let mut ix = Indexer::threaded(chunk_size, format);
     let mut buf = vec![0u8; crate::digest::COPY_BUF];
     loop {
         let n = f.read(&mut buf).map_err(|e| Error::io("read", path, e))?;
