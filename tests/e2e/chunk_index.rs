@@ -431,3 +431,37 @@ fn a_hostile_referrer_costs_a_warning_not_the_pull() {
     let ins = env.json(&["inspect", &pushed.reference]);
     assert_eq!(bindings(&ins), ["none", "none", "none"], "{ins}");
 }
+
+#[test]
+fn bound_indexes_are_found_by_digest_when_the_tag_schema_is_gone() {
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let r = format!("{}/models/lost:v1", reg.host);
+    let built = env.json(&["build", "-t", &r, env.model().to_str().unwrap()]);
+    let digest = built["digest"].as_str().unwrap().to_string();
+    let referrer = built["chunkIndex"].as_str().unwrap().to_string();
+    env.json(&["push", &r]);
+    // Delete the tag schema index (and so its tag), as a registry GC or a
+    // copy tool that ignores referrers would leave things.
+    let tag = digest.replace(':', "-");
+    let (_, list) = get(
+        reg.port,
+        &format!("/v2/models/lost/manifests/{tag}"),
+        INDEX_MT,
+    );
+    let del = request(
+        reg.port,
+        "DELETE",
+        &format!("/v2/models/lost/manifests/{}", digest_of(&list)),
+        &[],
+        b"",
+    );
+    assert_eq!(del.status, 202);
+    assert!(tag_schema(reg.port, "models/lost", &digest).is_empty());
+    let pulled = env.json_in("store2", &["pull", &r]);
+    assert_eq!(pulled["chunkIndexes"], 1, "{pulled}");
+    let ins = env.json_in("store2", &["inspect", &r]);
+    assert!(bindings(&ins).iter().all(|b| b == "bound"), "{ins}");
+    // The rebuilt referrer is the one build made, bit for bit.
+    assert_eq!(ins["chunkReferrers"], json!([referrer]));
+}

@@ -147,6 +147,11 @@ fn extract_from_remote_fetch_output_remote_and_upload() {
                 == 0,
         "--output-remote stored blobs locally"
     );
+    assert_eq!(
+        pushed["referrers"].as_array().unwrap().len(),
+        1,
+        "the chunk index referrer is published: {pushed}"
+    );
     let out = env.path("direct");
     let pulled = env.json(&[
         "pull",

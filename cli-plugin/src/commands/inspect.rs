@@ -196,10 +196,14 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     Ok(())
 }
 
-/// `bound 3×4.0 MiB`, `unbound 1300×4.0 MiB`, or `-`.
+/// `bound 3×4MiB`, `unbound 1300×64KiB`, or `-`. Chunk sizes are powers of
+/// two (checked on parse), so binary units are exact.
 fn chunk_cell(c: &LayerChunks) -> String {
     match (c.chunks, c.chunk_size) {
-        (Some(n), Some(cs)) => format!("{} {n}×{}", c.binding.as_str(), human_size(cs)),
+        (Some(n), Some(cs)) if cs >= 1 << 20 => {
+            format!("{} {n}×{}MiB", c.binding.as_str(), cs >> 20)
+        }
+        (Some(n), Some(cs)) => format!("{} {n}×{}KiB", c.binding.as_str(), cs >> 10),
         _ => "-".into(),
     }
 }
@@ -257,13 +261,11 @@ async fn run_remote(
         println!("{}", String::from_utf8_lossy(&config));
         return Ok(ExitCode::SUCCESS);
     }
-    let found = modelpack_common::transfer::referrers::fetch(
-        &client,
-        &reference,
-        &fetched.digest,
-        &manifest,
-    )
-    .await?;
+    let subject =
+        modelpack_common::chunkindex::referrer::subject_of(&fetched.bytes, &fetched.digest);
+    let found =
+        modelpack_common::transfer::referrers::fetch(&client, &reference, &subject, &manifest)
+            .await?;
     for w in &found.warnings {
         ctx.out.status(format!("warning: {}", esc(w)));
     }

@@ -210,49 +210,163 @@ impl LayerIndex {
 }
 
 /// Builds a [`LayerIndex`] from the blob's bytes as they are written or
-/// received, in any slicing: chunk digests, and tar file offsets for tar layers.
+/// received, in any slicing: chunk digests, and tar file offsets for tar
+/// layers. [`Indexer::threaded`] hashes on a thread of its own, so the
+/// second hash of every byte does not lengthen a build's critical path.
 #[derive(Debug)]
 pub struct Indexer {
+    inline: Option<Engine>,
+    worker: Option<Worker>,
+    fed: u64,
+}
+
+#[derive(Debug)]
+struct Engine {
     chunks: ChunkHasher,
     tar: Option<tar::TarScanner>,
+}
+
+impl Engine {
+    fn update(&mut self, data: &[u8]) {
+        self.chunks.update(data);
+        if let Some(t) = &mut self.tar {
+            t.update(data);
+        }
+    }
+}
+
+/// Bytes handed to the hashing thread at a time, and how many batches may
+/// wait for it (memory per indexed file: about `(QUEUE + 2) * BATCH`).
+const BATCH: usize = 1 << 20;
+const QUEUE: usize = 2;
+
+#[derive(Debug)]
+struct Worker {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<u8>>>,
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    buf: Vec<u8>,
+    handle: Option<std::thread::JoinHandle<Engine>>,
+}
+
+impl Worker {
+    fn send(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let next = self
+            .back
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(BATCH));
+        let full = std::mem::replace(&mut self.buf, next);
+        if let Some(tx) = &self.tx {
+            // A send fails only when the thread is gone (it panicked): finish reports it.
+            let _ = tx.send(full);
+        }
+    }
 }
 
 impl Indexer {
     /// `chunk_size` must have passed [`check_chunk_size`].
     pub fn new(chunk_size: u64, format: IndexFormat) -> Indexer {
         Indexer {
-            chunks: ChunkHasher::new(chunk_size),
-            tar: (format == IndexFormat::Tar).then(tar::TarScanner::new),
+            inline: Some(Engine {
+                chunks: ChunkHasher::new(chunk_size),
+                tar: (format == IndexFormat::Tar).then(tar::TarScanner::new),
+            }),
+            worker: None,
+            fed: 0,
         }
     }
 
-    pub fn update(&mut self, data: &[u8]) {
-        self.chunks.update(data);
-        if let Some(t) = &mut self.tar {
-            t.update(data);
+    /// Like [`Indexer::new`], hashing on a background thread (bytes are
+    /// copied to it in 1 MiB batches). Falls back to inline hashing when no
+    /// thread can be started.
+    pub fn threaded(chunk_size: u64, format: IndexFormat) -> Indexer {
+        let mut engine = Indexer::new(chunk_size, format)
+            .inline
+            .expect("new is inline");
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(QUEUE);
+        let (back_tx, back) = std::sync::mpsc::channel::<Vec<u8>>();
+        let spawned = std::thread::Builder::new()
+            .name("chunk-index".into())
+            .spawn(move || {
+                for mut b in rx {
+                    engine.update(&b);
+                    b.clear();
+                    let _ = back_tx.send(b);
+                }
+                engine
+            });
+        match spawned {
+            Ok(handle) => Indexer {
+                inline: None,
+                worker: Some(Worker {
+                    tx: Some(tx),
+                    back,
+                    buf: Vec::with_capacity(BATCH),
+                    handle: Some(handle),
+                }),
+                fed: 0,
+            },
+            Err(e) => {
+                tracing::debug!("chunk index thread not started ({e}); hashing inline");
+                Indexer::new(chunk_size, format)
+            }
+        }
+    }
+
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.fed += data.len() as u64;
+        if let Some(e) = &mut self.inline {
+            e.update(data);
+            return;
+        }
+        let w = self.worker.as_mut().expect("inline or threaded");
+        while !data.is_empty() {
+            let n = (BATCH - w.buf.len()).min(data.len());
+            w.buf.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if w.buf.len() == BATCH {
+                w.send();
+            }
         }
     }
 
     pub fn len(&self) -> u64 {
-        self.chunks.len()
+        self.fed
     }
 
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.fed == 0
+    }
+
+    fn into_engine(mut self) -> Result<Engine> {
+        if let Some(e) = self.inline.take() {
+            return Ok(e);
+        }
+        let mut w = self.worker.take().expect("inline or threaded");
+        w.send();
+        drop(w.tx.take());
+        w.handle
+            .take()
+            .expect("joined once")
+            .join()
+            .map_err(|_| Error::Invalid("the chunk index thread panicked".into()))
     }
 
     /// The index of `layer` (whose size must be the byte count fed). A tar
     /// that cannot be scanned, or an index above [`MAX_INDEX_BLOB`], is an error.
     pub fn finish(self, layer: LayerRef) -> Result<LayerIndex> {
         let what = format!("of layer {}", layer.digest);
-        if self.chunks.len() != layer.size {
+        if self.fed != layer.size {
             return Err(Error::SizeMismatch {
                 what: format!("bytes indexed for layer {}", layer.digest),
                 expected: layer.size,
-                actual: self.chunks.len(),
+                actual: self.fed,
             });
         }
-        let (format, files) = match self.tar {
+        let engine = self.into_engine()?;
+        let (format, files) = match engine.tar {
             None => (IndexFormat::Raw, Vec::new()),
             Some(t) => (
                 IndexFormat::Tar,
@@ -262,7 +376,7 @@ impl Indexer {
                 })?,
             ),
         };
-        let c = self.chunks.finish();
+        let c = engine.chunks.finish();
         let idx = LayerIndex {
             chunk_size: c.chunk_size,
             chunks: c.chunks,

@@ -248,3 +248,47 @@ fn trust_verdicts_per_layer() {
     assert!(Binding::Unbound.lazy_allowed(true));
     assert!(!Binding::None.lazy_allowed(true));
 }
+
+#[test]
+fn threaded_indexer_gives_the_inline_result() {
+    let mut b = ::tar::Builder::new(Vec::new());
+    let data: Vec<u8> = (0..3_500_000u32).map(|i| (i * 7 % 253) as u8).collect();
+    let mut h = ::tar::Header::new_gnu();
+    h.set_size(data.len() as u64);
+    h.set_mode(0o755);
+    b.append_data(&mut h, "big.bin", &data[..]).unwrap();
+    let tar = b.into_inner().unwrap();
+    let layer = LayerRef {
+        digest: Digest::of(&tar),
+        media_type: "application/vnd.cncf.model.weight.v1.tar".into(),
+        size: tar.len() as u64,
+    };
+    let mut inline = Indexer::new(CS, IndexFormat::Tar);
+    let mut threaded = Indexer::threaded(CS, IndexFormat::Tar);
+    for p in tar.chunks(8192) {
+        inline.update(p);
+    }
+    // Slices larger and smaller than a batch, across batch boundaries.
+    for p in tar.chunks(1_500_007) {
+        threaded.update(p);
+    }
+    assert_eq!(threaded.len(), tar.len() as u64);
+    let (a, b) = (
+        inline.finish(layer.clone()).unwrap(),
+        threaded.finish(layer).unwrap(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.files[0].mode, 0o755);
+    // A short feed is refused, threaded or not.
+    let mut short = Indexer::threaded(CS, IndexFormat::Raw);
+    short.update(&tar[..100]);
+    assert!(
+        short
+            .finish(LayerRef {
+                digest: Digest::of(&tar),
+                media_type: "x".into(),
+                size: tar.len() as u64,
+            })
+            .is_err()
+    );
+}

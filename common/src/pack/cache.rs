@@ -87,3 +87,33 @@ impl DigestCache {
         }
     }
 }
+
+fn index_dir(store: &Store) -> PathBuf {
+    store.root().join("cache").join("chunk-indexes")
+}
+
+/// Keeps a chunk index blob next to the digest cache, for builds that store
+/// nothing else (`build --output-remote`): a later no-op build publishes the
+/// index again without reading the file. Returns the blob's digest.
+pub fn put_index(store: &Store, bytes: &[u8]) -> crate::Result<crate::Digest> {
+    let d = crate::Digest::of(bytes);
+    let dir = index_dir(store);
+    std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io("create directory", &dir, e))?;
+    let p = dir.join(d.hex());
+    if !p.exists() {
+        crate::store::write_atomic(&p, bytes, &store.tmp_dir())?;
+    }
+    Ok(d)
+}
+
+/// A chunk index kept by [`put_index`], if present and still matching its digest.
+pub fn get_index(store: &Store, d: &crate::Digest) -> Option<Vec<u8>> {
+    let p = index_dir(store).join(d.hex());
+    let m = std::fs::metadata(&p).ok()?;
+    if m.len() > crate::chunkindex::MAX_INDEX_BLOB {
+        return None;
+    }
+    std::fs::read(&p)
+        .ok()
+        .filter(|b| &crate::Digest::of(b) == d)
+}

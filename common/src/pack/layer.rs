@@ -130,7 +130,7 @@ fn encode_into(
     };
     let indexer = format
         .zip(opts.chunk_size)
-        .map(|(f, cs)| Indexer::new(cs, f));
+        .map(|(f, cs)| Indexer::threaded(cs, f));
     let (diff_id, indexer) = match opts.format {
         LayerFormat::Raw | LayerFormat::Tar => {
             let mut w = IndexingWriter::new(&mut *blob, indexer);

@@ -12,7 +12,7 @@
 mod cache;
 mod layer;
 
-pub use cache::DigestCache;
+pub use cache::{DigestCache, get_index, put_index};
 pub use layer::{Encoded, LayerEncoding, encode_layer, finish_index, layer_media_type};
 
 use std::path::PathBuf;

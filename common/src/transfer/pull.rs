@@ -130,7 +130,7 @@ pub async fn pull_to_store(
     // The model is complete and tagged; its indexes are an optimisation, so
     // a registry that fails to list or serve them costs a warning, not the pull.
     let (chunk_indexes, warnings) =
-        match super::referrers::pull_into_store(client, store, remote, &digest, &manifest).await {
+        match super::referrers::pull_into_store(client, store, remote, &desc, &manifest).await {
             Ok(r) => r,
             Err(e) => (0, vec![format!("chunk index referrers not copied: {e}")]),
         };

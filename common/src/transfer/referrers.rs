@@ -147,13 +147,18 @@ pub struct Fetched {
 
 /// Finds and downloads `model`'s chunk index referrers. Each index must
 /// describe the model layer its referrer entry names; a referrer failing
-/// any check is left out whole (reported in `warnings`).
+/// any check is left out whole (reported in `warnings`). Bound indexes
+/// that no referrer brought (a registry that lost or never had the tag
+/// schema tag) are fetched by the digest the manifest names, and a
+/// referrer is rebuilt for them: the one `build` makes, bit for bit, when
+/// every bound index comes this way. `subject` describes `model`.
 pub async fn fetch(
     client: &RegistryClient,
     remote: &Reference,
-    digest: &Digest,
+    subject: &Descriptor,
     model: &Manifest,
 ) -> Result<Fetched> {
+    let digest = &subject.digest;
     let mut out = Fetched::default();
     let mut budget = MAX_INDEX_BYTES;
     for desc in find(client, remote, digest).await? {
@@ -214,6 +219,58 @@ pub async fn fetch(
                 .push(format!("chunk index referrer {} refused: {e}", desc.digest)),
         }
     }
+    let mut direct = 0;
+    let mut bound = Vec::new();
+    for l in &model.layers {
+        let Some(want) = l
+            .annotations
+            .get(media::ANNOTATION_CHUNKS_DIGEST)
+            .and_then(|s| s.parse::<Digest>().ok())
+        else {
+            continue;
+        };
+        if IndexFormat::for_media_type(&l.media_type).is_none() {
+            continue;
+        }
+        if !out.indexes.iter().any(|(d, _, _)| d == &want) {
+            let res: Result<FetchedIndex> = async {
+                let what = format!("bound chunk index {want} of {remote}");
+                // The size is not in the manifest: the blob cap bounds the read.
+                let limit = MAX_INDEX_BLOB.min(budget);
+                let bytes = client
+                    .pull_small_blob(remote, &want, limit, limit, &what)
+                    .await?;
+                budget -= bytes.len() as u64;
+                let idx = LayerIndex::parse(&bytes, &want.to_string())?;
+                idx.describes(l)?;
+                Ok((want.clone(), bytes, idx))
+            }
+            .await;
+            match res {
+                Ok(f) => {
+                    out.indexes.push(f);
+                    direct += 1;
+                }
+                Err(e) => {
+                    out.warnings.push(format!("layer {}: {e}", l.digest));
+                    continue;
+                }
+            }
+        }
+        let (_, bytes, _) = out
+            .indexes
+            .iter()
+            .find(|(d, _, _)| d == &want)
+            .expect("just checked or fetched");
+        bound.push((want.clone(), bytes.len() as u64, l.digest.clone()));
+    }
+    if direct > 0 {
+        let bytes = referrer::build(subject, &bound).to_bytes();
+        let d = Digest::of(&bytes);
+        if !out.referrers.iter().any(|(x, _)| x == &d) {
+            out.referrers.push((d, bytes));
+        }
+    }
     Ok(out)
 }
 
@@ -224,10 +281,10 @@ pub async fn pull_into_store(
     client: &RegistryClient,
     store: &Store,
     remote: &Reference,
-    digest: &Digest,
+    subject: &Descriptor,
     model: &Manifest,
 ) -> Result<(usize, Vec<String>)> {
-    let f = fetch(client, remote, digest, model).await?;
+    let f = fetch(client, remote, subject, model).await?;
     for (_, bytes, _) in &f.indexes {
         store.put_bytes(bytes)?;
     }
@@ -419,7 +476,7 @@ fn index_local(
 ) -> Result<LayerIndex> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).map_err(|e| Error::io("open", path, e))?;
-    let mut ix = Indexer::new(chunk_size, format);
+    let mut ix = Indexer::threaded(chunk_size, format);
     let mut buf = vec![0u8; crate::digest::COPY_BUF];
     loop {
         let n = f.read(&mut buf).map_err(|e| Error::io("read", path, e))?;

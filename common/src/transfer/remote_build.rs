@@ -1,5 +1,5 @@
 //! `build --output-remote`: pack straight into a registry, nothing stored
-//! locally except the digest cache and the small chunk index blobs (so an
+//! locally except the digest cache (with the small chunk index blobs, so an
 //! unchanged raw file needs no read on the next build either). Unchanged
 //! files are recognised from the cache and skipped with a HEAD (also after
 //! `upload` pre-pushed them); raw layers are uploaded from the source file
@@ -33,8 +33,6 @@ pub async fn pack_to_registry(
     progress: &dyn TransferProgress,
 ) -> Result<PushReport> {
     pack::check_unique_paths(files)?;
-    // Keeps prune from freeing the index blobs between their write and their push.
-    let _lease = store.lease()?;
     let cache = DigestCache::open(store);
     let known = KnownBlobs::open(store);
     let results: Vec<(LayerEncoding, BlobReport)> = stream::iter(files.iter().map(|file| {
@@ -44,7 +42,10 @@ pub async fn pack_to_registry(
             let (enc, temp) = match cache.lookup(file, opts) {
                 Some(enc)
                     if opts.format == LayerFormat::Raw
-                        && enc.chunks.as_ref().is_none_or(|c| store.has_blob(c)) =>
+                        && enc
+                            .chunks
+                            .as_ref()
+                            .is_none_or(|c| pack::get_index(store, c).is_some()) =>
                 {
                     (enc, None)
                 }
@@ -116,12 +117,19 @@ pub async fn pack_to_registry(
         .iter()
         .filter_map(|(enc, _)| {
             let c = enc.chunks.clone()?;
-            Some((c.clone(), store.blob_size(&c)?, enc.digest.clone()))
+            let size = pack::get_index(store, &c)?.len() as u64;
+            Some((c, size, enc.digest.clone()))
         })
         .collect();
     let mut referrers = Vec::new();
     if let Some(bytes) = pack::chunk_referrer(&manifest_bytes, &digest, &indexes) {
-        let d = super::referrers::publish(client, remote, &bytes, &|d| store.read_blob(d)).await?;
+        let lookup = |d: &Digest| {
+            pack::get_index(store, d).ok_or_else(|| Error::NotFound {
+                what: format!("chunk index {d} in the digest cache"),
+                hint: Some("build again: the cache was cleared during the build".into()),
+            })
+        };
+        let d = super::referrers::publish(client, remote, &bytes, &lookup).await?;
         referrers.push(d);
     }
     let blobs: Vec<BlobReport> = results.into_iter().map(|(_, r)| r).collect();
@@ -135,7 +143,7 @@ pub async fn pack_to_registry(
 }
 
 /// Hashes a raw file (indexing it in the same read), or encodes a tar layer
-/// into a temp file in the store's tmp dir. The index blob goes into the store.
+/// into a temp file in the store's tmp dir. The index blob goes into the digest cache.
 async fn encode(
     store: &Store,
     file: &PackFile,
@@ -167,7 +175,7 @@ async fn encode(
         };
         let mut enc = encoded.enc;
         if let Some(i) = encoded.index {
-            match store.put_bytes(&i.to_bytes()) {
+            match pack::put_index(&store, &i.to_bytes()) {
                 Ok(d) => enc.chunks = Some(d),
                 Err(e) => {
                     if let Some(t) = &temp {
