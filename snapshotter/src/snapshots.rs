@@ -229,7 +229,11 @@ impl Snapshots {
             r.name = name.to_string();
             r.kind = Kind::Committed;
             r.labels.extend(labels);
-            r.updated = now_nanos();
+            // A commit creates a new snapshot: containerd's storage gives it
+            // Created == Updated == now (its snapshot testsuite checks this).
+            let now = now_nanos();
+            r.created = now;
+            r.updated = now;
             t.put(&r)
         })?;
         Ok(())

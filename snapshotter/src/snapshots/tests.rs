@@ -37,6 +37,10 @@ fn prepare_commit_view_and_mount_shapes() {
     );
     let info = s.stat("base").unwrap();
     assert_eq!(
+        info.created, info.updated,
+        "a commit is a new snapshot: Created == Updated (containerd's testsuite checks it)"
+    );
+    assert_eq!(
         (info.kind, info.labels["l"].as_str()),
         (Kind::Committed, "1")
     );
