@@ -80,8 +80,10 @@ pub enum Command {
     Login(crate::commands::login::LoginArgs),
     /// Remove stored credentials for a registry
     Logout(crate::commands::login::LogoutArgs),
-    /// Mount a model pulled with `pull --containerd` read-only at a directory
+    /// Mount a model read-only at a directory: lazily from the store or its registry, or via containerd
     Mount(crate::commands::mount::MountArgs),
+    /// Print a ready directory with a model's files as one JSON line (mounting it lazily)
+    Resolve(crate::commands::resolve::ResolveArgs),
     /// Unmount a model mounted with `mount`
     Umount(crate::commands::mount::UmountArgs),
     /// Print version information

@@ -266,6 +266,13 @@ fn state_path(dir: &Path) -> PathBuf {
     PathBuf::from("/run/modelpack/mounts").join(format!("{}.json", d.short()))
 }
 
+/// Did `mount --containerd` mount `dir`?
+pub fn is_containerd_mount(dir: &Path) -> bool {
+    std::fs::canonicalize(dir)
+        .map(|d| state_path(&d).exists())
+        .unwrap_or(false)
+}
+
 /// Views the model's top snapshot and bind-mounts it read-only at `dir`.
 pub async fn mount(c: &ContainerdArgs, reference: &str, dir: &Path) -> Result<()> {
     let dir = std::fs::canonicalize(dir).or_else(|_| {

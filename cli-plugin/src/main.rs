@@ -5,6 +5,7 @@
 mod cli;
 mod commands;
 mod containerd;
+mod lazy_mount;
 mod output;
 mod plugin;
 

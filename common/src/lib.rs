@@ -22,6 +22,7 @@ pub mod digest;
 pub mod error;
 pub mod extract;
 pub mod labels;
+pub mod lazy;
 pub mod manifest;
 pub mod media;
 pub mod modelfile;

@@ -18,6 +18,7 @@
 //! - sequential reads trigger readahead of the next chunks; concurrent
 //!   fetches are bounded (a semaphore), so memory stays bounded too.
 
+pub mod attach;
 mod tree;
 
 use std::ffi::OsStr;

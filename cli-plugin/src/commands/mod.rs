@@ -15,6 +15,7 @@ pub mod prune;
 pub mod pull;
 pub mod push;
 pub mod remote;
+pub mod resolve;
 pub mod rm;
 pub mod tag;
 pub mod upload;
@@ -87,6 +88,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Login(a) => login::login(a, ctx).await,
         Command::Logout(a) => login::logout(a, ctx).await,
         Command::Mount(a) => mount::mount(a, ctx).await,
+        Command::Resolve(a) => resolve::run(a, ctx).await,
         Command::Umount(a) => mount::umount(a, ctx).await,
         Command::Version => {
             version(&ctx)?;

@@ -20,7 +20,7 @@ pub mod sparse;
 
 pub use ingest::{Ingest, Ingested};
 pub use partial::PartialBlob;
-pub use source::{BlobSource, ByteStream, LocalBlob, MemoryBlob};
+pub use source::{BlobSource, ByteStream, LocalBlob, MemoryBlob, copy_source};
 pub use sparse::SparseBlob;
 
 use std::ffi::OsStr;

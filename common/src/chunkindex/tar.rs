@@ -122,6 +122,30 @@ impl TarScanner {
         }
     }
 
+    /// Bytes the scanner would skip next without looking at them (file data
+    /// and padding): a reader with random access seeks past them instead.
+    pub fn skippable(&self) -> u64 {
+        match self.state {
+            State::Skip { remaining } => remaining,
+            _ => 0,
+        }
+    }
+
+    /// Advances past `n` bytes the scanner does not need (at most
+    /// [`TarScanner::skippable`]), as if they had been fed.
+    pub fn skip(&mut self, n: u64) {
+        let remaining = self.skippable();
+        let n = n.min(remaining);
+        self.state = if n == remaining {
+            State::Header
+        } else {
+            State::Skip {
+                remaining: remaining - n,
+            }
+        };
+        self.pos += n;
+    }
+
     /// The regular files found, in archive order, or why the stream is not a
     /// tar we can describe. A stream that ends inside an entry is an error.
     pub fn finish(self) -> Result<Vec<FileEntry>, String> {
@@ -315,6 +339,39 @@ fn parse_size(f: &[u8]) -> Option<u64> {
     parse_octal(f)
 }
 
+/// Lists the regular files of an uncompressed tar file by reading only its
+/// headers (a seek over every file's data), so describing a 100 GB layer
+/// reads a few KiB. `size` is the verified blob size; reading stops there.
+pub fn scan_file(file: &std::fs::File, size: u64) -> Result<Vec<FileEntry>, String> {
+    use std::os::unix::fs::FileExt;
+    let mut scanner = TarScanner::new();
+    let mut pos = 0u64;
+    let mut buf = vec![0u8; 64 << 10];
+    while pos < size {
+        let skip = scanner.skippable().min(size - pos);
+        if skip > 0 {
+            scanner.skip(skip);
+            pos += skip;
+            continue;
+        }
+        if matches!(scanner.state, State::End) || scanner.error.is_some() {
+            break;
+        }
+        // Headers and metadata come in 512-byte blocks: read one at a time
+        // so the next skip is seen before any file data is read.
+        let want = (BLOCK as usize).min((size - pos) as usize);
+        let n = file
+            .read_at(&mut buf[..want], pos)
+            .map_err(|e| format!("read at byte {pos}: {e}"))?;
+        if n == 0 {
+            break;
+        }
+        scanner.update(&buf[..n]);
+        pos += n as u64;
+    }
+    scanner.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -337,6 +394,31 @@ mod tests {
             s.update(p);
         }
         s.finish()
+    }
+
+    #[test]
+    fn scanning_a_file_by_seeking_finds_what_streaming_finds_reading_only_headers() {
+        let long = format!("{}/weights.bin", "d".repeat(150));
+        let big = vec![7u8; 300_000];
+        let files: Vec<(&str, &[u8])> = vec![
+            ("a.txt", b"hello"),
+            (long.as_str(), &big),
+            ("z/last", b"tail"),
+        ];
+        let bytes = build(&files);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("l.tar");
+        std::fs::write(&p, &bytes).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        assert_eq!(
+            scan_file(&f, bytes.len() as u64).unwrap(),
+            scan(&bytes, 4096).unwrap()
+        );
+        // A file cut inside an entry is refused, not half listed.
+        let cut = dir.path().join("cut.tar");
+        std::fs::write(&cut, &bytes[..2048]).unwrap();
+        let f = std::fs::File::open(&cut).unwrap();
+        assert!(scan_file(&f, 2048).is_err());
     }
 
     #[test]

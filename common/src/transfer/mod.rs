@@ -11,7 +11,7 @@
 
 mod attach;
 mod known;
-mod pull;
+pub(crate) mod pull;
 mod push;
 pub mod referrers;
 mod remote_build;

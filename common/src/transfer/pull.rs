@@ -43,7 +43,7 @@ pub struct PullReport {
 }
 
 /// Fetches and parses a model manifest; an index is refused with a clear message.
-async fn fetch_manifest(
+pub(crate) async fn fetch_manifest(
     client: &RegistryClient,
     remote: &Reference,
 ) -> Result<(Vec<u8>, Digest, Manifest)> {
