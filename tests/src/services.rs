@@ -49,9 +49,23 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Where the registry keeps a blob's bytes (to corrupt them behind its back).
+    pub fn blob_path(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     pub fn start(dir: &Path, auth: Auth) -> Registry {
+        Registry::start_on(dir, auth, free_port())
+    }
+
+    /// Starts (or restarts, after a drop) a registry on `port` over `dir`'s data.
+    pub fn start_on(dir: &Path, auth: Auth, port: u16) -> Registry {
         require_tool("docker-registry");
-        let port = free_port();
         std::fs::create_dir_all(dir).unwrap();
         let auth_yaml = match &auth {
             Auth::None => String::new(),
