@@ -416,9 +416,9 @@ mod tests {
         );
         // A file cut inside an entry is refused, not half listed.
         let cut = dir.path().join("cut.tar");
-        std::fs::write(&cut, &bytes[..2048]).unwrap();
+        std::fs::write(&cut, &bytes[..40_000]).unwrap();
         let f = std::fs::File::open(&cut).unwrap();
-        assert!(scan_file(&f, 2048).is_err());
+        assert!(scan_file(&f, 40_000).is_err());
     }
 
     #[test]
