@@ -20,7 +20,9 @@ use clap::Args;
 use modelpack_common::Reference;
 use modelpack_common::cas::BlobSource;
 use modelpack_common::digest::Digest;
-use modelpack_common::lazy::{Attachable, LazyPolicy, fetch_whole, open_local, open_remote};
+use modelpack_common::lazy::{
+    Attachable, LazyPolicy, fetch_whole, open_local, open_remembered, open_remote,
+};
 use modelpack_common::registry::{RegistryBlob, RegistryClient};
 use modelpack_common::store::Store;
 use modelpack_fs::{FsOptions, ModelFs};
@@ -93,9 +95,30 @@ pub async fn open(
     let model = match open_local(&store, reference, lazy.policy()) {
         Ok(m) => m,
         Err(modelpack_common::Error::NotFound { .. }) => {
-            open_remote(&client, &store, reference, lazy.policy())
-                .await
-                .with_context(|| format!("cannot open {reference} from its registry"))?
+            match open_remote(&client, &store, reference, lazy.policy()).await {
+                Ok(m) => m,
+                // Unreachable registry: remount what an earlier mount resolved.
+                Err(e @ modelpack_common::Error::Registry { .. }) => {
+                    match open_remembered(&store, reference, lazy.policy()) {
+                        Some(m) => {
+                            tracing::warn!(
+                                "{e}; mounting {} as last resolved ({})",
+                                reference,
+                                m.descriptor.digest
+                            );
+                            m
+                        }
+                        None => {
+                            return Err(anyhow::Error::new(e)
+                                .context(format!("cannot open {reference} from its registry")));
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e)
+                        .context(format!("cannot open {reference} from its registry")));
+                }
+            }
         }
         Err(e) => return Err(e.into()),
     };

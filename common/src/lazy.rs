@@ -150,7 +150,7 @@ pub fn layer_files(plan: &LayerPlan, cas: &Cas) -> Result<Vec<ViewFile>> {
 
 mod open;
 
-pub use open::{Attachable, fetch_whole, open_local, open_remote};
+pub use open::{Attachable, fetch_whole, open_local, open_remembered, open_remote};
 
 #[cfg(test)]
 mod tests;

@@ -66,7 +66,11 @@ struct MountGuard(PathBuf);
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -151,7 +155,10 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
         ],
     ))
     .unwrap();
-    assert!(built["chunkIndex"].is_string(), "build binds an index: {built}");
+    assert!(
+        built["chunkIndex"].is_string(),
+        "build binds an index: {built}"
+    );
     env.run("pub", &["push", "--plain-http", &r]);
     let weight_digest = format!("sha256:{}", sha(&model.join("model.safetensors")));
 
@@ -199,7 +206,10 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
     bad[(2 * MIB + 100) as usize] ^= 0xff;
     std::fs::write(&blob, &bad).unwrap();
     expect_eio(read_chunk(&w, 2), "corrupt chunk 2");
-    expect_eio(read_chunk(&w, 2), "corrupt chunk 2, read again (refetched, still bad)");
+    expect_eio(
+        read_chunk(&w, 2),
+        "corrupt chunk 2, read again (refetched, still bad)",
+    );
     assert_eq!(read_chunk(&w, 0).unwrap(), at(0), "chunk 0 unaffected");
     assert_eq!(read_chunk(&w, 3).unwrap(), at(3), "chunk 3 unaffected");
     std::fs::write(&blob, &good).unwrap();
@@ -213,7 +223,10 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
     registry = None;
     assert_eq!(read_chunk(&w, 3).unwrap(), at(3));
     let t = Instant::now();
-    expect_eio(read_chunk(&w, CHUNKS - 1), "last chunk with the registry down");
+    expect_eio(
+        read_chunk(&w, CHUNKS - 1),
+        "last chunk with the registry down",
+    );
     assert!(
         t.elapsed() < Duration::from_secs(30),
         "a missing chunk fails after a bounded wait ({:?})",
@@ -239,9 +252,16 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
     registry = None;
     env.run("node", &mount_args);
     for i in [0, 2, 3, CHUNKS - 1] {
-        assert_eq!(read_chunk(&w, i).unwrap(), at(i), "present chunk {i} after remount");
+        assert_eq!(
+            read_chunk(&w, i).unwrap(),
+            at(i),
+            "present chunk {i} after remount"
+        );
     }
-    expect_eio(read_chunk(&w, 7), "never-fetched chunk 7 with the registry down");
+    expect_eio(
+        read_chunk(&w, 7),
+        "never-fetched chunk 7 with the registry down",
+    );
     env.run("node", &["umount", mnt.to_str().unwrap()]);
     wait_until("the unmount", 10, || {
         std::fs::read_dir(&mnt).unwrap().next().is_none()
@@ -259,8 +279,12 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
     for f in ["config.json", "tok/tokenizer.json", "model.safetensors"] {
         assert_eq!(sha(&mnt.join(f)), sha(&model.join(f)), "{f}");
     }
-    wait_until("prefetch to complete the model", 60, || {
-        env.run("node", &["ls"]).contains("models/lazy")
+    wait_until("prefetch to complete and tag the model", 60, || {
+        let ls: Value = serde_json::from_str(&env.run("node", &["--json", "ls"])).unwrap();
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["tag"] == "v1" && m["repository"].as_str().unwrap().ends_with("models/lazy"))
     });
     assert!(stored_weight.exists(), "the completed blob is in the store");
     env.run("node", &["fsck"]);
@@ -278,7 +302,11 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
         sha(&model.join("model.safetensors"))
     );
     let line2 = env.run("node", &["resolve", "--plain-http", &r]);
-    assert_eq!(line.trim(), line2.trim(), "a second resolve reuses the mount");
+    assert_eq!(
+        line.trim(),
+        line2.trim(),
+        "a second resolve reuses the mount"
+    );
     env.run("node", &["umount", path.to_str().unwrap()]);
     drop(registry);
 }
@@ -323,7 +351,10 @@ fn tar_layers_mount_lazily_with_every_file_at_its_path() {
         ],
     ))
     .unwrap();
-    assert_eq!(m["lazyLayers"], 3, "tar layers with a bound index are lazy: {m}");
+    assert_eq!(
+        m["lazyLayers"], 3,
+        "tar layers with a bound index are lazy: {m}"
+    );
     for f in ["config.json", "tok/tokenizer.json", "model.safetensors"] {
         assert_eq!(sha(&mnt.join(f)), sha(&model.join(f)), "{f}");
     }
@@ -332,11 +363,9 @@ fn tar_layers_mount_lazily_with_every_file_at_its_path() {
     // The same model from the publishing store, where every blob is
     // complete: served straight from the store, file offsets read from the
     // tar headers.
-    let m: Value = serde_json::from_str(&env.run(
-        "pub",
-        &["--json", "mount", &r, mnt.to_str().unwrap()],
-    ))
-    .unwrap();
+    let m: Value =
+        serde_json::from_str(&env.run("pub", &["--json", "mount", &r, mnt.to_str().unwrap()]))
+            .unwrap();
     assert_eq!(m["lazyLayers"], 0, "{m}");
     for f in ["config.json", "tok/tokenizer.json", "model.safetensors"] {
         assert_eq!(sha(&mnt.join(f)), sha(&model.join(f)), "{f}");

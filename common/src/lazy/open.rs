@@ -7,6 +7,7 @@ use crate::cas::{BlobSource, Cas, copy_source};
 use crate::chunkindex::local;
 use crate::chunkindex::trust::assess;
 use crate::config::ModelConfig;
+use crate::digest::Digest;
 use crate::error::Result;
 use crate::manifest::{Descriptor, Manifest};
 use crate::reference::Reference;
@@ -140,10 +141,59 @@ pub async fn open_remote(
         Ok(r) => r,
         Err(e) => (0, vec![format!("chunk indexes not fetched: {e}")]),
     };
+    remember(store, remote, &digest);
     let mut att = build(store, remote.clone(), descriptor, manifest, &config, policy)?;
     att.from_registry = true;
     att.warnings = warnings;
     Ok(att)
+}
+
+/// Where the manifest each reference last resolved to is kept, so a view can
+/// be mounted again while its registry is unreachable (what was fetched is
+/// served; the rest fails with EIO until the registry returns).
+fn remembered_path(store: &Store) -> std::path::PathBuf {
+    store.root().join("lazy-refs.json")
+}
+
+/// Most bytes of the remembered-references file we read.
+const MAX_REMEMBERED: u64 = 4 << 20;
+
+fn load_remembered(store: &Store) -> std::collections::BTreeMap<String, Digest> {
+    let p = remembered_path(store);
+    match std::fs::metadata(&p) {
+        Ok(m) if m.len() <= MAX_REMEMBERED => std::fs::read(&p)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default(),
+        _ => Default::default(),
+    }
+}
+
+fn remember(store: &Store, reference: &Reference, digest: &Digest) {
+    let res = (|| -> Result<()> {
+        let _lock = store.lock()?;
+        let mut m = load_remembered(store);
+        m.insert(reference.to_string(), digest.clone());
+        let bytes = serde_json::to_vec_pretty(&m).expect("a map of strings serialises");
+        crate::store::write_atomic(&remembered_path(store), &bytes, &store.tmp_dir())
+    })();
+    if let Err(e) = res {
+        tracing::warn!("cannot remember {reference} for offline remounts: {e}");
+    }
+}
+
+/// The model `reference` last resolved to when it was opened from its
+/// registry, if its manifest is still in the store.
+pub fn open_remembered(
+    store: &Store,
+    reference: &Reference,
+    policy: LazyPolicy,
+) -> Option<Attachable> {
+    let digest = load_remembered(store).remove(&reference.to_string())?;
+    let mut att = open_local(store, &reference.with_digest(digest), policy).ok()?;
+    att.reference = reference.clone();
+    att.view.reference = reference.clone();
+    Some(att)
 }
 
 /// Fetches a whole blob into the store, verified against its digest before
