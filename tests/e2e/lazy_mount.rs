@@ -220,7 +220,7 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
     );
 
     // Registry down: present chunks read, missing ones fail within the wait.
-    registry = None;
+    drop(registry.take());
     assert_eq!(read_chunk(&w, 3).unwrap(), at(3));
     let t = Instant::now();
     expect_eio(
@@ -232,7 +232,7 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
         "a missing chunk fails after a bounded wait ({:?})",
         t.elapsed()
     );
-    registry = Some(Registry::start_on(&reg_dir, Auth::None, port));
+    let _ = registry.insert(Registry::start_on(&reg_dir, Auth::None, port));
     assert_eq!(
         read_chunk(&w, CHUNKS - 1).unwrap(),
         at(CHUNKS - 1),
@@ -249,7 +249,7 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
 
     // Remount with the registry down: what was present is served from the
     // node store (nothing refetched), what was not fails with EIO.
-    registry = None;
+    drop(registry.take());
     env.run("node", &mount_args);
     for i in [0, 2, 3, CHUNKS - 1] {
         assert_eq!(
@@ -269,7 +269,7 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
 
     // Registry back, prefetch on: every file reads whole and right, and the
     // model becomes an ordinary stored model once every blob is complete.
-    registry = Some(Registry::start_on(&reg_dir, Auth::None, port));
+    let _ = registry.insert(Registry::start_on(&reg_dir, Auth::None, port));
     let prefetching: Vec<&str> = mount_args
         .iter()
         .copied()
