@@ -20,6 +20,10 @@ pub const LABEL_LAYER_SIZE: &str = "containerd.io/snapshot/modelpack.layer-size"
 pub const LABEL_MEDIA_TYPE: &str = "containerd.io/snapshot/modelpack.layer-media-type";
 pub const LABEL_FILEPATH: &str = "containerd.io/snapshot/modelpack.filepath";
 pub const LABEL_DIFF_ID: &str = "containerd.io/snapshot/modelpack.diff-id";
+/// Set by the snapshotter (never read from a Prepare) on a model layer it
+/// committed lazily: the digest of the bound chunk index its reads are
+/// verified against.
+pub const LABEL_CHUNK_INDEX: &str = "containerd.io/snapshot/modelpack.chunk-index";
 
 /// No model layer is larger (a bound on an untrusted label, not a policy).
 pub const MAX_LAYER_SIZE: u64 = 1 << 44;

@@ -3,8 +3,10 @@
 //! (fetched, verified, deduplicated per node). Runs in the foreground; SIGTERM
 //! or SIGINT stops it cleanly and removes the socket.
 
+mod config;
 mod error;
 mod filters;
+mod lazy;
 mod meta;
 mod model;
 mod service;
@@ -17,7 +19,6 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use modelpack_common::credentials::{CredentialOptions, CredentialStore};
 use modelpack_common::registry::{RegistryClient, TransportOptions};
-use serde::Deserialize;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "containerd proxy snapshotter for ModelPack models")]
@@ -34,30 +35,14 @@ struct Args {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log_level: String,
+    #[command(subcommand)]
+    command: Option<Cmd>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    root: Option<PathBuf>,
-    address: Option<PathBuf>,
-    concurrency: Option<usize>,
-    chunk_size: Option<u64>,
-    #[serde(default)]
-    registry: RegistryConfig,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistryConfig {
-    /// containerd certs.d layout (mirrors, CA, plain-http per host).
-    hosts_dir: Option<PathBuf>,
-    /// Where the node's docker config.json lives; credentials are read from there, never from labels.
-    docker_config_dir: Option<PathBuf>,
-    #[serde(default)]
-    plain_http: bool,
-    #[serde(default)]
-    insecure: bool,
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Print the running snapshotter's lazy views: bytes served, chunks present, read errors (JSON)
+    Stats,
 }
 
 fn main() -> Result<()> {
@@ -68,34 +53,43 @@ fn main() -> Result<()> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cfg: Config = match &args.config {
-        Some(p) => toml::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()))?,
-        )
-        .with_context(|| format!("invalid config {}", p.display()))?,
-        None => Config::default(),
-    };
+    let cfg = config::Config::load(args.config.as_deref())?;
     let root = args
         .root
-        .or(cfg.root)
+        .or(cfg.root.clone())
         .unwrap_or_else(|| PathBuf::from("/var/lib/modelpack-snapshotter"));
     let address = args
         .address
-        .or(cfg.address)
+        .or(cfg.address.clone())
         .unwrap_or_else(|| PathBuf::from("/run/modelpack-snapshotter/snapshotter.sock"));
+    if let Some(Cmd::Stats) = args.command {
+        let p = lazy::stats_path(&root);
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "cannot read {} (is modelpack-snapshotter running with --root {}?)",
+                p.display(),
+                root.display()
+            )
+        })?;
+        println!("{}", text.trim_end());
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    let chunk_size = modelpack_common::chunk::check_chunk_size(
+        cfg.chunk_size
+            .unwrap_or(modelpack_common::chunk::DEFAULT_CHUNK_SIZE),
+    )
+    .context("chunk_size in the config file")?;
+    let lazy = cfg.lazy_options(&root).context("the lazy attach settings")?;
     runtime.block_on(serve(
         root,
         address,
         cfg.concurrency.unwrap_or(4),
-        modelpack_common::chunk::check_chunk_size(
-            cfg.chunk_size
-                .unwrap_or(modelpack_common::chunk::DEFAULT_CHUNK_SIZE),
-        )
-        .context("chunk_size in the config file")?,
+        chunk_size,
         cfg.registry,
+        lazy,
     ))
 }
 
@@ -104,7 +98,8 @@ async fn serve(
     address: PathBuf,
     concurrency: usize,
     chunk_size: u64,
-    reg: RegistryConfig,
+    reg: config::RegistryConfig,
+    lazy_opts: lazy::LazyOptions,
 ) -> Result<()> {
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let snaps = Arc::new(
@@ -125,9 +120,28 @@ async fn serve(
         },
         Arc::new(creds),
     )?;
+    let lazy = lazy_opts.enable.then(|| {
+        Arc::new(lazy::LazyViews::new(
+            lazy_opts,
+            snaps.cas.clone(),
+            client.clone(),
+            tokio::runtime::Handle::current(),
+        ))
+    });
+    if let Some(l) = &lazy {
+        let _ = snaps.lazy.set(l.clone());
+        tokio::spawn(lazy::publish_stats(l.clone(), root.clone()));
+    }
+    // Views of lazy layers survive us only as dead mounts: serve them again.
+    let s2 = snaps.clone();
+    let restored = tokio::task::spawn_blocking(move || s2.restore_lazy_views()).await??;
+    if restored > 0 {
+        tracing::info!("{restored} lazy views served again");
+    }
     let fetcher = Arc::new(model::ModelFetcher {
         client,
         chunk_size,
+        lazy,
         lock: tokio::sync::Mutex::new(()),
     });
     if let Some(dir) = address.parent() {

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use modelpack_common::cas::source::copy_source;
 use modelpack_common::chunk::index_file;
 use modelpack_common::extract::{self, ExtractOptions};
-use modelpack_common::labels::ModelLayerLabels;
+use modelpack_common::labels::{LABEL_CHUNK_INDEX, ModelLayerLabels};
 use modelpack_common::manifest::Descriptor;
 use modelpack_common::media::LayerFormat;
 use modelpack_common::registry::{RegistryBlob, RegistryClient};
@@ -29,6 +29,8 @@ pub fn is_model_prepare(labels: &BTreeMap<String, String>) -> bool {
 pub struct ModelFetcher {
     pub client: RegistryClient,
     pub chunk_size: u64,
+    /// The lazy path (None: every model layer is fetched at Prepare).
+    pub lazy: Option<std::sync::Arc<crate::lazy::LazyViews>>,
     /// One model layer materialised at a time: concurrent prepares of the same chainID share the result.
     pub lock: tokio::sync::Mutex<()>,
 }
@@ -70,6 +72,33 @@ async fn prepare_inner(
     let filepath = parsed.filepath.clone();
     let blob = s.blob_path(digest.hex());
     let _in_flight = s.in_flight(digest.hex());
+    let mut keep: BTreeMap<String, String> = labels
+        .into_iter()
+        .filter(|(k, _)| k == LABEL_REF || k.starts_with("containerd.io/snapshot/"))
+        // Ours to set, never a caller's: it makes a layer lazy.
+        .filter(|(k, _)| k != LABEL_CHUNK_INDEX)
+        .collect();
+    keep.insert(
+        "containerd.io/snapshot/remote".into(),
+        "remote snapshot".into(),
+    );
+    if let Some(lazy) = f.lazy.as_ref().filter(|_| !blob.exists())
+        && let Some(layer) = lazy.bound_layer(&parsed).await?
+    {
+        // Committed without fetching: its View is served by the FUSE view.
+        keep.insert(LABEL_CHUNK_INDEX.into(), layer.index.to_string());
+        let id = s.meta.update(|t| t.next_id())?;
+        std::fs::create_dir_all(s.fs(id))?;
+        if let Err(e) = s.commit_prepared(model_record(id, &target, parent, keep, layer.files)) {
+            let _ = std::fs::remove_dir_all(s.dir(id));
+            if matches!(e, SnapError::AlreadyExists(_)) {
+                return Ok(target);
+            }
+            return Err(e);
+        }
+        tracing::info!(target = %target, digest = %digest, path = %filepath, index = %layer.index, "model layer committed lazily");
+        return Ok(target);
+    }
     let size = if blob.exists() {
         // Stored blobs were verified when they arrived; reuse (node-level dedup).
         if s.meta.chunks(digest.hex())?.is_none() {
@@ -152,14 +181,6 @@ async fn prepare_inner(
             return Err(e);
         }
     };
-    let mut keep: BTreeMap<String, String> = labels
-        .into_iter()
-        .filter(|(k, _)| k == LABEL_REF || k.starts_with("containerd.io/snapshot/"))
-        .collect();
-    keep.insert(
-        "containerd.io/snapshot/remote".into(),
-        "remote snapshot".into(),
-    );
     if let Err(e) = s.commit_prepared(model_record(id, &target, parent, keep, files)) {
         let _ = std::fs::remove_dir_all(s.dir(id));
         if matches!(e, SnapError::AlreadyExists(_)) {

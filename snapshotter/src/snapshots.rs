@@ -24,6 +24,9 @@ pub struct Snapshots {
     pub lock: Mutex<()>,
     /// Blobs a model Prepare is fetching or committing (hex → holders).
     pub in_flight: Mutex<std::collections::HashMap<String, usize>>,
+    /// The FUSE server of lazy views (set once at startup; absent in tests
+    /// that exercise only the eager path).
+    pub lazy: std::sync::OnceLock<std::sync::Arc<crate::lazy::LazyViews>>,
 }
 
 pub fn now_nanos() -> i128 {
@@ -44,6 +47,7 @@ impl Snapshots {
             meta,
             lock: Mutex::new(()),
             in_flight: Mutex::new(std::collections::HashMap::new()),
+            lazy: std::sync::OnceLock::new(),
         };
         s.cleanup()?;
         Ok(s)
@@ -125,7 +129,11 @@ impl Snapshots {
         }
         let chain = self.chain(parent)?;
         if kind == Kind::View && chain.iter().any(|r| !r.model.is_empty()) {
-            merge_model_files(self, &chain, &self.fs(id))?;
+            let placed = self.place_model_view(id, &chain);
+            if let Err(e) = placed {
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(e);
+            }
         }
         let now = now_nanos();
         let rec = Record {
@@ -149,6 +157,53 @@ impl Snapshots {
             return Err(e);
         }
         self.mounts_for(&rec)
+    }
+
+    /// Fills a View of a model chain: the FUSE view while a lazy blob is
+    /// incomplete (or a lazy tar layer is in the chain), else hardlinks of
+    /// every file into one directory.
+    fn place_model_view(&self, id: u64, chain: &[Record]) -> Result<()> {
+        let lazy = self.lazy.get();
+        if let Some(l) = lazy.filter(|l| l.needs_fuse(chain)) {
+            return l.mount_view(id, &self.fs(id), chain, &|i| self.fs(i));
+        }
+        if lazy.is_none() && chain.iter().any(crate::lazy::is_lazy) {
+            // Without the FUSE server only complete raw lazy layers can be linked.
+            for r in chain.iter().filter(|r| crate::lazy::is_lazy(r)) {
+                for f in &r.model {
+                    if f.offset != 0 || !self.blob_path(&f.blob).exists() {
+                        return Err(SnapError::FailedPrecondition(format!(
+                            "{} is served lazily and this snapshotter runs without its FUSE server",
+                            r.name
+                        )));
+                    }
+                }
+            }
+        }
+        merge_model_files(self, chain, &self.fs(id))
+    }
+
+    /// After a restart: every View of a chain with lazy layers is served
+    /// again at its directory (or, once its blobs are complete, laid out
+    /// with hardlinks). Returns how many views were restored.
+    pub fn restore_lazy_views(&self) -> Result<usize> {
+        let mut n = 0;
+        for r in self.meta.all()? {
+            if r.kind != Kind::View {
+                continue;
+            }
+            let chain = self.chain(&r.parent)?;
+            if !chain.iter().any(crate::lazy::is_lazy) {
+                continue;
+            }
+            crate::lazy::detach(&self.fs(r.id));
+            if let Err(e) = self.place_model_view(r.id, &chain) {
+                tracing::error!(view = %r.name, "cannot serve the lazy view again: {e}");
+                continue;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     pub fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
@@ -264,6 +319,10 @@ impl Snapshots {
             t.delete(key)?;
             Ok(r)
         })?;
+        if let Some(l) = self.lazy.get() {
+            l.unmount_view(r.id);
+        }
+        crate::lazy::detach(&self.fs(r.id));
         let _ = std::fs::remove_dir_all(self.dir(r.id));
         self.free_unreferenced_blobs()?;
         Ok(())
@@ -335,6 +394,7 @@ impl Snapshots {
             records.iter().map(|r| r.id.to_string()).collect();
         for e in std::fs::read_dir(self.root.join("snapshots"))?.flatten() {
             if !ids.contains(&e.file_name().to_string_lossy().to_string()) {
+                crate::lazy::detach(&e.path().join("fs"));
                 let _ = std::fs::remove_dir_all(e.path());
             }
         }
@@ -354,7 +414,22 @@ impl Snapshots {
         let used: std::collections::HashSet<&str> = records
             .iter()
             .flat_map(|r| r.model.iter().map(|m| m.blob.as_str()))
+            .chain(records.iter().filter_map(|r| {
+                r.labels
+                    .get(modelpack_common::labels::LABEL_CHUNK_INDEX)
+                    .and_then(|d| d.strip_prefix("sha256:"))
+            }))
             .collect();
+        // Partial blobs of layers no snapshot uses any more.
+        if let Ok(rd) = std::fs::read_dir(self.cas.sparse_dir()) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                let hex = name.split('.').next().unwrap_or_default().to_string();
+                if !used.contains(hex.as_str()) && !in_use_sparse(self, &hex) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
         let in_flight = self.in_flight.lock().unwrap().clone();
         for e in std::fs::read_dir(self.root.join("blobs/sha256"))?.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
@@ -367,11 +442,23 @@ impl Snapshots {
     }
 }
 
-/// Hardlinks every model file of the chain into `dest` at its path (nearest layer wins).
+/// Is a partial blob open in the FUSE server (a view still reads it)?
+fn in_use_sparse(s: &Snapshots, hex: &str) -> bool {
+    s.lazy.get().is_some_and(|l| l.has_sparse(hex))
+}
+
+/// Hardlinks every model file of the chain into `dest` at its path (nearest
+/// layer wins): from the layer's directory, or for a lazily committed raw
+/// layer whose blob is complete, from the blob itself.
 fn merge_model_files(s: &Snapshots, chain: &[Record], dest: &Path) -> Result<()> {
     for r in chain.iter().rev() {
         for f in &r.model {
-            link_file(&s.fs(r.id).join(&f.filepath), &dest.join(&f.filepath))?;
+            let src = if crate::lazy::is_lazy(r) {
+                s.blob_path(&f.blob)
+            } else {
+                s.fs(r.id).join(&f.filepath)
+            };
+            link_file(&src, &dest.join(&f.filepath))?;
         }
         if r.model.is_empty() {
             continue;

@@ -59,6 +59,7 @@ fn fetcher() -> ModelFetcher {
     ModelFetcher {
         client,
         chunk_size: 4096,
+        lazy: None,
         lock: tokio::sync::Mutex::new(()),
     }
 }
