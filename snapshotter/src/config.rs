@@ -105,7 +105,10 @@ impl Config {
             return Ok(o);
         };
         if n.version != 2 {
-            bail!("[nydus] version {} is not supported (use version = 2)", n.version);
+            bail!(
+                "[nydus] version {} is not supported (use version = 2)",
+                n.version
+            );
         }
         if let Some(b) = &n.backend {
             if b.backend_type != "registry" {
@@ -178,7 +181,10 @@ mod tests {
         assert!(o.enable);
 
         let d = Config::default().lazy_options(Path::new("/r")).unwrap();
-        assert!(d.enable && d.prefetch, "lazy and prefetch are on by default");
+        assert!(
+            d.enable && d.prefetch,
+            "lazy and prefetch are on by default"
+        );
 
         let off: Config = toml::from_str("[lazy]\nenable = false\n").unwrap();
         assert!(!off.lazy_options(Path::new("/r")).unwrap().enable);
@@ -189,7 +195,10 @@ mod tests {
         .unwrap();
         let err = auth.lazy_options(Path::new("/r")).unwrap_err().to_string();
         assert!(err.contains("docker config"), "{err}");
-        assert!(!err.contains("dXNlcjpwYXNz"), "the credential is not echoed");
+        assert!(
+            !err.contains("dXNlcjpwYXNz"),
+            "the credential is not echoed"
+        );
 
         let oss: Config =
             toml::from_str("[nydus]\nversion = 2\n[nydus.backend]\ntype = \"oss\"\n").unwrap();

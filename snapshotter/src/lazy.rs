@@ -198,7 +198,13 @@ impl LazyViews {
         }))
     }
 
-    fn sparse(&self, blob: &str, size: u64, index: &Digest, reference: &str) -> Result<Arc<SparseBlob>> {
+    fn sparse(
+        &self,
+        blob: &str,
+        size: u64,
+        index: &Digest,
+        reference: &str,
+    ) -> Result<Arc<SparseBlob>> {
         if let Some(b) = self.blobs.lock().unwrap().get(blob) {
             return Ok(b.clone());
         }
@@ -236,7 +242,13 @@ impl LazyViews {
     }
 
     /// Mounts the whole model of `chain` (nearest layer wins) at `dir`.
-    pub fn mount_view(&self, id: u64, dir: &std::path::Path, chain: &[Record], layer_fs: &dyn Fn(u64) -> PathBuf) -> Result<()> {
+    pub fn mount_view(
+        &self,
+        id: u64,
+        dir: &std::path::Path,
+        chain: &[Record],
+        layer_fs: &dyn Fn(u64) -> PathBuf,
+    ) -> Result<()> {
         let mut by_path: BTreeMap<String, FsFile> = BTreeMap::new();
         let mut reference = String::new();
         for r in chain.iter().rev() {
@@ -248,12 +260,18 @@ impl LazyViews {
                     (Backing::Complete(Arc::new(std::fs::File::open(&p)?)), 0)
                 } else if self.cas.has(&digest) {
                     let p = self.cas.blob_path(&digest);
-                    (Backing::Complete(Arc::new(std::fs::File::open(&p)?)), f.offset)
+                    (
+                        Backing::Complete(Arc::new(std::fs::File::open(&p)?)),
+                        f.offset,
+                    )
                 } else {
                     let index: Digest = r.labels[LABEL_CHUNK_INDEX].parse()?;
                     let rf = r.labels.get(LABEL_REFERENCE).cloned().unwrap_or_default();
                     let size = blob_size(r, f);
-                    (Backing::Lazy(self.sparse(&f.blob, size, &index, &rf)?), f.offset)
+                    (
+                        Backing::Lazy(self.sparse(&f.blob, size, &index, &rf)?),
+                        f.offset,
+                    )
                 };
                 if reference.is_empty() {
                     reference = r.labels.get(LABEL_REFERENCE).cloned().unwrap_or_default();
@@ -277,12 +295,18 @@ impl LazyViews {
             fsname: format!("modelpack:{reference}"),
             ..FsOptions::default()
         };
-        let fs = ModelFs::new(files.clone(), std::time::SystemTime::UNIX_EPOCH, opts, self.rt.clone())
-            .map_err(|e| SnapError::Internal(format!("view {id}: {e}")))?;
+        let fs = ModelFs::new(
+            files.clone(),
+            std::time::SystemTime::UNIX_EPOCH,
+            opts,
+            self.rt.clone(),
+        )
+        .map_err(|e| SnapError::Internal(format!("view {id}: {e}")))?;
         detach(dir);
         std::fs::create_dir_all(dir)?;
-        let mounted = modelpack_fs::mount(fs, dir)
-            .map_err(|e| SnapError::Internal(format!("mount the lazy view at {}: {e}", dir.display())))?;
+        let mounted = modelpack_fs::mount(fs, dir).map_err(|e| {
+            SnapError::Internal(format!("mount the lazy view at {}: {e}", dir.display()))
+        })?;
         if self.opts.prefetch {
             let (files, threads) = (files.clone(), self.opts.prefetch_threads);
             self.rt.spawn(async move {
@@ -354,7 +378,7 @@ pub fn stats_path(root: &std::path::Path) -> PathBuf {
     root.join("stats.json")
 }
 
-/// Rewrites the stats file every two seconds (atomically: temp + rename).
+/// Rewrites the stats file every second (atomically: temp + rename).
 pub async fn publish_stats(views: Arc<LazyViews>, root: PathBuf) {
     let path = stats_path(&root);
     let tmp = root.join("stats.json.tmp");
@@ -367,10 +391,13 @@ pub async fn publish_stats(views: Arc<LazyViews>, root: PathBuf) {
                 .unwrap_or(0),
         });
         let bytes = serde_json::to_vec_pretty(&body).expect("stats serialise");
-        if std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, &path)).is_err() {
+        if std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .is_err()
+        {
             tracing::debug!("cannot write {}", path.display());
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
@@ -388,7 +415,11 @@ fn blob_size(r: &Record, f: &ModelFile) -> u64 {
 }
 
 /// The files a lazily committed layer provides, at their offsets in its blob.
-fn layer_files(parsed: &ModelLayerLabels, index: &LayerIndex, format: IndexFormat) -> Result<Vec<ModelFile>> {
+fn layer_files(
+    parsed: &ModelLayerLabels,
+    index: &LayerIndex,
+    format: IndexFormat,
+) -> Result<Vec<ModelFile>> {
     let blob = parsed.layer_digest.hex().to_string();
     if format == IndexFormat::Raw {
         let f = modelpack_common::view::raw_layer_file(parsed)?;
@@ -406,8 +437,13 @@ fn layer_files(parsed: &ModelLayerLabels, index: &LayerIndex, format: IndexForma
         .iter()
         .map(|e| {
             let shown = format!("{} in layer {}", e.path, parsed.layer_digest);
-            if e.offset.checked_add(e.size).is_none_or(|end| end > parsed.layer_size) {
-                return Err(SnapError::InvalidArgument(format!("{shown}: outside the layer")));
+            if e.offset
+                .checked_add(e.size)
+                .is_none_or(|end| end > parsed.layer_size)
+            {
+                return Err(SnapError::InvalidArgument(format!(
+                    "{shown}: outside the layer"
+                )));
             }
             let p = modelpack_common::extract::safe_relative_path(&shown, &e.path)?;
             Ok(ModelFile {

@@ -82,7 +82,9 @@ fn main() -> Result<()> {
             .unwrap_or(modelpack_common::chunk::DEFAULT_CHUNK_SIZE),
     )
     .context("chunk_size in the config file")?;
-    let lazy = cfg.lazy_options(&root).context("the lazy attach settings")?;
+    let lazy = cfg
+        .lazy_options(&root)
+        .context("the lazy attach settings")?;
     runtime.block_on(serve(
         root,
         address,

@@ -14,6 +14,11 @@ use modelpack_e2e::{fails, ok, require_tool};
 
 const SNAPSHOTTER: &str = env!("CARGO_BIN_EXE_modelpack-snapshotter");
 
+/// One containerd node at a time: two in parallel (each with its own root,
+/// state and socket) still share runc's and the shims' host state, and a
+/// rootfs temp mount of one was seen failing while the other tore down.
+static ONE_NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn cli() -> PathBuf {
     let p = Path::new(SNAPSHOTTER).with_file_name("docker-modelpack");
     assert!(
@@ -147,7 +152,7 @@ T={t}
 R=$T/img/rootfs; O=$T/img/bb
 mkdir -p $R/bin $R/etc $R/tmp $R/proc $R/sys $R/dev $R/root $R/models $O/blobs/sha256
 cp /bin/busybox $R/bin/busybox
-for a in sh echo cat ls id sha256sum find sort xargs head; do ln -sf busybox $R/bin/$a; done
+for a in sh echo cat ls id sha256sum find sort xargs head dd; do ln -sf busybox $R/bin/$a; done
 tar --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -C $R -cf $T/img/layer.tar .
 DIFF=sha256:$(sha256sum $T/img/layer.tar | cut -d' ' -f1)
 gzip -n -c $T/img/layer.tar > $T/img/layer.tar.gz
@@ -186,6 +191,7 @@ fn sha256_of(p: &Path) -> String {
 
 #[test]
 fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
+    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
     for t in ["containerd", "ctr", "runc", "skopeo", "docker-registry"] {
         require_tool(t);
     }
@@ -262,7 +268,15 @@ fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
     for (m, r) in [(&m1, &r1), (&m2, &r2)] {
         ok(
             node.mp()
-                .args(["build", "-q", "-t", r, m.to_str().unwrap()])
+                // No chunk index: this test is about the eager path (the lazy one has its own).
+                .args([
+                    "build",
+                    "-q",
+                    "--no-chunk-index",
+                    "-t",
+                    r,
+                    m.to_str().unwrap(),
+                ])
                 .output()
                 .unwrap(),
             "build",
@@ -336,7 +350,14 @@ fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
     let direct = format!("{}/models/bad:v1", reg.host);
     ok(
         node.mp()
-            .args(["build", "-q", "-t", &direct, m3.to_str().unwrap()])
+            .args([
+                "build",
+                "-q",
+                "--no-chunk-index",
+                "-t",
+                &direct,
+                m3.to_str().unwrap(),
+            ])
             .output()
             .unwrap(),
         "build m3",
@@ -367,6 +388,203 @@ fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
         "no partial left"
     );
     let _ = blob_files;
+}
+
+/// Runs `script` in a busybox container with the model bind-mounted at /models.
+fn in_container(
+    node: &Node,
+    mnt: &Path,
+    image: &str,
+    name: &str,
+    script: &str,
+) -> std::process::Output {
+    node.ctr()
+        .args([
+            "run",
+            "--rm",
+            "--snapshotter",
+            "modelpack",
+            "--mount",
+            &format!(
+                "type=bind,src={},dst=/models,options=rbind:ro",
+                mnt.display()
+            ),
+            image,
+            &format!("{name}-{}", node.ns),
+            "/bin/sh",
+            "-c",
+            script,
+        ])
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn containerd_attaches_an_indexed_model_lazily_and_verifies_every_chunk() {
+    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    for t in ["containerd", "ctr", "runc", "skopeo", "docker-registry"] {
+        require_tool(t);
+    }
+    if !nix_is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping: lazy attach needs root and /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_path_buf();
+    let reg_dir = t.join("reg");
+    let mut reg = Some(Registry::start(&reg_dir, Auth::None));
+    let port = reg.as_ref().unwrap().port;
+    let host = reg.as_ref().unwrap().host.clone();
+    let mut node = Node {
+        t: t.clone(),
+        snap: None,
+        ctrd: None,
+        ns: format!("mplazy{}", std::process::id()),
+    };
+    node.start_snapshotter();
+    node.start_containerd();
+    busybox_image(&t, &host);
+    let image = format!("{host}/busybox:latest");
+    ok(
+        node.ctr()
+            .args([
+                "image",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "modelpack",
+                &image,
+            ])
+            .output()
+            .unwrap(),
+        "ctr image pull",
+    );
+
+    // A model with a bound index (build's default), 1 MiB chunks.
+    let m = t.join("m");
+    std::fs::create_dir_all(m.join("tok")).unwrap();
+    std::fs::write(m.join("config.json"), br#"{"architectures":["X"]}"#).unwrap();
+    std::fs::write(m.join("tok/tokenizer.json"), br#"{"v":1}"#).unwrap();
+    let weights: Vec<u8> = (0..12u32 << 20)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    std::fs::write(m.join("model.safetensors"), &weights).unwrap();
+    let r = format!("{host}/models/lazy:v1");
+    ok(
+        node.mp()
+            .args([
+                "build",
+                "-q",
+                "--chunk-size",
+                "1MiB",
+                "-t",
+                &r,
+                m.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "build",
+    );
+    ok(node.mp().args(["push", "-q", &r]).output().unwrap(), "push");
+    let weight_hex = sha256_of(&m.join("model.safetensors"));
+
+    // pull --containerd commits every layer without fetching a weight byte.
+    ok(pull_containerd(&node, &r), "pull --containerd (lazy)");
+    let blobs = t.join("snaproot/blobs/sha256");
+    assert!(
+        !blobs.join(&weight_hex).exists(),
+        "the weights were fetched at Prepare"
+    );
+
+    // A chunk corrupted in the registry's storage before anything read it.
+    let stored = reg
+        .as_ref()
+        .unwrap()
+        .blob_path(&format!("sha256:{weight_hex}"));
+    let good = std::fs::read(&stored).unwrap();
+    let mut bad = good.clone();
+    bad[(5 << 20) + 7] ^= 0x55;
+    std::fs::write(&stored, &bad).unwrap();
+
+    let mnt = t.join("mnt");
+    let sock = node.sock();
+    let mount = |node: &Node| {
+        ok(
+            node.mp()
+                .args([
+                    "mount",
+                    "--containerd",
+                    "--address",
+                    sock.to_str().unwrap(),
+                    "--namespace",
+                    &node.ns,
+                    &r,
+                    mnt.to_str().unwrap(),
+                ])
+                .output()
+                .unwrap(),
+            "mount --containerd",
+        )
+    };
+    mount(&node);
+    let dd = |skip: u32| {
+        format!("dd if=/models/model.safetensors of=/dev/null bs=1048576 skip={skip} count=1")
+    };
+    let out = in_container(&node, &mnt, &image, "bad", &dd(5));
+    assert!(!out.status.success(), "the corrupt chunk was served");
+    let out = in_container(&node, &mnt, &image, "good", &dd(3));
+    assert!(
+        out.status.success(),
+        "chunk 3: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&stored, &good).unwrap();
+    let out = in_container(&node, &mnt, &image, "fixed", &dd(5));
+    assert!(
+        out.status.success(),
+        "a refused chunk is fetched again once the registry serves good bytes: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    check_model(&node, &mnt, &image, &m, "lazy-all");
+    let log = std::fs::read_to_string(t.join("snap.log")).unwrap();
+    assert!(log.contains("committed lazily"), "{log}");
+    assert!(log.contains("lazy view mounted"), "{log}");
+    // `stats` shows what the running snapshotter published (every second).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = ok(
+            Command::new(SNAPSHOTTER)
+                .args(["--root", t.join("snaproot").to_str().unwrap(), "stats"])
+                .output()
+                .unwrap(),
+            "stats",
+        );
+        let stats: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let counted = stats["views"].as_array().unwrap().iter().any(|v| {
+            v["readErrors"].as_u64() >= Some(1) && v["bytesServed"].as_u64() >= Some(12 << 20)
+        });
+        if counted {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stats count the refused read and the bytes served: {stats}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // SIGKILL the snapshotter with the registry gone: after the restart the
+    // view is served again from what is on the node, nothing refetched.
+    drop(reg.take());
+    node.snap = None;
+    node.start_snapshotter();
+    ok(
+        Command::new("umount").arg("-l").arg(&mnt).output().unwrap(),
+        "umount the dead bind",
+    );
+    mount(&node);
+    check_model(&node, &mnt, &image, &m, "lazy-restarted");
+    let _ = port;
 }
 
 fn pull_containerd(node: &Node, r: &str) -> std::process::Output {
