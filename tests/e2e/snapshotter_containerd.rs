@@ -509,7 +509,7 @@ fn containerd_attaches_an_indexed_model_lazily_and_verifies_every_chunk() {
     let mnt = t.join("mnt");
     let sock = node.sock();
     let mount = |node: &Node| {
-        ok(
+        let run = || {
             node.mp()
                 .args([
                     "mount",
@@ -522,8 +522,23 @@ fn containerd_attaches_an_indexed_model_lazily_and_verifies_every_chunk() {
                     mnt.to_str().unwrap(),
                 ])
                 .output()
-                .unwrap(),
-            "mount --containerd",
+                .unwrap()
+        };
+        let mut out = run();
+        // containerd's connection to a restarted proxy snapshotter comes back
+        // after gRPC's reconnect backoff; until then calls are "unavailable".
+        for _ in 0..20 {
+            if out.status.success() || !String::from_utf8_lossy(&out.stderr).contains("unavailable")
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            out = run();
+        }
+        let log = std::fs::read_to_string(node.t.join("snap.log")).unwrap_or_default();
+        ok(
+            out,
+            &format!("mount --containerd (snapshotter log:\n{log})"),
         )
     };
     mount(&node);
