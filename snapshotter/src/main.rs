@@ -4,6 +4,7 @@
 //! or SIGINT stops it cleanly and removes the socket.
 
 mod config;
+mod cri;
 mod error;
 mod filters;
 mod lazy;
@@ -144,6 +145,7 @@ async fn serve(
         client,
         chunk_size,
         lazy,
+        cri: Default::default(),
         lock: tokio::sync::Mutex::new(()),
     });
     if let Some(dir) = address.parent() {

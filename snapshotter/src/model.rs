@@ -29,6 +29,8 @@ pub fn is_model_prepare(labels: &BTreeMap<String, String>) -> bool {
 pub struct ModelFetcher {
     pub client: RegistryClient,
     pub chunk_size: u64,
+    /// ModelPack manifests met through CRI's remote-snapshot labels.
+    pub cri: crate::cri::CriViews,
     /// The lazy path (None: every model layer is fetched at Prepare).
     pub lazy: Option<std::sync::Arc<crate::lazy::LazyViews>>,
     /// One model layer materialised at a time: concurrent prepares of the same chainID share the result.

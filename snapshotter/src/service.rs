@@ -86,6 +86,21 @@ impl SnapshotsApi for Service {
                 .await
                 .into());
         }
+        if crate::cri::is_cri_prepare(&labels)
+            && let Some(model) = self
+                .fetcher
+                .cri
+                .model_labels(&self.fetcher.client, &labels, &r.parent)
+                .await
+        {
+            // A ModelPack layer pulled through CRI: our labels, derived from
+            // the verified manifest and config, replace nothing the caller sent.
+            let mut labels = labels;
+            labels.extend(model.to_labels());
+            return Err(prepare_model(&self.snaps, &self.fetcher, &r.parent, labels)
+                .await
+                .into());
+        }
         let s = self.snaps.clone();
         let mounts = blocking(move || s.create(Kind::Active, &r.key, &r.parent, labels)).await?;
         Ok(Response::new(PrepareSnapshotResponse { mounts }))

@@ -60,6 +60,7 @@ fn fetcher() -> ModelFetcher {
         client,
         chunk_size: 4096,
         lazy: None,
+        cri: Default::default(),
         lock: tokio::sync::Mutex::new(()),
     }
 }
@@ -207,4 +208,142 @@ async fn a_blob_with_wrong_bytes_fails_and_commits_nothing() {
     let e = prepare_model(&s, &f, "", labels).await;
     assert!(e.to_string().contains(".."), "{e}");
     assert!(s.meta.get(&c2).unwrap().is_none());
+}
+
+/// Pushes a one-layer ModelPack model whose raw layer binds a chunk index
+/// (4 KiB chunks); returns (manifest digest, layer digest, index digest).
+async fn push_indexed_model(
+    f: &ModelFetcher,
+    r: &Reference,
+    data: &[u8],
+) -> (Digest, Digest, Digest) {
+    use modelpack_common::chunkindex::{IndexFormat, Indexer, LayerRef};
+    let d = f.client.push_blob_bytes(r, data).await.unwrap();
+    let media_type = "application/vnd.cncf.model.weight.v1.raw";
+    let mut ix = Indexer::new(4096, IndexFormat::Raw);
+    ix.update(data);
+    let index = ix
+        .finish(LayerRef {
+            digest: d.clone(),
+            media_type: media_type.into(),
+            size: data.len() as u64,
+        })
+        .unwrap()
+        .to_bytes();
+    let id = f.client.push_blob_bytes(r, &index).await.unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "descriptor": {}, "config": {},
+        "modelfs": {"type": "layers", "diffIds": [d.to_string()]}
+    }))
+    .unwrap();
+    let cd = f.client.push_blob_bytes(r, &config).await.unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.model.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": [{
+            "mediaType": media_type, "digest": d.to_string(), "size": data.len(),
+            "annotations": {
+                "org.cncf.model.filepath": "weights/model.safetensors",
+                "org.modelpack.chunks.digest": id.to_string()
+            }
+        }]
+    }))
+    .unwrap();
+    let md = f
+        .client
+        .put_manifest(r, &manifest, "application/vnd.oci.image.manifest.v1+json")
+        .await
+        .unwrap();
+    (md, d, id)
+}
+
+#[tokio::test]
+async fn a_layer_with_a_bound_index_commits_without_fetching_and_cri_labels_find_it() {
+    let reg = registry();
+    let r: Reference = format!("{}/models/lazy:v1", reg.host).parse().unwrap();
+    let mut f = fetcher();
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let (md, d, id) = push_indexed_model(&f, &r, &data).await;
+    let root = tempfile::tempdir().unwrap();
+    let s = Snapshots::open(root.path()).unwrap();
+    f.lazy = Some(Arc::new(crate::lazy::LazyViews::new(
+        crate::lazy::LazyOptions::default(),
+        s.cas.clone(),
+        f.client.clone(),
+        tokio::runtime::Handle::current(),
+    )));
+
+    // CRI's labels alone (what containerd's CRI plugin sends) are enough:
+    // our labels are derived from the verified manifest and config.
+    let chain = d.to_string();
+    let cri = BTreeMap::from([
+        (LABEL_REF.to_string(), chain.clone()),
+        (crate::cri::CRI_IMAGE_REF.to_string(), r.to_string()),
+        (crate::cri::CRI_MANIFEST_DIGEST.to_string(), md.to_string()),
+        (crate::cri::CRI_LAYER_DIGEST.to_string(), d.to_string()),
+    ]);
+    assert!(crate::cri::is_cri_prepare(&cri));
+    let derived = f.cri.model_labels(&f.client, &cri, "").await.unwrap();
+    assert_eq!(derived.filepath, "weights/model.safetensors");
+    assert_eq!(derived.manifest_digest.as_ref(), Some(&md));
+    assert!(
+        f.cri
+            .model_labels(&f.client, &cri, "sha256:0000")
+            .await
+            .is_none(),
+        "a layer on a foreign parent is not the model's"
+    );
+
+    // A caller cannot make a layer lazy by sending our label.
+    let mut labels = derived.to_labels();
+    labels.insert(
+        modelpack_common::labels::LABEL_CHUNK_INDEX.into(),
+        Digest::of(b"forged").to_string(),
+    );
+    let e = prepare_model(&s, &f, "", labels).await;
+    assert!(
+        matches!(e, SnapError::AlreadyExists(ref t) if *t == chain),
+        "{e}"
+    );
+    let rec = s.stat(&chain).unwrap();
+    assert_eq!(
+        rec.labels.get(modelpack_common::labels::LABEL_CHUNK_INDEX),
+        Some(&id.to_string()),
+        "the bound index from the manifest, not the forged one"
+    );
+    assert!(
+        !s.blob_path(d.hex()).exists(),
+        "no weight byte fetched at Prepare"
+    );
+    assert!(
+        s.blob_path(id.hex()).exists(),
+        "the index is kept on the node"
+    );
+    assert_eq!(rec.model.len(), 1);
+    assert_eq!(rec.model[0].filepath, "weights/model.safetensors");
+
+    // An ordinary image's CRI Prepare is left to the ordinary path.
+    let img_cfg =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#;
+    let icd = f.client.push_blob_bytes(&r, img_cfg).await.unwrap();
+    let image = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": icd.to_string(), "size": img_cfg.len()},
+        "layers": []
+    }))
+    .unwrap();
+    let ir: Reference = format!("{}/library/img:v1", reg.host).parse().unwrap();
+    let _ = f.client.push_blob_bytes(&ir, img_cfg).await.unwrap();
+    let imd = f
+        .client
+        .put_manifest(&ir, &image, "application/vnd.oci.image.manifest.v1+json")
+        .await
+        .unwrap();
+    let mut ordinary = cri.clone();
+    ordinary.insert(crate::cri::CRI_IMAGE_REF.into(), ir.to_string());
+    ordinary.insert(crate::cri::CRI_MANIFEST_DIGEST.into(), imd.to_string());
+    assert!(f.cri.model_labels(&f.client, &ordinary, "").await.is_none());
 }
