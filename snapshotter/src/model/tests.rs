@@ -211,7 +211,7 @@ async fn a_blob_with_wrong_bytes_fails_and_commits_nothing() {
 }
 
 /// Pushes a one-layer ModelPack model whose raw layer binds a chunk index
-/// (4 KiB chunks); returns (manifest digest, layer digest, index digest).
+/// (64 KiB chunks); returns (manifest digest, layer digest, index digest).
 async fn push_indexed_model(
     f: &ModelFetcher,
     r: &Reference,
@@ -220,7 +220,7 @@ async fn push_indexed_model(
     use modelpack_common::chunkindex::{IndexFormat, Indexer, LayerRef};
     let d = f.client.push_blob_bytes(r, data).await.unwrap();
     let media_type = "application/vnd.cncf.model.weight.v1.raw";
-    let mut ix = Indexer::new(4096, IndexFormat::Raw);
+    let mut ix = Indexer::new(65536, IndexFormat::Raw);
     ix.update(data);
     let index = ix
         .finish(LayerRef {
@@ -264,7 +264,7 @@ async fn a_layer_with_a_bound_index_commits_without_fetching_and_cri_labels_find
     let reg = registry();
     let r: Reference = format!("{}/models/lazy:v1", reg.host).parse().unwrap();
     let mut f = fetcher();
-    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let (md, d, id) = push_indexed_model(&f, &r, &data).await;
     let root = tempfile::tempdir().unwrap();
     let s = Snapshots::open(root.path()).unwrap();
