@@ -8,8 +8,8 @@ integration/setup.sh
 # BENCH_PROFILE=debug reuses the test build (CI's tiny run only checks the script works).
 PROFILE=${BENCH_PROFILE:-release}
 if [ "$PROFILE" = release ]; then
-  cargo build -q --release -p modelpack-cli -p modelpack-e2e --bins
+  cargo build -q --release -p modelpack-cli -p modelpack-snapshotter -p modelpack-e2e --bins
 else
-  cargo build -q -p modelpack-cli -p modelpack-e2e --bins
+  cargo build -q -p modelpack-cli -p modelpack-snapshotter -p modelpack-e2e --bins
 fi
 BENCH_BIN_DIR=$PWD/target/$PROFILE exec target/venv/bin/python integration/bench.py "$@"
