@@ -73,6 +73,10 @@ pub struct FsOptions {
     pub allow_other: bool,
     /// Name shown in /proc/mounts (`modelpack:<ref>`).
     pub fsname: String,
+    /// Hand opens of complete raw files to the kernel (`FUSE_PASSTHROUGH`,
+    /// Linux ≥ 6.9, root): reads then never reach this process. Falls back
+    /// to serving reads here where the kernel or privileges do not allow it.
+    pub passthrough: bool,
 }
 
 impl Default for FsOptions {
@@ -84,6 +88,7 @@ impl Default for FsOptions {
             threads: 4,
             allow_other: false,
             fsname: "modelpack".into(),
+            passthrough: true,
         }
     }
 }
@@ -94,6 +99,10 @@ pub struct FsStats {
     pub reads: AtomicU64,
     pub bytes_served: AtomicU64,
     pub read_errors: AtomicU64,
+    /// The kernel accepted FUSE passthrough at init.
+    pub passthrough: std::sync::atomic::AtomicBool,
+    /// Opens handed to the kernel (their reads never reach `reads`).
+    pub passthrough_opens: AtomicU64,
 }
 
 /// The filesystem handed to fuser.
@@ -109,9 +118,48 @@ pub struct ModelFs {
     last_end: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
     next_fh: AtomicU64,
     pub stats: Arc<FsStats>,
+    /// The kernel agreed to passthrough at init.
+    passthrough: bool,
+    /// One backing registration per passthrough inode, kept while mounted.
+    backing: std::sync::Mutex<std::collections::HashMap<u64, Arc<fuser::BackingId>>>,
 }
 
 const TTL: Duration = Duration::from_secs(3600);
+
+impl ModelFs {
+    /// The kernel's handle on a file that is a whole, complete, verified
+    /// blob (a raw layer's file), registered once per inode; `None` for
+    /// anything else (tar members live at an offset, partial blobs need us)
+    /// or when registration fails (then reads are served here).
+    fn backing_for(
+        &self,
+        ino: u64,
+        f: &FsFile,
+        reply: &ReplyOpen,
+    ) -> Option<Arc<fuser::BackingId>> {
+        if let Some(id) = self.backing.lock().unwrap().get(&ino) {
+            return Some(id.clone());
+        }
+        let file = match &f.backing {
+            Backing::Complete(file) => file.clone(),
+            Backing::Lazy(b) => b.complete_file()?,
+        };
+        if f.offset != 0 || file.metadata().ok()?.len() != f.size {
+            return None;
+        }
+        match reply.open_backing(&*file) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                self.backing.lock().unwrap().insert(ino, id.clone());
+                Some(id)
+            }
+            Err(e) => {
+                tracing::debug!(path = %f.path.display(), "no passthrough: {e}");
+                None
+            }
+        }
+    }
+}
 
 impl ModelFs {
     /// Builds the tree. `rt` runs the fetches (the caller's runtime).
@@ -133,6 +181,8 @@ impl ModelFs {
             last_end: Default::default(),
             next_fh: AtomicU64::new(1),
             stats: Arc::new(FsStats::default()),
+            passthrough: false,
+            backing: Default::default(),
         })
     }
 
@@ -181,6 +231,23 @@ impl Filesystem for ModelFs {
         }
     }
 
+    fn init(&mut self, _req: &Request, config: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        if self.opts.passthrough {
+            match config.add_capabilities(fuser::InitFlags::FUSE_PASSTHROUGH) {
+                // Depth 1: this filesystem may sit under an overlay; its backing files may not.
+                Ok(()) if config.set_max_stack_depth(1).is_ok() => {
+                    self.passthrough = true;
+                    self.stats.passthrough.store(true, Ordering::Relaxed);
+                    tracing::debug!("FUSE passthrough on for complete files");
+                }
+                _ => tracing::info!(
+                    "kernel without FUSE passthrough: complete files are served by this process"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let Some(n) = self.tree.get(ino.0) else {
             return reply.error(Errno::ENOENT);
@@ -192,6 +259,13 @@ impl Filesystem for ModelFs {
             return reply.error(Errno::EROFS);
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        if let NodeKind::File(f) = &n.kind
+            && self.passthrough
+            && let Some(id) = self.backing_for(ino.0, f, &reply)
+        {
+            self.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+            return reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+        }
         // Verified bytes never change: let the kernel keep its page cache.
         reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
     }

@@ -33,6 +33,17 @@ fn lazy(cas: &Cas, bytes: &[u8]) -> (Arc<MemoryBlob>, Arc<SparseBlob>) {
     (src, Arc::new(blob))
 }
 
+/// `uname -r` is at least `major.minor`.
+fn kernel_at_least(major: u32, minor: u32) -> bool {
+    let r = rustix::system::uname();
+    let release = r.release().to_string_lossy().to_string();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|p| p.parse::<u32>().ok());
+    let (a, b) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
 #[test]
 fn a_lazy_view_reads_verified_bytes_and_refuses_a_corrupt_chunk_with_eio() {
     if !can_mount() {
@@ -133,6 +144,38 @@ fn a_lazy_view_reads_verified_bytes_and_refuses_a_corrupt_chunk_with_eio() {
     assert!(cas.has(wsrc.digest()));
     assert!(mounted.stats.read_errors.load(Ordering::Relaxed) >= 1);
     drop(f);
+
+    // A complete whole-blob file is handed to the kernel (FUSE passthrough)
+    // where it allows it: its reads no longer reach us.
+    if kernel_at_least(6, 9) {
+        assert!(
+            mounted.stats.passthrough.load(Ordering::Relaxed),
+            "a ≥ 6.9 kernel mounted by root accepts FUSE passthrough"
+        );
+    }
+    if mounted.stats.passthrough.load(Ordering::Relaxed) {
+        let opens = mounted.stats.passthrough_opens.load(Ordering::Relaxed);
+        let reads = mounted.stats.reads.load(Ordering::Relaxed);
+        assert_eq!(
+            std::fs::read(mnt.join("weights/model.safetensors")).unwrap(),
+            weights
+        );
+        assert_eq!(
+            mounted.stats.passthrough_opens.load(Ordering::Relaxed),
+            opens + 1
+        );
+        assert_eq!(
+            mounted.stats.reads.load(Ordering::Relaxed),
+            reads,
+            "read by the kernel"
+        );
+        // A file at an offset inside its blob is never passed through.
+        assert_eq!(std::fs::read(mnt.join("weights/README")).unwrap(), b"disk");
+        assert_eq!(
+            mounted.stats.passthrough_opens.load(Ordering::Relaxed),
+            opens + 1
+        );
+    }
     mounted.unmount().unwrap();
     assert_eq!(std::fs::read_dir(&mnt).unwrap().count(), 0, "unmounted");
 }

@@ -166,6 +166,13 @@ impl SparseBlob {
         self.state.lock().unwrap().complete
     }
 
+    /// The verified whole blob, once complete (a FUSE server hands it to the
+    /// kernel for passthrough reads).
+    pub fn complete_file(&self) -> Option<Arc<File>> {
+        let s = self.state.lock().unwrap();
+        (s.complete && s.poisoned.is_none()).then(|| self.data.clone())
+    }
+
     /// Chunks recorded present (verified now or in an earlier process).
     pub fn present_chunks(&self) -> usize {
         let s = self.state.lock().unwrap();
