@@ -343,7 +343,7 @@ def main():
                  "curl -o (blobs only)", curl_get)
             case("lazy mount + cold read of every file", lazy("find {mnt}/ -type f -exec cat {{}} + > /dev/null"),
                  "curl -o (blobs only)", curl_get)
-            case("lazy mount + prefetch to complete", lazy("until MODELPACK_HOME={store} {bin} ls --names | grep -q bench/m; do sleep 0.1; done", prefetch=True),
+            case("lazy mount + prefetch to complete", lazy("until MODELPACK_HOME={store} {bin} ls --names | grep -q 'bench/m:v1'; do sleep 0.1; done", prefetch=True),
                  "pull → store", lambda i: ours(["pull", f"{reg.host}/bench/m:v1"], fresh(f"{stores}/p")))
         else:
             print("  lazy mount rows skipped: need root and /dev/fuse", file=sys.stderr)

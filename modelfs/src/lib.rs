@@ -19,7 +19,10 @@
 //!   fetches are bounded (a semaphore), so memory stays bounded too.
 
 pub mod attach;
+mod prefetch;
 mod tree;
+
+pub use prefetch::{Prefetch, prefetch};
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -83,7 +86,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         FsOptions {
             max_inflight: 8,
-            readahead_chunks: 2,
+            readahead_chunks: 4,
             read_timeout: Duration::from_secs(60),
             threads: 4,
             allow_other: false,
@@ -120,6 +123,10 @@ pub struct ModelFs {
     pub stats: Arc<FsStats>,
     /// The kernel agreed to passthrough at init.
     passthrough: bool,
+    /// Readahead fetches in flight (apart from demanded ones).
+    readahead: Arc<tokio::sync::Semaphore>,
+    /// Readahead chunks already scheduled: `(blob address, chunk)`.
+    scheduled: Arc<std::sync::Mutex<std::collections::HashSet<(usize, u64)>>>,
     /// One backing registration per passthrough inode, kept while mounted.
     backing: std::sync::Mutex<std::collections::HashMap<u64, Arc<fuser::BackingId>>>,
 }
@@ -170,6 +177,9 @@ impl ModelFs {
         rt: tokio::runtime::Handle,
     ) -> Result<ModelFs, TreeError> {
         let tree = Tree::build(files)?;
+        let readahead = Arc::new(tokio::sync::Semaphore::new(
+            opts.readahead_chunks.clamp(1, 64) as usize,
+        ));
         Ok(ModelFs {
             tree,
             rt,
@@ -183,6 +193,8 @@ impl ModelFs {
             stats: Arc::new(FsStats::default()),
             passthrough: false,
             backing: Default::default(),
+            readahead,
+            scheduled: Default::default(),
         })
     }
 
@@ -320,10 +332,11 @@ impl Filesystem for ModelFs {
                 let path = f.path.clone();
                 let file_end = f.offset + f.size;
                 let ahead = if sequential {
-                    self.opts.readahead_chunks * blob.index().chunk_size
+                    self.opts.readahead_chunks
                 } else {
                     0
                 };
+                let (readahead, scheduled) = (self.readahead.clone(), self.scheduled.clone());
                 self.rt.spawn(async move {
                     let got = {
                         let Ok(_permit) = sem.clone().acquire_owned().await else {
@@ -347,12 +360,31 @@ impl Filesystem for ModelFs {
                             reply.error(Errno::EIO);
                         }
                     }
-                    // Readahead within the file, after the demanded read was answered.
-                    let start = at + len;
-                    if ahead > 0 && start < file_end {
-                        let n = ahead.min(file_end - start);
-                        if let Ok(_permit) = sem.acquire_owned().await {
-                            let _ = blob.ensure_range(start, n).await;
+                    // Readahead within the file, after the demanded read was
+                    // answered: the next chunks, each fetched by its own task
+                    // (in parallel, bounded by their own semaphore so they never
+                    // hold up demanded reads), each scheduled once.
+                    if ahead > 0 && at + len < file_end {
+                        let cs = blob.index().chunk_size;
+                        let from = (at + len - 1) / cs + 1;
+                        let last = (file_end - 1) / cs;
+                        for j in from..=(from + ahead - 1).min(last) {
+                            if blob.has_chunk(j as usize) {
+                                continue;
+                            }
+                            let key = (Arc::as_ptr(&blob) as usize, j);
+                            if !scheduled.lock().unwrap().insert(key) {
+                                continue;
+                            }
+                            let (blob, readahead, scheduled) =
+                                (blob.clone(), readahead.clone(), scheduled.clone());
+                            tokio::spawn(async move {
+                                if let Ok(_permit) = readahead.acquire_owned().await {
+                                    let n = cs.min(blob.size() - j * cs);
+                                    let _ = blob.ensure_range(j * cs, n).await;
+                                }
+                                scheduled.lock().unwrap().remove(&key);
+                            });
                         }
                     }
                 });
@@ -484,47 +516,6 @@ pub fn unmount_path(dir: &Path) -> std::io::Result<()> {
     rustix::mount::unmount(dir, rustix::mount::UnmountFlags::empty())
         .or_else(|_| rustix::mount::unmount(dir, rustix::mount::UnmountFlags::DETACH))
         .map_err(std::io::Error::from)
-}
-
-/// Fetches every lazy file's missing chunks in the background: small files
-/// first (configs, tokenizers, index JSON), then the rest in path order,
-/// `concurrency` blobs at a time. Reads demanded meanwhile are not blocked
-/// behind it: each chunk fetch is short and takes its own lock.
-pub async fn prefetch(files: Vec<FsFile>, concurrency: usize) -> usize {
-    let mut lazy: Vec<(u64, PathBuf, Arc<SparseBlob>)> = files
-        .into_iter()
-        .filter_map(|f| match f.backing {
-            Backing::Lazy(b) => Some((f.size, f.path, b)),
-            Backing::Complete(_) => None,
-        })
-        .collect();
-    lazy.sort_by(|a, b| (a.0 > 1 << 20).cmp(&(b.0 > 1 << 20)).then(a.1.cmp(&b.1)));
-    let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
-    let mut tasks = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (_, path, blob) in lazy {
-        if !seen.insert(blob.digest().clone()) {
-            continue;
-        }
-        let sem = sem.clone();
-        tasks.push(tokio::spawn(async move {
-            let _p = sem.acquire_owned().await;
-            match blob.fetch_all().await {
-                Ok(()) => true,
-                Err(e) => {
-                    tracing::warn!(path = %path.display(), "prefetch stopped: {e}");
-                    false
-                }
-            }
-        }));
-    }
-    let mut done = 0;
-    for t in tasks {
-        if t.await.unwrap_or(false) {
-            done += 1;
-        }
-    }
-    done
 }
 
 #[cfg(test)]

@@ -205,10 +205,48 @@ fn prefetch_completes_small_files_first_and_every_blob() {
             mode: 0o444,
         },
     ];
-    let done = rt.block_on(prefetch(files, 1));
+    let done = rt.block_on(prefetch(files, Prefetch { concurrency: 1, bytes_per_sec: 0 }));
     assert_eq!(done, 2);
     assert!(bblob.is_complete() && sblob.is_complete());
     assert_eq!(bsrc.requests(), 40, "one request per chunk");
+}
+
+#[test]
+fn prefetch_skips_a_bad_chunk_keeps_going_and_honours_the_bandwidth_limit() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let big = data((CS * 8) as usize, 3);
+    let (src, blob) = lazy(&cas, &big);
+    let file = FsFile {
+        path: "w.bin".into(),
+        backing: Backing::Lazy(blob.clone()),
+        offset: 0,
+        size: big.len() as u64,
+        mode: 0o444,
+    };
+    src.set_fault(Fault::Corrupt(CS * 2 + 1));
+    let done = rt.block_on(prefetch(vec![file.clone()], Prefetch::default()));
+    assert_eq!(done, 0, "a blob with a refused chunk is not complete");
+    assert_eq!(blob.present_chunks(), 7, "every other chunk was still fetched");
+    // Good bytes again, and a limit of 4 chunks per second: the one missing
+    // chunk plus nothing else costs at least a quarter of a second of pacing.
+    src.set_fault(Fault::None);
+    let t = std::time::Instant::now();
+    let done = rt.block_on(prefetch(
+        vec![file],
+        Prefetch {
+            concurrency: 1,
+            bytes_per_sec: CS * 4,
+        },
+    ));
+    assert_eq!(done, 1);
+    assert!(blob.is_complete());
+    assert!(
+        t.elapsed() >= std::time::Duration::from_millis(200),
+        "paced to the limit ({:?})",
+        t.elapsed()
+    );
 }
 
 #[test]

@@ -21,7 +21,7 @@
 //! [nydus.cache.prefetch]
 //! enable = true
 //! threads = 2                        # blobs prefetched at once
-//! bandwidth_limit = 0                # not applied yet (warned)
+//! bandwidth_limit = 0                # bytes/s over all blobs, 0 = unlimited
 //! ```
 //!
 //! What `ConfigV2` cannot say, and how we extend around it: the registry
@@ -129,11 +129,8 @@ impl Config {
         if let Some(c) = &n.cache {
             o.prefetch = c.prefetch.enable;
             o.prefetch_threads = c.prefetch.threads_count.max(1);
-            if c.prefetch.bandwidth_limit > 0 {
-                tracing::warn!(
-                    "[nydus.cache.prefetch] bandwidth_limit is not applied yet; prefetch is limited by threads only"
-                );
-            }
+            // Nydus's unit: bytes per second over the whole prefetch.
+            o.prefetch_bandwidth = u64::from(c.prefetch.bandwidth_limit);
             if let Some(fc) = &c.file_cache
                 && !fc.work_dir.is_empty()
                 && fc.work_dir != "."
@@ -171,6 +168,7 @@ mod tests {
             [nydus.cache.prefetch]
             enable = false
             threads = 5
+            bandwidth_limit = 1048576
             "#,
         )
         .unwrap();
@@ -178,6 +176,7 @@ mod tests {
         assert_eq!(o.read_timeout, Duration::from_secs(7));
         assert!(!o.prefetch);
         assert_eq!(o.prefetch_threads, 5);
+        assert_eq!(o.prefetch_bandwidth, 1 << 20);
         assert!(o.enable);
 
         let d = Config::default().lazy_options(Path::new("/r")).unwrap();

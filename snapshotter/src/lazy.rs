@@ -46,6 +46,8 @@ pub struct LazyOptions {
     pub prefetch: bool,
     /// Blobs prefetched at once.
     pub prefetch_threads: usize,
+    /// Prefetch bytes per second over all blobs (0: unlimited).
+    pub prefetch_bandwidth: u64,
 }
 
 impl Default for LazyOptions {
@@ -55,6 +57,7 @@ impl Default for LazyOptions {
             read_timeout: Duration::from_secs(60),
             prefetch: true,
             prefetch_threads: 2,
+            prefetch_bandwidth: 0,
         }
     }
 }
@@ -308,7 +311,11 @@ impl LazyViews {
             SnapError::Internal(format!("mount the lazy view at {}: {e}", dir.display()))
         })?;
         if self.opts.prefetch {
-            let (files, threads) = (files.clone(), self.opts.prefetch_threads);
+            let files = files.clone();
+            let threads = modelpack_fs::Prefetch {
+                concurrency: self.opts.prefetch_threads,
+                bytes_per_sec: self.opts.prefetch_bandwidth,
+            };
             self.rt.spawn(async move {
                 let n = modelpack_fs::prefetch(files, threads).await;
                 tracing::info!(view = id, "prefetch: {n} blobs complete");

@@ -244,6 +244,11 @@ impl SparseBlob {
         Ok(s.complete)
     }
 
+    /// Is chunk `i` verified in this process (a read of it needs no fetch)?
+    pub fn has_chunk(&self, i: usize) -> bool {
+        self.is_verified(i)
+    }
+
     fn is_verified(&self, i: usize) -> bool {
         let s = self.state.lock().unwrap();
         s.complete || bit(&s.verified, i)
