@@ -86,7 +86,7 @@ impl Default for FsOptions {
     fn default() -> Self {
         FsOptions {
             max_inflight: 8,
-            readahead_chunks: 4,
+            readahead_chunks: 8,
             read_timeout: Duration::from_secs(60),
             threads: 4,
             allow_other: false,
@@ -132,6 +132,9 @@ pub struct ModelFs {
 }
 
 const TTL: Duration = Duration::from_secs(3600);
+
+/// Chunks fetched together by one readahead request.
+const READAHEAD_GROUP: u64 = 4;
 
 impl ModelFs {
     /// The kernel's handle on a file that is a whole, complete, verified
@@ -361,18 +364,26 @@ impl Filesystem for ModelFs {
                         }
                     }
                     // Readahead within the file, after the demanded read was
-                    // answered: the next chunks, each fetched by its own task
-                    // (in parallel, bounded by their own semaphore so they never
-                    // hold up demanded reads), each scheduled once.
+                    // answered: the rest of the current group of chunks and
+                    // the next groups, each group fetched by one task with one
+                    // ranged read (few large requests; in parallel, bounded by
+                    // their own semaphore so they never hold up demanded
+                    // reads), each group scheduled once.
                     if ahead > 0 && at + len < file_end {
                         let cs = blob.index().chunk_size;
-                        let from = (at + len - 1) / cs + 1;
+                        let group = READAHEAD_GROUP.min(ahead);
+                        let cur = (at + len - 1) / cs / group;
                         let last = (file_end - 1) / cs;
-                        for j in from..=(from + ahead - 1).min(last) {
-                            if blob.has_chunk(j as usize) {
+                        for g in cur..=cur + ahead.div_ceil(group) {
+                            let first = g * group;
+                            if first > last {
+                                break;
+                            }
+                            let n = group.min(last + 1 - first);
+                            if (first..first + n).all(|j| blob.has_chunk(j as usize)) {
                                 continue;
                             }
-                            let key = (Arc::as_ptr(&blob) as usize, j);
+                            let key = (Arc::as_ptr(&blob) as usize, g);
                             if !scheduled.lock().unwrap().insert(key) {
                                 continue;
                             }
@@ -380,8 +391,7 @@ impl Filesystem for ModelFs {
                                 (blob.clone(), readahead.clone(), scheduled.clone());
                             tokio::spawn(async move {
                                 if let Ok(_permit) = readahead.acquire_owned().await {
-                                    let n = cs.min(blob.size() - j * cs);
-                                    let _ = blob.ensure_range(j * cs, n).await;
+                                    let _ = blob.ensure_chunks(first as usize, n as usize).await;
                                 }
                                 scheduled.lock().unwrap().remove(&key);
                             });

@@ -279,6 +279,119 @@ impl SparseBlob {
         result
     }
 
+    /// Makes chunks `first..first + count` present with as few requests as
+    /// possible: each run of missing chunks is fetched with one ranged read
+    /// (at most `count` chunks in memory), and every chunk is verified before
+    /// it is written. Chunk locks are taken in ascending order (single-chunk
+    /// fetches take one), so concurrent callers cannot deadlock. A chunk that
+    /// fails verification is left missing; the others of its run are kept.
+    pub async fn ensure_chunks(&self, first: usize, count: usize) -> Result<()> {
+        let end = first.saturating_add(count).min(self.index.chunks.len());
+        if self.check_usable()? {
+            return Ok(());
+        }
+        let mut held = Vec::new();
+        let mut missing = Vec::new();
+        for i in first..end {
+            if self.is_verified(i) {
+                continue;
+            }
+            let lock = {
+                let mut m = self.chunk_locks.lock().unwrap();
+                m.entry(i).or_default().clone()
+            };
+            let guard = lock.clone().lock_owned().await;
+            held.push((i, lock, guard));
+            if self.is_verified(i) {
+                continue;
+            }
+            if bit(&self.state.lock().unwrap().present, i) {
+                // Stored by an earlier process: re-hash from disk (it fetches if that fails).
+                self.load_chunk(i).await?;
+            } else {
+                missing.push(i);
+            }
+        }
+        let mut result = Ok(());
+        let mut at = 0;
+        while at < missing.len() {
+            let mut stop = at + 1;
+            while stop < missing.len() && missing[stop] == missing[stop - 1] + 1 {
+                stop += 1;
+            }
+            if let Err(e) = self.fetch_run(&missing[at..stop]).await
+                && result.is_ok()
+            {
+                result = Err(e);
+            }
+            at = stop;
+        }
+        // Release the chunk locks (the guards), keeping the Arcs to tidy the map.
+        let locks: Vec<(usize, Arc<tokio::sync::Mutex<()>>)> =
+            held.into_iter().map(|(i, l, _guard)| (i, l)).collect();
+        {
+            let mut m = self.chunk_locks.lock().unwrap();
+            for (i, l) in locks {
+                // Ours plus the map's: nobody else waits on it.
+                if Arc::strong_count(&l) <= 2 {
+                    m.remove(&i);
+                }
+            }
+        }
+        result?;
+        self.maybe_promote().await
+    }
+
+    /// With the locks of `run` (consecutive chunks) held: one ranged read,
+    /// then verify, write and mark each chunk.
+    async fn fetch_run(&self, run: &[usize]) -> Result<()> {
+        let (off, _) = self.index.range(run[0]);
+        let (last_off, last_len) = self.index.range(*run.last().expect("a run has chunks"));
+        let bytes = read_range_to_vec(self.source.as_ref(), off, last_off + last_len - off).await?;
+        let mut first_err = None;
+        for &i in run {
+            let (c_off, c_len) = self.index.range(i);
+            let at = (c_off - off) as usize;
+            let chunk = bytes[at..at + c_len as usize].to_vec();
+            if let Err(e) = self.index.verify_chunk(i, &chunk) {
+                tracing::error!(
+                    digest = %self.digest(),
+                    offset = c_off,
+                    source = %self.source.describe(),
+                    "chunk {i} failed verification; not served: {e}"
+                );
+                first_err.get_or_insert(e);
+                continue;
+            }
+            self.store_chunk(i, chunk).await?;
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a verified chunk and marks it present (and verified here).
+    async fn store_chunk(&self, i: usize, bytes: Vec<u8>) -> Result<()> {
+        let (off, _) = self.index.range(i);
+        let data = self.data.clone();
+        let shown = self.shown.clone();
+        tokio::task::spawn_blocking(move || data.write_all_at(&bytes, off).ctx("write", &shown))
+            .await
+            .map_err(|e| Error::Invalid(format!("write task failed: {e}")))??;
+        let byte = {
+            let mut s = self.state.lock().unwrap();
+            set_bit(&mut s.present, i);
+            set_bit(&mut s.verified, i);
+            s.present[i / 8]
+        };
+        if let Some(bm) = &self.bitmap {
+            // Best effort: a lost bit only costs a refetch.
+            let _ = bm.write_all_at(&[byte], BITMAP_HEADER + (i / 8) as u64);
+        }
+        Ok(())
+    }
+
     /// With the chunk's lock held: reuse what a previous process stored if it
     /// still verifies, else fetch, verify, write, mark.
     async fn load_chunk(&self, i: usize) -> Result<()> {
@@ -311,21 +424,7 @@ impl SparseBlob {
             );
             return Err(e);
         }
-        let data = self.data.clone();
-        let shown = self.shown.clone();
-        tokio::task::spawn_blocking(move || data.write_all_at(&bytes, off).ctx("write", &shown))
-            .await
-            .map_err(|e| Error::Invalid(format!("write task failed: {e}")))??;
-        let byte = {
-            let mut s = self.state.lock().unwrap();
-            set_bit(&mut s.present, i);
-            set_bit(&mut s.verified, i);
-            s.present[i / 8]
-        };
-        if let Some(bm) = &self.bitmap {
-            // Best effort: a lost bit only costs a refetch.
-            let _ = bm.write_all_at(&[byte], BITMAP_HEADER + (i / 8) as u64);
-        }
+        self.store_chunk(i, bytes).await?;
         self.maybe_promote().await
     }
 

@@ -300,3 +300,35 @@ async fn a_restart_keeps_the_bitmap_and_reverifies_what_it_reuses() {
         .unwrap();
     assert!(err.to_string().contains("in use"), "{err}");
 }
+
+#[tokio::test]
+async fn a_window_of_missing_chunks_is_fetched_in_one_request_and_a_bad_one_is_left_out() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 9 + 77) as usize);
+    let (src, blob) = sparse(&cas, &bytes).await;
+    // Chunk 1 is already here: chunks 0 and 2..=4 are two runs, two requests.
+    blob.read_at(CS, 10).await.unwrap();
+    assert_eq!(src.requests(), 1);
+    blob.ensure_chunks(0, 5).await.unwrap();
+    assert_eq!(
+        src.requests(),
+        3,
+        "one ranged read per run of missing chunks"
+    );
+    assert_eq!(blob.present_chunks(), 5);
+    // A corrupt chunk inside a run: the others of the run are kept, it is not.
+    src.set_fault(Fault::Corrupt(CS * 6 + 3));
+    assert!(blob.ensure_chunks(5, 5).await.is_err());
+    assert_eq!(
+        blob.present_chunks(),
+        9,
+        "chunks 5, 7, 8 and 9 stored; 6 refused"
+    );
+    assert!(!blob.has_chunk(6));
+    src.set_fault(Fault::None);
+    blob.ensure_chunks(0, 10).await.unwrap();
+    assert!(blob.is_complete(), "the last chunk promoted the blob");
+    assert_eq!(blob.read_at(0, bytes.len() as u64).await.unwrap(), bytes);
+    assert!(cas.has(src.digest()));
+}
