@@ -214,7 +214,11 @@ fn prefetch_completes_small_files_first_and_every_blob() {
     ));
     assert_eq!(done, 2);
     assert!(bblob.is_complete() && sblob.is_complete());
-    assert_eq!(bsrc.requests(), 10, "one ranged read per group of four chunks");
+    assert_eq!(
+        bsrc.requests(),
+        10,
+        "one ranged read per group of four chunks"
+    );
 }
 
 #[test]
