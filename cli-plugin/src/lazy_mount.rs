@@ -206,6 +206,35 @@ pub async fn mount(
     spawn_server(ctx, dir)
 }
 
+/// `<store>/mounts/<id>.<ext>`: the serving process's log and pid file for `dir`.
+fn server_file(ctx: &Ctx, dir: &Path, ext: &str) -> PathBuf {
+    ctx.storage_dir.join("mounts").join(format!(
+        "{}.{ext}",
+        Digest::of(dir.display().to_string().as_bytes()).short()
+    ))
+}
+
+/// After the view at `dir` was unmounted: waits (up to 10 s) for its serving
+/// process to exit, so its partial blobs are free for the next mount.
+pub fn wait_for_server(ctx: &Ctx, dir: &Path) {
+    let Ok(dir) = std::fs::canonicalize(dir) else {
+        return;
+    };
+    let pid_file = server_file(ctx, &dir, "pid");
+    let Some(pid) = std::fs::read_to_string(&pid_file)
+        .ok()
+        .and_then(|s| s.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let pid = nix::unistd::Pid::from_raw(pid);
+    while nix::sys::signal::kill(pid, None).is_ok() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::fs::remove_file(&pid_file);
+}
+
 /// Starts a detached copy of this process that serves `dir`, and waits for
 /// its ready line (or its failure, shown from its log).
 fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<Mounted> {
@@ -221,10 +250,7 @@ fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<Mounted> {
     }
     let logs = ctx.storage_dir.join("mounts");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let log_path = logs.join(format!(
-        "{}.log",
-        Digest::of(dir.display().to_string().as_bytes()).short()
-    ));
+    let log_path = server_file(ctx, &dir, "log");
     let log = std::fs::File::create(&log_path)
         .with_context(|| format!("cannot create {}", log_path.display()))?;
     let exe = std::env::current_exe().context("cannot find this program's path")?;
@@ -327,6 +353,7 @@ async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result
     if is_serving_child() {
         // Detach from the terminal and tell the parent the view is up.
         let _ = nix::unistd::setsid();
+        let _ = std::fs::write(server_file(ctx, &dir, "pid"), report.pid.to_string());
         println!("{}", serde_json::to_string(&report)?);
     } else {
         ctx.out.status(format!(

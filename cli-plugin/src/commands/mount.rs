@@ -77,6 +77,7 @@ pub async fn umount(args: UmountArgs, ctx: Ctx) -> Result<ExitCode> {
     if lazy_mount::is_lazy_mount(&args.dir) {
         modelpack_fs::unmount_path(&args.dir)
             .map_err(|e| anyhow::anyhow!("cannot unmount {}: {e}", args.dir.display()))?;
+        lazy_mount::wait_for_server(&ctx, &args.dir);
     } else if crate::containerd::is_containerd_mount(&args.dir) {
         crate::containerd::umount(&args.dir).await?;
     } else {
