@@ -180,8 +180,9 @@ impl ModelFs {
         rt: tokio::runtime::Handle,
     ) -> Result<ModelFs, TreeError> {
         let tree = Tree::build(files)?;
+        // One permit per group in flight: memory is at most the readahead window.
         let readahead = Arc::new(tokio::sync::Semaphore::new(
-            opts.readahead_chunks.clamp(1, 64) as usize,
+            opts.readahead_chunks.div_ceil(READAHEAD_GROUP).clamp(1, 16) as usize,
         ));
         Ok(ModelFs {
             tree,

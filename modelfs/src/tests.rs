@@ -140,6 +140,12 @@ fn a_lazy_view_reads_verified_bytes_and_refuses_a_corrupt_chunk_with_eio() {
     wsrc.set_fault(Fault::None);
     let whole = std::fs::read(mnt.join("weights/model.safetensors")).unwrap();
     assert_eq!(whole, weights);
+    // The last chunk may have landed through readahead, whose task promotes
+    // the blob just after the read that found the chunk returned.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !wblob.is_complete() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     assert!(wblob.is_complete(), "the last chunk promoted the blob");
     assert!(cas.has(wsrc.digest()));
     assert!(mounted.stats.read_errors.load(Ordering::Relaxed) >= 1);

@@ -347,12 +347,15 @@ impl SparseBlob {
     async fn fetch_run(&self, run: &[usize]) -> Result<()> {
         let (off, _) = self.index.range(run[0]);
         let (last_off, last_len) = self.index.range(*run.last().expect("a run has chunks"));
-        let bytes = read_range_to_vec(self.source.as_ref(), off, last_off + last_len - off).await?;
+        let bytes = bytes::Bytes::from(
+            read_range_to_vec(self.source.as_ref(), off, last_off + last_len - off).await?,
+        );
         let mut first_err = None;
         for &i in run {
             let (c_off, c_len) = self.index.range(i);
             let at = (c_off - off) as usize;
-            let chunk = bytes[at..at + c_len as usize].to_vec();
+            // A view into the run's buffer, not a copy: memory stays one run.
+            let chunk = bytes.slice(at..at + c_len as usize);
             if let Err(e) = self.index.verify_chunk(i, &chunk) {
                 tracing::error!(
                     digest = %self.digest(),
@@ -372,13 +375,15 @@ impl SparseBlob {
     }
 
     /// Writes a verified chunk and marks it present (and verified here).
-    async fn store_chunk(&self, i: usize, bytes: Vec<u8>) -> Result<()> {
+    async fn store_chunk(&self, i: usize, bytes: impl AsRef<[u8]> + Send + 'static) -> Result<()> {
         let (off, _) = self.index.range(i);
         let data = self.data.clone();
         let shown = self.shown.clone();
-        tokio::task::spawn_blocking(move || data.write_all_at(&bytes, off).ctx("write", &shown))
-            .await
-            .map_err(|e| Error::Invalid(format!("write task failed: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            data.write_all_at(bytes.as_ref(), off).ctx("write", &shown)
+        })
+        .await
+        .map_err(|e| Error::Invalid(format!("write task failed: {e}")))??;
         let byte = {
             let mut s = self.state.lock().unwrap();
             set_bit(&mut s.present, i);
