@@ -290,6 +290,7 @@ fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<Mounted> {
 /// Fetches what must be whole, mounts the view, reports readiness, then
 /// serves (and prefetches) until the view is unmounted.
 async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result<Mounted> {
+    modelpack_fs::bound_allocator_cache();
     let Opened {
         store,
         mut model,

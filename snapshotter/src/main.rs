@@ -75,6 +75,7 @@ fn main() -> Result<()> {
         println!("{}", text.trim_end());
         return Ok(());
     }
+    modelpack_fs::bound_allocator_cache();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
