@@ -11,7 +11,11 @@
 package conformance
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -22,6 +26,7 @@ import (
 
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/defaults"
+	"github.com/containerd/containerd/errdefs"
 	"github.com/containerd/containerd/pkg/dialer"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/proxy"
@@ -55,7 +60,11 @@ func startSnapshotter(bin, root string) (snapshots.Snapshotter, func() error, er
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command(bin, "--root", root, "--address", sock, "--log-level", "warn")
+	args := []string{"--root", root, "--address", sock, "--log-level", "warn"}
+	if cfg := os.Getenv("MODELPACK_SNAPSHOTTER_CONFIG"); cfg != "" {
+		args = append(args, "--config", cfg)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Stdout = logf
 	cmd.Stderr = logf
 	// No snapshotter outlives a test binary that dies (e.g. on -test.timeout).
@@ -113,6 +122,13 @@ func startSnapshotter(bin, root string) (snapshots.Snapshotter, func() error, er
 		return nil, nil, fmt.Errorf("failed to dial %q: %w", sock, err)
 	}
 	sn := proxy.NewSnapshotter(snapshotsapi.NewSnapshotsClient(conn), "modelpack")
+	if seed := os.Getenv("MODELPACK_LAZY_MODEL"); seed != "" {
+		if err := seedLazyModel(sn, seed); err != nil {
+			conn.Close()
+			_ = stop()
+			return nil, nil, fmt.Errorf("seeding a lazy model: %w", err)
+		}
+	}
 	return sn, func() error {
 		cerr := conn.Close()
 		if err := stop(); err != nil {
@@ -120,4 +136,57 @@ func startSnapshotter(bin, root string) (snapshots.Snapshotter, func() error, er
 		}
 		return cerr
 	}, nil
+}
+
+// lazyModel is what tests/e2e/snapshotter_conformance.rs passes in
+// MODELPACK_LAZY_MODEL: the Prepares `pull --containerd` would send for a
+// model with a bound chunk index, and one of its files to read back.
+type lazyModel struct {
+	Prepares []struct {
+		Parent string            `json:"parent"`
+		Labels map[string]string `json:"labels"`
+	} `json:"prepares"`
+	Top    string `json:"top"`
+	File   string `json:"file"`
+	Sha256 string `json:"sha256"`
+}
+
+// seedLazyModel commits the model's layers lazily and mounts a View of it
+// in the snapshotter under test, reading one file through the FUSE view, so
+// every case of the suite runs with lazy model snapshots present.
+func seedLazyModel(sn snapshots.Snapshotter, seed string) error {
+	var m lazyModel
+	if err := json.Unmarshal([]byte(seed), &m); err != nil {
+		return err
+	}
+	ctx := context.Background()
+	for i, p := range m.Prepares {
+		_, err := sn.Prepare(ctx, fmt.Sprintf("modelpack-seed-%d", i), p.Parent, snapshots.WithLabels(p.Labels))
+		if !errdefs.IsAlreadyExists(err) {
+			return fmt.Errorf("model layer %d: want AlreadyExists (committed remotely), got %v", i, err)
+		}
+	}
+	info, err := sn.Stat(ctx, m.Top)
+	if err != nil {
+		return fmt.Errorf("stat of the model's top layer: %w", err)
+	}
+	if info.Labels["containerd.io/snapshot/modelpack.chunk-index"] == "" {
+		return fmt.Errorf("the model's top layer was not committed lazily: %v", info.Labels)
+	}
+	mounts, err := sn.View(ctx, "modelpack-seed-view", m.Top)
+	if err != nil {
+		return fmt.Errorf("view of the model: %w", err)
+	}
+	if len(mounts) != 1 || mounts[0].Type != "bind" {
+		return fmt.Errorf("a model view is one bind mount, got %+v", mounts)
+	}
+	data, err := os.ReadFile(filepath.Join(mounts[0].Source, m.File))
+	if err != nil {
+		return fmt.Errorf("reading %s through the lazy view: %w", m.File, err)
+	}
+	sum := sha256.Sum256(data)
+	if !bytes.Equal([]byte(hex.EncodeToString(sum[:])), []byte(m.Sha256)) {
+		return fmt.Errorf("%s read through the lazy view has sha256 %x, want %s", m.File, sum, m.Sha256)
+	}
+	return nil
 }

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use modelpack_e2e::require_tool;
+use modelpack_e2e::services::{Auth, Registry};
 
 const SNAPSHOTTER: &str = env!("CARGO_BIN_EXE_modelpack-snapshotter");
 /// Where Debian's golang-*-dev packages put their sources (a GOPATH).
@@ -44,6 +45,70 @@ impl Drop for Scratch {
 }
 
 /// `target/` of this build (the snapshotter binary is `target/<profile>/…`).
+/// Builds and pushes a small model with a bound chunk index to a registry
+/// that lives as long as the returned guard, and describes the Prepares
+/// `pull --containerd` would send for it (as JSON for the Go harness).
+fn lazy_model_seed(t: &Path) -> (serde_json::Value, Registry) {
+    use modelpack_common::config::ModelConfig;
+    use modelpack_common::manifest::Manifest;
+    use modelpack_common::view::ModelView;
+    let reg = Registry::start(&t.join("registry"), Auth::None);
+    let cli = Path::new(SNAPSHOTTER).with_file_name("docker-modelpack");
+    let model = t.join("model");
+    modelpack_common::modelfile::write_sample_model(&model, 2, 3 << 20).unwrap();
+    let r = format!("{}/models/seed:v1", reg.host);
+    let mp = |args: &[&str]| {
+        let out = Command::new(&cli)
+            .env("MODELPACK_HOME", t.join("store"))
+            .env("DOCKER_CONFIG", t.join("docker"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let built: serde_json::Value = serde_json::from_slice(&mp(&[
+        "--json",
+        "build",
+        "--chunk-size",
+        "1MiB",
+        "-t",
+        &r,
+        model.to_str().unwrap(),
+    ]))
+    .unwrap();
+    mp(&["push", "--plain-http", &r]);
+    let manifest = Manifest::parse(&mp(&["inspect", "--manifest", &r]), "manifest").unwrap();
+    let config = ModelConfig::parse(&mp(&["inspect", "--config", &r]), "config").unwrap();
+    let digest = built["digest"].as_str().unwrap().parse().unwrap();
+    let view = ModelView::new(r.parse().unwrap(), digest, &manifest, &config).unwrap();
+    let prepares: Vec<serde_json::Value> = (0..view.layers.len())
+        .map(
+            |i| serde_json::json!({"parent": view.parent(i), "labels": view.labels(i).to_labels()}),
+        )
+        .collect();
+    let file = view.files().next().expect("a raw layer").path.clone();
+    let sha = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(
+            std::fs::read(model.join(&file)).unwrap(),
+        ))
+    };
+    (
+        serde_json::json!({
+            "prepares": prepares,
+            "top": view.top_chain_id().to_string(),
+            "file": file,
+            "sha256": sha,
+        }),
+        reg,
+    )
+}
+
 fn target_dir() -> PathBuf {
     Path::new(SNAPSHOTTER)
         .parent()
@@ -82,6 +147,15 @@ fn containerd_snapshotter_testsuite_passes() {
     }
 
     // GOPATH mode, offline: only our package and Debian's sources, no modules.
+    // Every case runs with lazy model snapshots present: a model with a bound
+    // chunk index, its layers committed lazily and a FUSE view mounted.
+    let seed = lazy_model_seed(t);
+    std::fs::write(
+        t.join("snapshotter.toml"),
+        "[registry]\nplain_http = true\n",
+    )
+    .unwrap();
+
     let bin = t.join("conformance.test");
     let started = Instant::now();
     let build = Command::new("go")
@@ -114,6 +188,8 @@ fn containerd_snapshotter_testsuite_passes() {
         .args(["-test.v", "-test.timeout", "5m"])
         .current_dir(t)
         .env("MODELPACK_SNAPSHOTTER", SNAPSHOTTER)
+        .env("MODELPACK_SNAPSHOTTER_CONFIG", t.join("snapshotter.toml"))
+        .env("MODELPACK_LAZY_MODEL", seed.0.to_string())
         // The suite's per-case dirs (snapshotter roots, work dirs) go in our scratch dir.
         .env("TMPDIR", t)
         .output()
