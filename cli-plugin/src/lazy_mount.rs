@@ -398,14 +398,20 @@ async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result
         p.abort();
     }
     let stats = &mounted_fs.stats;
+    let f = modelpack_fs::attach::fetch_summary(&files);
     tracing::info!(
-        "unmounted {}: {} reads, {} bytes served, {} read errors",
+        "unmounted {}: {} reads, {} bytes served, {} read errors; {} fetches ({} bytes, p50 {:?} ms, p99 {:?} ms), {} chunks refused",
         dir.display(),
         stats.reads.load(std::sync::atomic::Ordering::Relaxed),
         stats
             .bytes_served
             .load(std::sync::atomic::Ordering::Relaxed),
-        stats.read_errors.load(std::sync::atomic::Ordering::Relaxed)
+        stats.read_errors.load(std::sync::atomic::Ordering::Relaxed),
+        f.fetches,
+        f.bytes,
+        f.p50_ms,
+        f.p99_ms,
+        f.refused
     );
     drop(mounted_fs);
     Ok(report)

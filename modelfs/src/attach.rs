@@ -86,3 +86,42 @@ pub fn progress(files: &[FsFile]) -> (usize, usize, usize, usize) {
     }
     (done, all, present, chunks)
 }
+
+/// The ranged reads behind a view's lazy files, summed over its blobs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FetchSummary {
+    pub fetches: u64,
+    pub bytes: u64,
+    /// Chunks that failed verification (never served).
+    pub refused: u64,
+    /// Latency percentiles in ms (bucket upper bounds; `None` before any fetch).
+    pub p50_ms: Option<u64>,
+    pub p90_ms: Option<u64>,
+    pub p99_ms: Option<u64>,
+}
+
+pub fn fetch_summary(files: &[FsFile]) -> FetchSummary {
+    use modelpack_common::cas::{FETCH_BUCKETS_MS, fetch_percentile};
+    use std::sync::atomic::Ordering::Relaxed;
+    let mut seen = std::collections::HashSet::new();
+    let mut hist = [0u64; FETCH_BUCKETS_MS.len() + 1];
+    let mut out = FetchSummary::default();
+    for f in files {
+        if let Backing::Lazy(b) = &f.backing {
+            if !seen.insert(b.digest().clone()) {
+                continue;
+            }
+            let s = &b.fetch_stats;
+            out.fetches += s.fetches.load(Relaxed);
+            out.bytes += s.bytes.load(Relaxed);
+            out.refused += s.refused.load(Relaxed);
+            for (h, n) in hist.iter_mut().zip(s.histogram()) {
+                *h += n;
+            }
+        }
+    }
+    out.p50_ms = fetch_percentile(&hist, 0.5);
+    out.p90_ms = fetch_percentile(&hist, 0.9);
+    out.p99_ms = fetch_percentile(&hist, 0.99);
+    out
+}

@@ -76,6 +76,14 @@ pub struct ViewStats {
     pub complete_blobs: usize,
     pub present_chunks: usize,
     pub chunks: usize,
+    /// Ranged reads made for the view's blobs, bytes they brought, chunks refused.
+    pub fetches: u64,
+    pub bytes_fetched: u64,
+    pub chunks_refused: u64,
+    /// Fetch latency percentiles (ms, histogram bucket bounds).
+    pub fetch_p50_ms: Option<u64>,
+    pub fetch_p90_ms: Option<u64>,
+    pub fetch_p99_ms: Option<u64>,
 }
 
 struct MountedView {
@@ -360,6 +368,7 @@ impl LazyViews {
             .iter()
             .map(|(id, v)| {
                 let (complete, lazy, present, chunks) = modelpack_fs::attach::progress(&v.files);
+                let f = modelpack_fs::attach::fetch_summary(&v.files);
                 let s = &v.mounted.stats;
                 ViewStats {
                     id: *id,
@@ -372,6 +381,12 @@ impl LazyViews {
                     complete_blobs: complete,
                     present_chunks: present,
                     chunks,
+                    fetches: f.fetches,
+                    bytes_fetched: f.bytes,
+                    chunks_refused: f.refused,
+                    fetch_p50_ms: f.p50_ms,
+                    fetch_p90_ms: f.p90_ms,
+                    fetch_p99_ms: f.p99_ms,
                 }
             })
             .collect();

@@ -579,6 +579,10 @@ fn containerd_attaches_an_indexed_model_lazily_and_verifies_every_chunk() {
             // Reads of complete files go through FUSE passthrough and are not
             // counted here; the refused read and the prefetch's progress are.
             v["readErrors"].as_u64() >= Some(1)
+                && v["chunksRefused"].as_u64() >= Some(1)
+                && v["fetches"].as_u64() >= Some(1)
+                && v["bytesFetched"].as_u64() >= Some(12 << 20)
+                && v["fetchP50Ms"].is_u64()
                 && v["presentChunks"] == v["chunks"]
                 && v["completeBlobs"] == v["lazyBlobs"]
         });

@@ -63,6 +63,59 @@ pub struct SparseBlob {
     shown: PathBuf,
     state: Mutex<State>,
     chunk_locks: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<()>>>>,
+    /// Ranged reads made for this blob and how long they took.
+    pub fetch_stats: FetchStats,
+}
+
+/// Upper bounds (ms) of the fetch-latency histogram's buckets; one more
+/// bucket counts everything slower.
+pub const FETCH_BUCKETS_MS: [u64; 12] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000];
+
+/// Counters of the ranged reads behind lazy reads (for `stats`).
+#[derive(Debug, Default)]
+pub struct FetchStats {
+    pub fetches: std::sync::atomic::AtomicU64,
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// Chunks that failed verification (never served).
+    pub refused: std::sync::atomic::AtomicU64,
+    buckets: [std::sync::atomic::AtomicU64; FETCH_BUCKETS_MS.len() + 1],
+}
+
+impl FetchStats {
+    fn record(&self, took: std::time::Duration, bytes: u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.fetches.fetch_add(1, Relaxed);
+        self.bytes.fetch_add(bytes, Relaxed);
+        let ms = took.as_millis() as u64;
+        let b = FETCH_BUCKETS_MS
+            .iter()
+            .position(|up| ms <= *up)
+            .unwrap_or(FETCH_BUCKETS_MS.len());
+        self.buckets[b].fetch_add(1, Relaxed);
+    }
+
+    /// The histogram's counts, bucket by bucket.
+    pub fn histogram(&self) -> [u64; FETCH_BUCKETS_MS.len() + 1] {
+        std::array::from_fn(|i| self.buckets[i].load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+/// The `p`-th percentile (0..=1) of a fetch-latency histogram, as the upper
+/// bound of its bucket in ms (`None` without fetches; `u64::MAX` past the last bound).
+pub fn fetch_percentile(hist: &[u64; FETCH_BUCKETS_MS.len() + 1], p: f64) -> Option<u64> {
+    let total: u64 = hist.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let want = ((total as f64) * p).ceil().max(1.0) as u64;
+    let mut seen = 0;
+    for (i, n) in hist.iter().enumerate() {
+        seen += n;
+        if seen >= want {
+            return Some(FETCH_BUCKETS_MS.get(i).copied().unwrap_or(u64::MAX));
+        }
+    }
+    Some(u64::MAX)
 }
 
 impl SparseBlob {
@@ -102,6 +155,7 @@ impl SparseBlob {
                     poisoned: None,
                 }),
                 chunk_locks: Mutex::new(HashMap::new()),
+                fetch_stats: FetchStats::default(),
             });
         }
         let data = dir.open_or_create(&name)?;
@@ -147,6 +201,7 @@ impl SparseBlob {
                 poisoned: None,
             }),
             chunk_locks: Mutex::new(HashMap::new()),
+            fetch_stats: FetchStats::default(),
         })
     }
 
@@ -347,9 +402,10 @@ impl SparseBlob {
     async fn fetch_run(&self, run: &[usize]) -> Result<()> {
         let (off, _) = self.index.range(run[0]);
         let (last_off, last_len) = self.index.range(*run.last().expect("a run has chunks"));
-        let bytes = bytes::Bytes::from(
-            read_range_to_vec(self.source.as_ref(), off, last_off + last_len - off).await?,
-        );
+        let want = last_off + last_len - off;
+        let started = std::time::Instant::now();
+        let bytes = bytes::Bytes::from(read_range_to_vec(self.source.as_ref(), off, want).await?);
+        self.fetch_stats.record(started.elapsed(), want);
         let mut first_err = None;
         for &i in run {
             let (c_off, c_len) = self.index.range(i);
@@ -363,6 +419,9 @@ impl SparseBlob {
                     source = %self.source.describe(),
                     "chunk {i} failed verification; not served: {e}"
                 );
+                self.fetch_stats
+                    .refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 first_err.get_or_insert(e);
                 continue;
             }
@@ -419,7 +478,9 @@ impl SparseBlob {
             }
             tracing::warn!(digest = %self.digest(), offset = off, "stored chunk {i} no longer verifies; fetching it again");
         }
+        let started = std::time::Instant::now();
         let bytes = read_range_to_vec(self.source.as_ref(), off, len).await?;
+        self.fetch_stats.record(started.elapsed(), len);
         if let Err(e) = self.index.verify_chunk(i, &bytes) {
             tracing::error!(
                 digest = %self.digest(),
@@ -427,6 +488,9 @@ impl SparseBlob {
                 source = %self.source.describe(),
                 "chunk {i} failed verification; not served: {e}"
             );
+            self.fetch_stats
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Err(e);
         }
         self.store_chunk(i, bytes).await?;

@@ -329,6 +329,16 @@ async fn a_window_of_missing_chunks_is_fetched_in_one_request_and_a_bad_one_is_l
     src.set_fault(Fault::None);
     blob.ensure_chunks(0, 10).await.unwrap();
     assert!(blob.is_complete(), "the last chunk promoted the blob");
+    let s = &blob.fetch_stats;
+    use std::sync::atomic::Ordering::Relaxed;
+    assert_eq!(
+        s.fetches.load(Relaxed),
+        src.requests(),
+        "every ranged read counted"
+    );
+    assert_eq!(s.refused.load(Relaxed), 1, "the corrupt chunk");
+    assert_eq!(s.histogram().iter().sum::<u64>(), src.requests());
+    assert!(super::fetch_percentile(&s.histogram(), 0.99).is_some());
     assert_eq!(blob.read_at(0, bytes.len() as u64).await.unwrap(), bytes);
     assert!(cas.has(src.digest()));
 }
