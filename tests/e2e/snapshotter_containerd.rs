@@ -174,6 +174,28 @@ skopeo copy -q --dest-tls-verify=false oci:$O:latest docker://{registry}/busybox
     );
 }
 
+/// Pushes the busybox test image to `registry` and pulls it into the node
+/// through our snapshotter; returns its reference.
+fn pulled_busybox(node: &Node, registry: &str) -> String {
+    busybox_image(&node.t, registry);
+    let image = format!("{registry}/busybox:latest");
+    ok(
+        node.ctr()
+            .args([
+                "image",
+                "pull",
+                "--plain-http",
+                "--snapshotter",
+                "modelpack",
+                &image,
+            ])
+            .output()
+            .unwrap(),
+        "ctr image pull",
+    );
+    image
+}
+
 fn du(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| {
@@ -219,22 +241,7 @@ fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
     );
 
     // An ordinary image: pull and run through our snapshotter.
-    busybox_image(&t, &reg.host);
-    let image = format!("{}/busybox:latest", reg.host);
-    ok(
-        node.ctr()
-            .args([
-                "image",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                "modelpack",
-                &image,
-            ])
-            .output()
-            .unwrap(),
-        "ctr image pull",
-    );
+    let image = pulled_busybox(&node, &reg.host);
     let out = ok(
         node.ctr()
             .args([
@@ -443,22 +450,7 @@ fn containerd_attaches_an_indexed_model_lazily_and_verifies_every_chunk() {
     };
     node.start_snapshotter();
     node.start_containerd();
-    busybox_image(&t, &host);
-    let image = format!("{host}/busybox:latest");
-    ok(
-        node.ctr()
-            .args([
-                "image",
-                "pull",
-                "--plain-http",
-                "--snapshotter",
-                "modelpack",
-                &image,
-            ])
-            .output()
-            .unwrap(),
-        "ctr image pull",
-    );
+    let image = pulled_busybox(&node, &host);
 
     // A model with a bound index (build's default), 1 MiB chunks.
     let m = t.join("m");

@@ -118,13 +118,7 @@ pub async fn open_remote(
     let config = client
         .pull_config(remote, &manifest.config.digest, manifest.config.size)
         .await?;
-    let mut descriptor = Descriptor::new(
-        crate::manifest::sniff_media_type(&bytes)
-            .unwrap_or_else(|| crate::media::OCI_MANIFEST.into()),
-        digest.clone(),
-        bytes.len() as u64,
-    );
-    descriptor.artifact_type = manifest.artifact_type.clone();
+    let descriptor = crate::transfer::pull::manifest_descriptor(&bytes, &digest, &manifest);
     let _lease = store.lease()?;
     store.put_bytes(&config)?;
     store.put_bytes(&bytes)?;

@@ -66,6 +66,23 @@ pub(crate) async fn fetch_manifest(
     Ok((fetched.bytes, fetched.digest, manifest))
 }
 
+/// The descriptor a store records for a fetched manifest: its bytes'
+/// media type (OCI when they do not say), digest, size and artifact type.
+pub(crate) fn manifest_descriptor(
+    bytes: &[u8],
+    digest: &Digest,
+    manifest: &Manifest,
+) -> Descriptor {
+    let mut desc = Descriptor::new(
+        crate::manifest::sniff_media_type(bytes)
+            .unwrap_or_else(|| crate::media::OCI_MANIFEST.into()),
+        digest.clone(),
+        bytes.len() as u64,
+    );
+    desc.artifact_type = manifest.artifact_type.clone();
+    desc
+}
+
 /// Pulls `remote` into the store (skipping blobs already there) and tags it.
 pub async fn pull_to_store(
     client: &RegistryClient,
@@ -114,13 +131,7 @@ pub async fn pull_to_store(
     // The stream (and every download's lock) is dropped by now.
     let results = results.inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
     store.put_bytes(&bytes)?;
-    let mut desc = Descriptor::new(
-        crate::manifest::sniff_media_type(&bytes)
-            .unwrap_or_else(|| crate::media::OCI_MANIFEST.into()),
-        digest.clone(),
-        bytes.len() as u64,
-    );
-    desc.artifact_type = manifest.artifact_type.clone();
+    let desc = manifest_descriptor(&bytes, &digest, &manifest);
     if remote.tag.is_some() || remote.digest.is_none() {
         store.tag(remote, &desc)?;
     } else {
