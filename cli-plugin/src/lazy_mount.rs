@@ -375,7 +375,9 @@ async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result
         let model = model.clone();
         Some(tokio::spawn(async move {
             let total = modelpack_fs::attach::progress(&files).1;
-            let done = modelpack_fs::prefetch(files, modelpack_fs::Prefetch::default()).await;
+            let done =
+                modelpack_fs::prefetch_until_complete(files, modelpack_fs::Prefetch::default())
+                    .await;
             tracing::info!("prefetch: {done} of {total} lazily served blobs complete");
             if done == total {
                 // Every blob is in the store now: the model is an ordinary stored model.

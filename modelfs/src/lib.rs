@@ -22,7 +22,7 @@ pub mod attach;
 mod prefetch;
 mod tree;
 
-pub use prefetch::{Prefetch, prefetch};
+pub use prefetch::{Prefetch, prefetch, prefetch_until_complete};
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};

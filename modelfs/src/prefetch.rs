@@ -113,3 +113,24 @@ pub async fn prefetch(files: Vec<FsFile>, opts: Prefetch) -> usize {
     }
     done
 }
+
+/// [`prefetch`] until every lazily served blob is complete: after a round
+/// that left some incomplete (registry unreachable, a chunk refused), waits
+/// and goes again, backing off from 1 s to 30 s, so a view whose registry
+/// comes back completes without anyone reading it. Runs until done or
+/// aborted (callers abort it when the view is unmounted).
+pub async fn prefetch_until_complete(files: Vec<FsFile>, opts: Prefetch) -> usize {
+    let total = crate::attach::progress(&files).1;
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let done = prefetch(files.clone(), opts).await;
+        if done >= total {
+            return done;
+        }
+        tracing::info!(
+            "prefetch: {done} of {total} blobs complete; trying the rest again in {wait:?}"
+        );
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}

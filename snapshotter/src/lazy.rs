@@ -90,6 +90,8 @@ struct MountedView {
     mounted: modelpack_fs::Mounted,
     reference: String,
     files: Vec<FsFile>,
+    /// Retries until complete; aborted when the view goes.
+    prefetch: Option<tokio::task::JoinHandle<()>>,
 }
 
 pub struct LazyViews {
@@ -318,17 +320,17 @@ impl LazyViews {
         let mounted = modelpack_fs::mount(fs, dir).map_err(|e| {
             SnapError::Internal(format!("mount the lazy view at {}: {e}", dir.display()))
         })?;
-        if self.opts.prefetch {
+        let prefetch = self.opts.prefetch.then(|| {
             let files = files.clone();
-            let threads = modelpack_fs::Prefetch {
+            let opts = modelpack_fs::Prefetch {
                 concurrency: self.opts.prefetch_threads,
                 bytes_per_sec: self.opts.prefetch_bandwidth,
             };
             self.rt.spawn(async move {
-                let n = modelpack_fs::prefetch(files, threads).await;
+                let n = modelpack_fs::prefetch_until_complete(files, opts).await;
                 tracing::info!(view = id, "prefetch: {n} blobs complete");
-            });
-        }
+            })
+        });
         tracing::info!(view = id, reference = %reference, files = files.len(), "lazy view mounted");
         self.views.lock().unwrap().insert(
             id,
@@ -336,6 +338,7 @@ impl LazyViews {
                 mounted,
                 reference,
                 files,
+                prefetch,
             },
         );
         Ok(())
@@ -348,6 +351,9 @@ impl LazyViews {
 
     pub fn unmount_view(&self, id: u64) {
         if let Some(v) = self.views.lock().unwrap().remove(&id) {
+            if let Some(p) = &v.prefetch {
+                p.abort();
+            }
             let dir = v.mounted.dir.clone();
             if let Err(e) = v.mounted.unmount() {
                 tracing::warn!(view = id, "unmount {}: {e}", dir.display());

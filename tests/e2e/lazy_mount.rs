@@ -272,15 +272,28 @@ fn a_lazily_mounted_model_reads_verified_chunks_survives_faults_and_completes() 
         std::fs::read_dir(&mnt).unwrap().next().is_none()
     });
 
-    // Registry back, prefetch on: every file reads whole and right, and the
-    // model becomes an ordinary stored model once every blob is complete.
-    let _ = registry.insert(Registry::start_on(&reg_dir, Auth::None, port));
+    // Prefetch on, mounted while the registry is still down (from the
+    // manifest remembered for the reference): the first prefetch round fails,
+    // the registry returns, a later round completes the model without any
+    // read; every file then reads whole and right, and the model becomes an
+    // ordinary stored model.
     let prefetching: Vec<&str> = mount_args
         .iter()
         .copied()
         .filter(|a| *a != "--no-prefetch")
         .collect();
     env.run("node", &prefetching);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        !stored_weight.exists(),
+        "nothing to fetch from while the registry is down"
+    );
+    let _ = registry.insert(Registry::start_on(&reg_dir, Auth::None, port));
+    wait_until(
+        "prefetch to complete after the registry returned",
+        60,
+        || stored_weight.exists(),
+    );
     for f in ["config.json", "tok/tokenizer.json", "model.safetensors"] {
         assert_eq!(sha(&mnt.join(f)), sha(&model.join(f)), "{f}");
     }
