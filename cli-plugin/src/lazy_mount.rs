@@ -42,6 +42,9 @@ pub struct LazyArgs {
     /// Do not fetch the rest of the model in the background once mounted
     #[arg(long)]
     pub no_prefetch: bool,
+    /// Most bytes per second the background prefetch may fetch (e.g. 100MiB; 0 = unlimited)
+    #[arg(long, value_name = "SIZE", default_value = "0", value_parser = crate::commands::parse_bytes)]
+    pub prefetch_limit: u64,
     /// Seconds a read waits for a missing chunk before it fails with EIO
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub read_timeout: u64,
@@ -373,11 +376,13 @@ async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result
         let files = files.clone();
         let store = store.clone();
         let model = model.clone();
+        let prefetch_opts = modelpack_fs::Prefetch {
+            bytes_per_sec: lazy.prefetch_limit,
+            ..modelpack_fs::Prefetch::default()
+        };
         Some(tokio::spawn(async move {
             let total = modelpack_fs::attach::progress(&files).1;
-            let done =
-                modelpack_fs::prefetch_until_complete(files, modelpack_fs::Prefetch::default())
-                    .await;
+            let done = modelpack_fs::prefetch_until_complete(files, prefetch_opts).await;
             tracing::info!("prefetch: {done} of {total} lazily served blobs complete");
             if done == total {
                 // Every blob is in the store now: the model is an ordinary stored model.

@@ -59,23 +59,7 @@ pub struct BuildArgs {
 
 /// `4194304`, `4MiB`, `4M`, `64KiB`, `64K`: a size checked like any chunk size from outside.
 pub fn parse_chunk_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = [
-        ("KiB", 1u64 << 10),
-        ("MiB", 1 << 20),
-        ("K", 1 << 10),
-        ("M", 1 << 20),
-    ]
-    .iter()
-    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
-    .unwrap_or((t, 1));
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 4MiB or 4194304)"))?;
-    let bytes = n
-        .checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))?;
+    let bytes = super::parse_bytes(s)?;
     modelpack_common::chunk::check_chunk_size(bytes).map_err(|e| e.to_string())
 }
 

@@ -63,6 +63,28 @@ impl Ctx {
     }
 }
 
+/// `4194304`, `4MiB`, `4M`, `1GiB`, `64K`: a byte count (binary units).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = [
+        ("KiB", 1u64 << 10),
+        ("MiB", 1 << 20),
+        ("GiB", 1 << 30),
+        ("K", 1 << 10),
+        ("M", 1 << 20),
+        ("G", 1 << 30),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((t, 1));
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 4MiB or 4194304)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 pub fn parse_ref(s: &str) -> Result<Reference> {
     Ok(s.parse::<Reference>()?)
 }
@@ -126,4 +148,18 @@ pub async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .context("worker thread panicked")?
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn byte_sizes_take_binary_units_and_refuse_garbage_with_the_input_named() {
+        assert_eq!(super::parse_bytes("100MiB"), Ok(100 << 20));
+        assert_eq!(super::parse_bytes("2G"), Ok(2 << 30));
+        assert_eq!(super::parse_bytes(" 4096 "), Ok(4096));
+        assert_eq!(super::parse_bytes("0"), Ok(0));
+        let err = super::parse_bytes("fast").unwrap_err();
+        assert!(err.contains("\"fast\""), "{err}");
+        assert!(super::parse_bytes("99999999999999999999G").is_err());
+    }
 }
