@@ -67,7 +67,7 @@ impl LazyArgs {
 /// What a mounted view reports (the `--json` object and the child's ready line).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Mounted {
+pub struct MountReport {
     pub reference: String,
     pub digest: String,
     pub path: PathBuf,
@@ -198,7 +198,7 @@ pub async fn mount(
     lazy: &LazyArgs,
     reference: &Reference,
     dir: &Path,
-) -> Result<Mounted> {
+) -> Result<MountReport> {
     if lazy.foreground || is_serving_child() {
         let dir = std::env::var_os(SERVE_ENV)
             .map(PathBuf::from)
@@ -240,7 +240,7 @@ pub fn wait_for_server(ctx: &Ctx, dir: &Path) {
 
 /// Starts a detached copy of this process that serves `dir`, and waits for
 /// its ready line (or its failure, shown from its log).
-fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<Mounted> {
+fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<MountReport> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let dir = std::fs::canonicalize(dir)?;
     if is_lazy_mount(&dir) {
@@ -270,7 +270,7 @@ fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<Mounted> {
     let mut line = String::new();
     let stdout = child.stdout.take().expect("piped");
     BufReader::new(stdout).read_line(&mut line)?;
-    if let Ok(m) = serde_json::from_str::<Mounted>(line.trim()) {
+    if let Ok(m) = serde_json::from_str::<MountReport>(line.trim()) {
         return Ok(m);
     }
     let status = child.wait()?;
@@ -292,7 +292,7 @@ fn spawn_server(ctx: &Ctx, dir: &Path) -> Result<Mounted> {
 
 /// Fetches what must be whole, mounts the view, reports readiness, then
 /// serves (and prefetches) until the view is unmounted.
-async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result<Mounted> {
+async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result<MountReport> {
     modelpack_fs::bound_allocator_cache();
     let Opened {
         store,
@@ -344,7 +344,7 @@ async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result
             ctx.display_name
         )
     })?;
-    let report = Mounted {
+    let report = MountReport {
         reference: model.reference.to_string(),
         digest: model.descriptor.digest.to_string(),
         path: dir.clone(),

@@ -619,27 +619,14 @@ fn pull_containerd(node: &Node, r: &str) -> std::process::Output {
 }
 
 fn check_model(node: &Node, mnt: &Path, image: &str, src: &Path, name: &str) {
-    let name = format!("{name}-{}", node.ns);
     let out = ok(
-        node.ctr()
-            .args([
-                "run",
-                "--rm",
-                "--snapshotter",
-                "modelpack",
-                "--mount",
-                &format!(
-                    "type=bind,src={},dst=/models,options=rbind:ro",
-                    mnt.display()
-                ),
-                image,
-                &name,
-                "/bin/sh",
-                "-c",
-                "cd /models && find . -type f | sort | xargs sha256sum",
-            ])
-            .output()
-            .unwrap(),
+        in_container(
+            node,
+            mnt,
+            image,
+            name,
+            "cd /models && find . -type f | sort | xargs sha256sum",
+        ),
         "ctr run with the model",
     );
     let mut n = 0;

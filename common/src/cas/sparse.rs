@@ -262,31 +262,6 @@ impl SparseBlob {
         .map_err(|e| Error::Invalid(format!("read task failed: {e}")))?
     }
 
-    /// Makes the chunks covering `offset..offset+len` present without
-    /// copying them out (readahead).
-    pub async fn ensure_range(&self, offset: u64, len: u64) -> Result<()> {
-        let size = self.index.size;
-        if offset >= size || len == 0 {
-            return Ok(());
-        }
-        let end = offset.saturating_add(len).min(size);
-        let first = (offset / self.index.chunk_size) as usize;
-        let last = ((end - 1) / self.index.chunk_size) as usize;
-        for i in first..=last {
-            self.ensure_chunk(i).await?;
-        }
-        Ok(())
-    }
-
-    /// Fetches every missing chunk in order (prefetch; the promotion happens
-    /// when the last one lands).
-    pub async fn fetch_all(&self) -> Result<()> {
-        for i in 0..self.index.chunks.len() {
-            self.ensure_chunk(i).await?;
-        }
-        Ok(())
-    }
-
     fn check_usable(&self) -> Result<bool> {
         let s = self.state.lock().unwrap();
         if let Some(why) = &s.poisoned {
@@ -478,22 +453,7 @@ impl SparseBlob {
             }
             tracing::warn!(digest = %self.digest(), offset = off, "stored chunk {i} no longer verifies; fetching it again");
         }
-        let started = std::time::Instant::now();
-        let bytes = read_range_to_vec(self.source.as_ref(), off, len).await?;
-        self.fetch_stats.record(started.elapsed(), len);
-        if let Err(e) = self.index.verify_chunk(i, &bytes) {
-            tracing::error!(
-                digest = %self.digest(),
-                offset = off,
-                source = %self.source.describe(),
-                "chunk {i} failed verification; not served: {e}"
-            );
-            self.fetch_stats
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(e);
-        }
-        self.store_chunk(i, bytes).await?;
+        self.fetch_run(&[i]).await?;
         self.maybe_promote().await
     }
 
