@@ -372,6 +372,26 @@ fn validate_files_prints_paths_and_exits_1() {
         text.contains("/config/paramSize") && text.contains("/modelfs/diffIds"),
         "{text}"
     );
+    // What Docker Model Runner writes: valid with a warning, a failure only under --strict.
+    let dmr = env.path("dmr.json");
+    std::fs::write(&dmr, r#"{"descriptor":{},"config":{"paramSize":"8.03B"},"modelfs":{"type":"layers","diffIds":["sha256:1234567890abcdef1234567890abcdef1234567890abcdef1234567890abcdef"]}}"#).unwrap();
+    let out = env
+        .mp()
+        .args(["validate", "--config", dmr.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("warning config:/config/paramSize [L1]") && text.contains(r#"write "8B""#),
+        "{text}"
+    );
+    let out = env
+        .mp()
+        .args(["validate", "--strict", "--config", dmr.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
 }
 
 #[test]

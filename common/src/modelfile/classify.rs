@@ -1,7 +1,9 @@
 //! File classification for `modelfile generate`, following modctl
 //! (`pkg/modelfile/constants.go`): config patterns first, then weights, code,
 //! docs; anything else is a weight above 128 MiB and code below (a guess,
-//! recorded as `untested`).
+//! recorded as `untested`). We add datasets, which modctl has no pattern
+//! for: data-file extensions (`.jsonl`, `.parquet`, …) anywhere, and any
+//! non-weight file below a top-level `data/`, `dataset/` or `datasets/`.
 
 use crate::media::LayerKind;
 
@@ -50,6 +52,10 @@ const CODE_EXT: &[&str] = &[
     "py", "sh", "ipynb", "js", "ts", "go", "rs", "c", "cc", "cpp", "h", "hpp", "cu", "cuh", "java",
     "rb", "lua", "r", "pl", "swift", "kt", "scala", "ps1", "bat", "mjs",
 ];
+const DATASET_EXT: &[&str] = &[
+    "jsonl", "ndjson", "csv", "tsv", "parquet", "arrow", "feather", "avro", "tfrecord",
+];
+const DATASET_DIRS: &[&str] = &["data", "dataset", "datasets"];
 const DOC_EXT: &[&str] = &["md", "rst", "pdf", "adoc", "html", "htm", "txt", "markdown"];
 const DOC_PREFIXES: &[&str] = &[
     "readme",
@@ -72,6 +78,13 @@ pub fn classify(rel_path: &str, size: u64) -> (LayerKind, bool) {
         .unwrap_or(rel_path)
         .to_ascii_lowercase();
     let ext = name.rsplit_once('.').map(|(_, e)| e).unwrap_or("");
+    let top_dir = rel_path
+        .split_once('/')
+        .map(|(d, _)| d.to_ascii_lowercase());
+    let in_data_dir = top_dir.is_some_and(|d| DATASET_DIRS.contains(&d.as_str()));
+    if DATASET_EXT.contains(&ext) || (in_data_dir && !WEIGHT_EXT.contains(&ext)) {
+        return (LayerKind::Dataset, false);
+    }
     if CONFIG_NAMES.contains(&name.as_str())
         || (CONFIG_EXT.contains(&ext) && !name.starts_with("readme"))
     {
@@ -118,6 +131,11 @@ mod tests {
             ("README.md", LayerKind::Doc),
             ("LICENSE", LayerKind::Doc),
             ("NOTICE", LayerKind::Doc),
+            ("data/train.jsonl", LayerKind::Dataset),
+            ("eval.parquet", LayerKind::Dataset),
+            ("datasets/split.json", LayerKind::Dataset),
+            ("data/model.safetensors", LayerKind::Weight),
+            ("metadata/config.json", LayerKind::WeightConfig),
         ];
         for (f, k) in cases {
             assert_eq!(classify(f, 10), (k, false), "{f}");

@@ -45,17 +45,35 @@ fn globs(patterns: &[String]) -> Result<Option<GlobSet>> {
     Ok(Some(b.build().map_err(|e| Error::Invalid(e.to_string()))?))
 }
 
-/// Formats a parameter count per the paramSize grammar (one decimal at most).
+/// Formats a parameter count per the paramSize grammar (one decimal at most),
+/// in the largest unit that keeps the number at least 1: 262,144 is `262.1K`,
+/// not `0.3M` (14% off), and 135M stays `135M`, not `0.1B`.
 pub fn format_param_size(n: u64) -> String {
-    let (v, unit) = match n {
-        n if n >= 1_000_000_000_000 => (n as f64 / 1e12, "T"),
-        n if n >= 100_000_000 => (n as f64 / 1e9, "B"),
-        n if n >= 100_000 => (n as f64 / 1e6, "M"),
-        n => (n as f64 / 1e3, "K"),
-    };
-    let s = format!("{v:.1}");
+    const UNITS: [(f64, &str); 4] = [(1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")];
+    let n = n as f64;
+    let mut i = UNITS.iter().position(|(scale, _)| n >= *scale).unwrap_or(3);
+    // 999,960 rounds to 1000.0K: say 1M instead.
+    if i > 0 && (n / UNITS[i].0 * 10.0).round() >= 10_000.0 {
+        i -= 1;
+    }
+    let (scale, unit) = UNITS[i];
+    let s = format!("{:.1}", n / scale);
     let s = s.strip_suffix(".0").unwrap_or(&s);
     format!("{s}{unit}")
+}
+
+/// A paramSize outside the grammar (Docker Model Runner's `8.03B`) rounded
+/// to one decimal, for the validator's hint; `None` when it is not a number
+/// with a unit at all.
+pub fn round_param_size(s: &str) -> Option<String> {
+    let unit = s.chars().last().filter(|c| "QqTtBbMmKk".contains(*c))?;
+    let num: f64 = s[..s.len() - 1].trim().parse().ok()?;
+    if !num.is_finite() || num < 0.0 {
+        return None;
+    }
+    let r = format!("{num:.1}");
+    let r = r.strip_suffix(".0").unwrap_or(&r);
+    Some(format!("{r}{unit}"))
 }
 
 /// Builds a Modelfile for `dir`: one line per file, fields inferred.
@@ -264,10 +282,17 @@ mod tests {
 
     #[test]
     fn param_size_formatting() {
-        assert_eq!(format_param_size(494_032_768), "0.5B");
+        assert_eq!(format_param_size(494_032_768), "494M");
         assert_eq!(format_param_size(7_241_732_096), "7.2B");
         assert_eq!(format_param_size(8_030_261_248), "8B");
-        assert_eq!(format_param_size(135_000_000), "0.1B");
+        assert_eq!(format_param_size(135_000_000), "135M");
+        assert_eq!(format_param_size(1_700_000), "1.7M");
+        assert_eq!(format_param_size(262_144), "262.1K");
+        assert_eq!(format_param_size(999_960), "1M");
+        assert_eq!(format_param_size(512), "0.5K");
+        assert_eq!(round_param_size("8.03B").as_deref(), Some("8B"));
+        assert_eq!(round_param_size("6.75b").as_deref(), Some("6.8b"));
+        assert_eq!(round_param_size("lots"), None);
         assert_eq!(format_param_size(25_000_000), "25M");
         assert_eq!(format_param_size(4_096_010), "4.1M");
         for n in [494_032_768u64, 7_241_732_096, 999, 1_500_000_000_000] {

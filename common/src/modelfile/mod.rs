@@ -13,7 +13,7 @@ mod sample;
 
 pub use classify::classify;
 pub use context::{ContextFile, resolve};
-pub use generate::{GenerateOptions, generate, write_generated};
+pub use generate::{GenerateOptions, generate, round_param_size, write_generated};
 pub use headers::{
     TensorSummary, gguf_summary_from_bytes, read_gguf_summary, read_safetensors_summary,
     safetensors_summary_from_bytes,

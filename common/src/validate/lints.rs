@@ -1,4 +1,14 @@
 //! Lints the JSON Schema cannot express (L1–L13).
+//!
+//! Severity rule (docs/validation.md): an **error** only where the schema or
+//! a known consumer breaks on the value — extractors cannot name a file, a
+//! digest does not parse, diffIds do not match the layers (KitOps and
+//! containerd's chain IDs), sizes lie, a date does not parse as the schema's
+//! `date-time`. Where only the spec's prose is stricter than the schema
+//! (paramSize's one decimal, the precision list, SPDX syntax) it is a
+//! **warning** with the JSON path: Docker Model Runner writes `8.03B`, and a
+//! validator that rejects the main producers' output is not used.
+//! `validate --strict` turns warnings into failures for publishers.
 
 use std::collections::HashMap;
 
@@ -22,12 +32,12 @@ pub fn lint_config(v: &Value, r: &mut Report) {
         .and_then(Value::as_str)
         && !valid_param_size(p)
     {
-        r.error("config:/config/paramSize", Some("L1"), format!("{p:?} is not a parameter count like 8B, 6.7B or 500M (digits, at most one decimal, unit Q/T/B/M/K)"));
+        r.warn("config:/config/paramSize", Some("L1"), format!("{p:?} does not follow the spec's parameter-count grammar (digits, at most one decimal, unit Q/T/B/M/K, like 8B, 6.7B or 500M){}", crate::modelfile::round_param_size(p).map(|s| format!("; write {s:?}")).unwrap_or_default()));
     }
     if let Some(p) = v.pointer("/config/precision").and_then(Value::as_str) {
         for part in p.split(',').map(str::trim) {
             if !PRECISIONS.contains(&part) {
-                r.error(
+                r.warn(
                     "config:/config/precision",
                     Some("L2"),
                     format!(
@@ -44,15 +54,11 @@ pub fn lint_config(v: &Value, r: &mut Report) {
             match spdx::check(l) {
                 Check::Ok => {}
                 Check::Unknown(ids) => r.warn(format!("config:/descriptor/licenses/{i}"), Some("L3"), format!("{} not a known SPDX identifier (use LicenseRef-<name> for custom licenses)", ids.join(", "))),
-                Check::Invalid(why) => r.error(format!("config:/descriptor/licenses/{i}"), Some("L3"), format!("{l:?} is not an SPDX license expression: {why}")),
+                Check::Invalid(why) => r.warn(format!("config:/descriptor/licenses/{i}"), Some("L3"), format!("{l:?} is not an SPDX license expression: {why}")),
             }
         }
     }
-    let diff_key = if v.pointer("/modelfs/diffIds").is_some() {
-        "diffIds"
-    } else {
-        "diff_ids"
-    };
+    let diff_key = diff_ids_key(v);
     if let Some(ids) = v
         .pointer(&format!("/modelfs/{diff_key}"))
         .and_then(Value::as_array)
@@ -82,6 +88,17 @@ pub fn lint_config(v: &Value, r: &mut Report) {
                 format!("{name} {s:?} is not an RFC 3339 date-time (e.g. 2025-01-01T00:00:00Z)"),
             );
         }
+    }
+}
+
+/// The spelling of the diffIds key a config uses: `diff_ids` only when that
+/// is what it has, so a camelCase config missing the key is pointed at `diffIds`.
+fn diff_ids_key(config: &Value) -> &'static str {
+    if config.pointer("/modelfs/diff_ids").is_some() && config.pointer("/modelfs/diffIds").is_none()
+    {
+        "diff_ids"
+    } else {
+        "diffIds"
     }
 }
 
@@ -148,6 +165,7 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
         r.error("manifest:/layers", None, "a model needs at least one layer");
     }
     let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut untitled = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let base = format!("manifest:/layers/{i}");
         check_digest(r, format!("{base}/digest"), l.get("digest"));
@@ -195,11 +213,7 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
             }
         }
         if get(media::ANNOTATION_TITLE).is_none() {
-            r.warn(
-                format!("{base}/annotations"),
-                Some("L10"),
-                "no org.opencontainers.image.title: `oras pull` and CRI-O will not name this file",
-            );
+            untitled.push(i);
         }
         let meta_key = [
             Family::Cncf.metadata_annotation(),
@@ -215,11 +229,23 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
                     let raw = LayerType::parse(mt).map(|t| t.format == LayerFormat::Raw).unwrap_or(false);
                     let size = l.get("size").and_then(Value::as_u64);
                     if raw && size.is_some_and(|s| s != m.size) {
-                        r.error(mpath, Some("L13"), format!("metadata size {} differs from the layer size {}", m.size, size.unwrap_or(0)));
+                        r.warn(mpath, Some("L13"), format!("metadata size {} differs from the layer size {}", m.size, size.unwrap_or(0)));
                     }
                 }
             }
         }
+    }
+    if let Some(first) = untitled.first() {
+        r.warn(
+            format!("manifest:/layers/{first}/annotations"),
+            Some("L10"),
+            format!(
+                "{} of {} layers have no org.opencontainers.image.title (layers {}): `oras pull` and CRI-O will not name their files (modctl, DMR and KitOps never write it; `modelpack build` does)",
+                untitled.len(),
+                layers.len(),
+                untitled.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+        );
     }
 }
 
@@ -252,11 +278,7 @@ pub fn lint_pair(
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    let key = if c.pointer("/modelfs/diffIds").is_some() {
-        "diffIds"
-    } else {
-        "diff_ids"
-    };
+    let key = diff_ids_key(c);
     let ids = c
         .pointer(&format!("/modelfs/{key}"))
         .and_then(Value::as_array)
