@@ -179,6 +179,26 @@ impl FileMetadata {
             .ok()
             .map(|t| t.timestamp())
     }
+
+    /// The mtime with its sub-second part (modctl writes nanoseconds), if it parses.
+    pub fn mtime_time(&self) -> Option<std::time::SystemTime> {
+        let t = chrono::DateTime::parse_from_rfc3339(&self.mtime).ok()?;
+        let secs = t.timestamp();
+        let nanos = t.timestamp_subsec_nanos();
+        let base = if secs >= 0 {
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs as u64))?
+        } else {
+            std::time::UNIX_EPOCH
+                .checked_sub(std::time::Duration::from_secs(secs.unsigned_abs()))?
+        };
+        base.checked_add(std::time::Duration::from_nanos(nanos as u64))
+    }
+}
+
+/// Formats a time as RFC 3339 in UTC with its sub-second digits when it has
+/// any (`2026-12-03T09:41:07.123456789Z`), as modctl writes file mtimes.
+pub fn rfc3339_nanos(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
 }
 
 /// Formats a unix timestamp as RFC 3339 in UTC with second precision (`1970-01-01T00:00:00Z`).

@@ -92,6 +92,17 @@ fn build_validate_extract_reproduces_every_file() {
         out.to_str().unwrap(),
     ]);
     assert_same_tree(&model, &out);
+    // A default build records each file's own mtime, sub-seconds included, and extract restores it.
+    for f in ["config.json", "scripts/run.sh"] {
+        let (src, dst) = (
+            std::fs::metadata(model.join(f))
+                .unwrap()
+                .modified()
+                .unwrap(),
+            std::fs::metadata(out.join(f)).unwrap().modified().unwrap(),
+        );
+        assert_eq!(src, dst, "{f}: mtime not restored");
+    }
     // Re-extract skips unchanged files.
     let again = env.run(&[
         "--json",

@@ -32,7 +32,9 @@ pub struct BuildArgs {
     /// Write the legacy vnd.cnai.* / org.cnai.* identifiers (for Harbor 2.13's model processor)
     #[arg(long)]
     pub legacy_cnai: bool,
-    /// Omit descriptor.createdAt
+    /// Omit descriptor.createdAt and record a fixed file mtime (1970), so the
+    /// same files give the same digest anywhere (SOURCE_DATE_EPOCH does the
+    /// same with its date); by default files keep their own mtimes
     #[arg(long)]
     pub no_creation_time: bool,
     /// Record real mode/uid/gid/mtime in file metadata (breaks reproducibility across machines)
@@ -114,7 +116,12 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
     let opts = PackOptions {
         family,
         format: args.layer_format,
-        mtime: epoch.unwrap_or(0),
+        // Files keep their own dates unless the build asked to be reproducible.
+        mtime: match (epoch, args.no_creation_time) {
+            (Some(t), _) => Some(t),
+            (None, true) => Some(0),
+            (None, false) => None,
+        },
         created_at,
         keep_metadata: args.keep_metadata,
         concurrency: args.registry.concurrency.max(1),

@@ -336,8 +336,8 @@ impl Target {
                 )))
                 .ctx("chmod", shown)?;
             }
-            if let Some(t) = meta.as_ref().and_then(|m| m.mtime_unix()) {
-                f.set_modified(system_time(t)).ctx("set mtime", shown)?;
+            if let Some(t) = meta.as_ref().and_then(|m| m.mtime_time()) {
+                f.set_modified(t).ctx("set mtime", shown)?;
             }
         } else {
             f.set_permissions(std::fs::Permissions::from_mode(confined::sanitize_mode(

@@ -54,7 +54,7 @@ impl DigestCache {
             opts.format,
             file.rel_path,
             super::normalized_mode(file.mode),
-            opts.mtime,
+            opts.mtime.map_or("source".to_string(), |t| t.to_string()),
             opts.chunk_size.unwrap_or(0)
         ))
     }

@@ -166,7 +166,7 @@ fn encode_into(
 }
 
 /// One canonical tar entry: the file at its relative path, uid/gid 0, no user
-/// or group names, fixed mtime, normalised mode, GNU long-name records for
+/// or group names, the chosen mtime, normalised mode, GNU long-name records for
 /// paths over 100 bytes, and the standard two-block end of archive.
 fn write_tar(
     file: &PackFile,
@@ -180,7 +180,13 @@ fn write_tar(
     header.set_mode(normalized_mode(file.mode));
     header.set_uid(0);
     header.set_gid(0);
-    header.set_mtime(opts.mtime.max(0) as u64);
+    let mtime = match opts.mtime {
+        Some(t) => t,
+        None => super::source_mtime(file)
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs() as i64),
+    };
+    header.set_mtime(mtime.max(0) as u64);
     let mut builder = tar::Builder::new(out);
     builder.mode(tar::HeaderMode::Deterministic);
     builder.append_data(&mut header, &file.rel_path, data)?;

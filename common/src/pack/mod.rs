@@ -19,7 +19,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::config::{FileMetadata, ModelConfig, ModelDescriptor, ModelFs, ModelSettings, rfc3339};
+use crate::config::{
+    FileMetadata, ModelConfig, ModelDescriptor, ModelFs, ModelSettings, rfc3339, rfc3339_nanos,
+};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{Annotations, Descriptor, Manifest};
@@ -45,8 +47,13 @@ pub struct PackFile {
 pub struct PackOptions {
     pub family: Family,
     pub format: LayerFormat,
-    /// mtime written into tar headers and metadata annotations (unix seconds).
-    pub mtime: i64,
+    /// mtime written into tar headers and metadata annotations (unix
+    /// seconds); `None` records each source file's own mtime (nanoseconds in
+    /// the metadata annotation, seconds in tar headers), so extracted files
+    /// keep their dates in every consumer that applies the annotation — at the
+    /// price of digests that change when a file is touched. `build` passes a
+    /// fixed value only for `SOURCE_DATE_EPOCH` or `--no-creation-time`.
+    pub mtime: Option<i64>,
     /// `descriptor.createdAt`; `None` omits it.
     pub created_at: Option<String>,
     /// Keep real mode/uid/gid/mtime in metadata annotations instead of normalised values.
@@ -63,7 +70,7 @@ impl Default for PackOptions {
         PackOptions {
             family: Family::Cncf,
             format: LayerFormat::Raw,
-            mtime: 0,
+            mtime: Some(0),
             created_at: None,
             keep_metadata: false,
             concurrency: 4,
@@ -136,9 +143,19 @@ pub fn file_metadata(file: &PackFile, opts: &PackOptions) -> FileMetadata {
         uid: 0,
         gid: 0,
         size: file.size,
-        mtime: rfc3339(opts.mtime),
+        mtime: match opts.mtime {
+            Some(t) => rfc3339(t),
+            None => source_mtime(file).map_or_else(|| rfc3339(0), rfc3339_nanos),
+        },
         typeflag: 0,
     }
+}
+
+/// A source file's mtime, with its nanoseconds.
+pub(crate) fn source_mtime(file: &PackFile) -> Option<std::time::SystemTime> {
+    std::fs::metadata(&file.abs_path)
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// The layer descriptor for an encoded file.

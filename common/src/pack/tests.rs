@@ -79,6 +79,42 @@ fn same_content_in_different_places_gives_same_manifest_digest() {
 }
 
 #[test]
+fn source_mtimes_are_recorded_with_nanoseconds_when_asked() {
+    let src = tempfile::tempdir().unwrap();
+    sample(src.path());
+    let when = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_123, 456_789_000);
+    for f in ["config.json", "model.safetensors"] {
+        fs::File::options()
+            .write(true)
+            .open(src.path().join(f))
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+    let s = tempfile::tempdir().unwrap();
+    for format in [LayerFormat::Raw, LayerFormat::Tar] {
+        let opts = PackOptions {
+            format,
+            mtime: None,
+            ..Default::default()
+        };
+        let p = pack_to_store(
+            &Store::open(s.path()).unwrap(),
+            &files_in(src.path()),
+            Default::default(),
+            Default::default(),
+            Default::default(),
+            &opts,
+            &|_| {},
+        )
+        .unwrap();
+        let md = p.manifest.layers[1].file_metadata().unwrap();
+        assert_eq!(md.mtime, "2023-11-14T22:15:23.456789Z", "{format}");
+        assert_eq!(md.mtime_time(), Some(when));
+    }
+}
+
+#[test]
 fn raw_layers_are_the_file_and_carry_annotations() {
     let src = tempfile::tempdir().unwrap();
     sample(src.path());
