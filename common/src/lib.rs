@@ -5,6 +5,7 @@
 //! - [`modelfile`]: the Modelfile language, build-context resolution and `modelfile generate`.
 //! - [`pack`]: turning files into deterministic layers, config and manifest.
 //! - [`validate`]: JSON Schema plus the lints the schema misses.
+//! - [`peer`]: what Docker Model Runner and KitOps write, and how we read it.
 //! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files
 //!   through [`confined`] directory handles that cannot leave their target.
 //! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
@@ -27,6 +28,7 @@ pub mod manifest;
 pub mod media;
 pub mod modelfile;
 pub mod pack;
+pub mod peer;
 pub mod reference;
 pub mod registry;
 pub mod store;

@@ -31,6 +31,11 @@ pub struct Descriptor {
     pub annotations: Annotations,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform: Option<serde_json::Value>,
+    /// The name a peer's reader gives a layer that has no path annotation
+    /// (Docker Model Runner's typed layers, see [`crate::peer::dmr`]); set by
+    /// [`Manifest::parse`], never serialised.
+    #[serde(skip)]
+    pub derived_filepath: Option<String>,
 }
 
 impl Descriptor {
@@ -43,6 +48,7 @@ impl Descriptor {
             data: None,
             annotations: Annotations::new(),
             platform: None,
+            derived_filepath: None,
         }
     }
 
@@ -54,13 +60,15 @@ impl Descriptor {
     }
 
     /// The file path of a layer: `org.cncf.model.filepath`, then the cnai key,
-    /// then the ORAS title. The path is not sanitised here; extract does that.
+    /// then the ORAS title, then the name its producer's reader derives from
+    /// its type. The path is not sanitised here; extract does that.
     pub fn filepath(&self) -> Option<&str> {
         self.annotations
             .get(&Family::Cncf.filepath_annotation())
             .or_else(|| self.annotations.get(&Family::Cnai.filepath_annotation()))
             .or_else(|| self.annotations.get(media::ANNOTATION_TITLE))
             .map(String::as_str)
+            .or(self.derived_filepath.as_deref())
     }
 
     /// The parsed `file.metadata+json` annotation of either family, if present and valid.
@@ -108,8 +116,12 @@ impl Manifest {
         }
     }
 
+    /// Parses manifest bytes and names the layers a peer's reader would name
+    /// by type ([`crate::peer::derive_names`]).
     pub fn parse(bytes: &[u8], what: &str) -> Result<Self> {
-        serde_json::from_slice(bytes).map_err(|e| Error::json(what, e))
+        let mut m: Manifest = serde_json::from_slice(bytes).map_err(|e| Error::json(what, e))?;
+        crate::peer::derive_names(&mut m);
+        Ok(m)
     }
 
     /// Compact, fixed-order JSON: the bytes whose digest names this manifest.
@@ -125,8 +137,9 @@ impl Manifest {
             .or_else(|| Family::of_media_type(&self.config.media_type))
     }
 
+    /// A model of any kind we read: ModelPack, Docker Model Runner or KitOps.
     pub fn is_model(&self) -> bool {
-        self.model_family().is_some()
+        crate::peer::ArtifactKind::of(self).is_some()
     }
 
     /// Total bytes referenced: config + layers (what `ls` and `inspect` show as

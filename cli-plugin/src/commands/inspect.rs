@@ -10,8 +10,8 @@ use anyhow::Result;
 use clap::Args;
 use modelpack_common::Digest;
 use modelpack_common::chunkindex::{LayerIndex, local, trust};
-use modelpack_common::config::ModelConfig;
 use modelpack_common::manifest::Manifest;
+use modelpack_common::peer::{ModelSummary, summarize};
 use modelpack_common::text::escape_control as esc;
 use serde::Serialize;
 
@@ -42,6 +42,9 @@ pub struct InspectOutput {
     pub digest: String,
     pub artifact_type: Option<String>,
     pub config_digest: String,
+    /// What kind of model this is and its main fields, whoever produced it
+    /// (ModelPack config, Docker Model Runner config, KitOps Kitfile).
+    pub summary: ModelSummary,
     pub config: serde_json::Value,
     pub layers: Vec<LayerRow>,
     pub size: u64,
@@ -92,6 +95,7 @@ pub fn describe(
         digest: digest.to_string(),
         artifact_type: manifest.artifact_type.clone(),
         config_digest: manifest.config.digest.to_string(),
+        summary: summarize(manifest, config_bytes),
         config: serde_json::from_slice(config_bytes).unwrap_or(serde_json::Value::Null),
         layers: manifest
             .layers
@@ -130,31 +134,31 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     if ctx.out.json {
         return ctx.out.print_json(o);
     }
-    let cfg: Option<ModelConfig> = serde_json::from_value(o.config.clone()).ok();
     println!("Reference:     {}", esc(&o.reference));
     println!("Digest:        {}", o.digest);
+    println!("Kind:          {}", esc(&o.summary.kind));
     println!(
         "Artifact type: {}",
         esc(o.artifact_type.as_deref().unwrap_or("-"))
     );
     println!("Config:        {}", o.config_digest);
-    if let Some(c) = &cfg {
-        let d = &c.descriptor;
-        let s = &c.config;
-        let field = |k: &str, v: &Option<String>| {
-            if let Some(v) = v {
-                println!("  {k:<13}{}", esc(v));
-            }
-        };
-        field("name", &d.name);
-        field("family", &d.family);
-        field("createdAt", &d.created_at);
-        field("architecture", &s.architecture);
-        field("format", &s.format);
-        field("paramSize", &s.param_size);
-        field("precision", &s.precision);
-        field("quantization", &s.quantization);
-    }
+    let s = &o.summary;
+    let field = |k: &str, v: &Option<String>| {
+        if let Some(v) = v {
+            println!("  {k:<13}{}", esc(v));
+        }
+    };
+    field("name", &s.name);
+    field("version", &s.version);
+    field("family", &s.family);
+    field("created", &s.created);
+    field("architecture", &s.architecture);
+    field("format", &s.format);
+    field("paramSize", &s.param_size);
+    field("precision", &s.precision);
+    field("quantization", &s.quantization);
+    field("license", &s.license);
+    field("description", &s.description);
     println!("Size:          {}", human_size(o.size));
     let indexed = o
         .layers

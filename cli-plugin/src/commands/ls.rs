@@ -4,7 +4,6 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use modelpack_common::config::ModelConfig;
 use modelpack_common::text::escape_control as esc;
 use serde::Serialize;
 
@@ -48,16 +47,16 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
         };
         let (created, size, name) = match store.load_manifest_digest(&e.descriptor.digest) {
             Ok(m) => {
-                let cfg = store
+                let summary = store
                     .read_blob(&m.manifest.config.digest)
                     .ok()
-                    .and_then(|b| ModelConfig::parse(&b, "config").ok());
+                    .map(|b| modelpack_common::peer::summarize(&m.manifest, &b));
                 (
-                    cfg.as_ref().and_then(|c| c.descriptor.created_at.clone()),
+                    summary.as_ref().and_then(|s| s.created.clone()),
                     m.manifest
                         .content_size()
                         .saturating_add(m.bytes.len() as u64),
-                    cfg.and_then(|c| c.descriptor.name),
+                    summary.and_then(|s| s.name),
                 )
             }
             Err(_) => (None, 0, None),

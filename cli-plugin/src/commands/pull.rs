@@ -124,11 +124,16 @@ async fn pull_containerd(
     let started = std::time::Instant::now();
     let fetched = client.get_manifest(remote).await?;
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
-    if !manifest.is_model() {
-        anyhow::bail!(
-            "{remote} is not a ModelPack artifact (artifactType {:?})",
-            manifest.artifact_type
-        );
+    match modelpack_common::peer::ArtifactKind::of(&manifest) {
+        None => anyhow::bail!(
+            "{}",
+            modelpack_common::peer::not_a_model(&remote.to_string(), &manifest)
+        ),
+        Some(k) if !k.is_modelpack() => anyhow::bail!(
+            "{remote} is a {} artifact; containerd attach serves ModelPack artifacts only\nhint: `pull {remote} --extract-dir DIR` restores its files",
+            k.describe()
+        ),
+        Some(_) => {}
     }
     let config =
         modelpack_common::transfer::fetch_small_blob(client, remote, &manifest.config).await?;

@@ -99,11 +99,16 @@ pub fn shown(s: &str) -> String {
         .collect()
 }
 
-/// How to decode a layer: ModelPack types by suffix; an oras directory layer
-/// (unpack annotation) as its tar type; anything else is a raw file.
+/// How to decode a layer: ModelPack types by suffix; Docker Model Runner's
+/// and KitOps' types as [`crate::peer::layer_format`] says; an oras
+/// directory layer (unpack annotation) as its tar type; anything else is a
+/// raw file.
 pub fn layer_format(layer: &Descriptor) -> LayerFormat {
     if let Some(t) = LayerType::parse(&layer.media_type) {
         return t.format;
+    }
+    if let Some(f) = crate::peer::layer_format(&layer.media_type) {
+        return f;
     }
     if layer
         .annotations
@@ -120,7 +125,8 @@ pub fn layer_format(layer: &Descriptor) -> LayerFormat {
 fn raw_rel_path(layer: &Descriptor) -> Result<PathBuf> {
     let name = layer_name(layer);
     let rel = layer.filepath().ok_or_else(|| Error::Artifact(format!(
-        "layer {name} has no org.cncf.model.filepath (or title) annotation, so there is no file name to restore it to"
+        "layer {name} ({}) has no org.cncf.model.filepath (or title) annotation and its type names no file, so there is no file name to restore it to",
+        shown(&layer.media_type)
     )))?;
     safe_relative_path(&name, rel)
 }

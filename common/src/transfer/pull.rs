@@ -42,7 +42,9 @@ pub struct PullReport {
     pub extract: Option<ExtractStats>,
 }
 
-/// Fetches and parses a model manifest; an index is refused with a clear message.
+/// Fetches and parses a model manifest; an index, or a manifest that is no
+/// model of any kind we read (a container image), is refused before anything
+/// is stored.
 pub(crate) async fn fetch_manifest(
     client: &RegistryClient,
     remote: &Reference,
@@ -55,6 +57,12 @@ pub(crate) async fn fetch_manifest(
         )));
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
+    if !manifest.is_model() {
+        return Err(Error::Artifact(crate::peer::not_a_model(
+            &remote.to_string(),
+            &manifest,
+        )));
+    }
     let limit = client.options().max_config_size;
     if manifest.config.size > limit {
         return Err(Error::TooLarge {

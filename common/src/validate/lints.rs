@@ -313,6 +313,22 @@ pub fn lint_pair(
             None => {}
         }
     }
+    lint_sizes(m, config_bytes, blob_size, r);
+}
+
+/// L11: the config descriptor against the config's bytes, and layer sizes
+/// against blobs we have.
+pub fn lint_sizes(
+    m: &Value,
+    config_bytes: &[u8],
+    blob_size: &dyn Fn(&Digest) -> Option<u64>,
+    r: &mut Report,
+) {
+    let layers = m
+        .get("layers")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let actual = Digest::of(config_bytes);
     if m.pointer("/config/digest").and_then(Value::as_str) != Some(actual.to_string().as_str()) {
         r.error(

@@ -6,6 +6,7 @@
 //! path of the offending value.
 
 mod lints;
+mod peer;
 mod schema;
 mod spdx;
 
@@ -148,6 +149,17 @@ pub fn validate_artifact(
     config: &[u8],
     blob_size: &dyn Fn(&Digest) -> Option<u64>,
 ) -> Report {
+    if let Ok(m) = crate::manifest::Manifest::parse(manifest, "manifest")
+        && let Some(kind) = crate::peer::ArtifactKind::of(&m)
+        && !kind.is_modelpack()
+    {
+        let mut r = Report::default();
+        peer::lint_peer(&m, kind, config, &mut r);
+        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(manifest) {
+            lints::lint_sizes(&v, config, blob_size, &mut r);
+        }
+        return r;
+    }
     let mut r = validate_manifest(manifest);
     let c = validate_config(config);
     r.problems.extend(c.problems);
