@@ -164,7 +164,15 @@ pub fn layer_descriptor(file: &PackFile, enc: &LayerEncoding, opts: &PackOptions
     let mut d = Descriptor::new(lt.media_type(), enc.digest.clone(), enc.size);
     let a = &mut d.annotations;
     a.insert(opts.family.filepath_annotation(), file.rel_path.clone());
-    a.insert(media::ANNOTATION_TITLE.into(), file.rel_path.clone());
+    // The title is the name `oras pull` writes the blob's bytes under (and
+    // CRI-O mounts it as). On a raw layer that is the file; on a tar layer
+    // it would put archive bytes under the model file's name, and oras only
+    // unpacks gzip tars whose entries sit below a directory named by the
+    // title, which one file at the model root cannot be. So tar layers carry
+    // none: `oras pull` skips them (docs/compatibility.md).
+    if opts.format == LayerFormat::Raw {
+        a.insert(media::ANNOTATION_TITLE.into(), file.rel_path.clone());
+    }
     a.insert(
         opts.family.metadata_annotation(),
         file_metadata(file, opts).to_annotation(),

@@ -164,6 +164,9 @@ fn compressed_layers_have_uncompressed_diff_ids_and_canonical_tar() {
     let cfg = crate::config::ModelConfig::parse(&p.config_bytes, "c").unwrap();
     let l = &p.manifest.layers[2];
     assert_eq!(l.media_type, "application/vnd.cncf.model.code.v1.tar+gzip");
+    // No title on a tar layer: `oras pull` would write the archive under the file's name.
+    assert!(!l.annotations.contains_key("org.opencontainers.image.title"));
+    assert_eq!(l.annotations["org.cncf.model.filepath"], "sub/run.sh");
     let mut tar_bytes = Vec::new();
     flate2::read::GzDecoder::new(store.open_blob(&l.digest).unwrap())
         .read_to_end(&mut tar_bytes)

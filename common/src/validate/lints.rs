@@ -212,7 +212,9 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
                 );
             }
         }
-        if get(media::ANNOTATION_TITLE).is_none() {
+        // Only a raw layer's title names its file; tar layers rightly have none.
+        let is_raw = LayerType::parse(mt).is_none_or(|t| t.format == LayerFormat::Raw);
+        if is_raw && get(media::ANNOTATION_TITLE).is_none() {
             untitled.push(i);
         }
         let meta_key = [
@@ -240,7 +242,7 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
             format!("manifest:/layers/{first}/annotations"),
             Some("L10"),
             format!(
-                "{} of {} layers have no org.opencontainers.image.title (layers {}): `oras pull` and CRI-O will not name their files (modctl, DMR and KitOps never write it; `modelpack build` does)",
+                "{} of {} layers are raw files without org.opencontainers.image.title (layers {}): `oras pull` and CRI-O will not name them (modctl, DMR and KitOps never write it; `modelpack build` does)",
                 untitled.len(),
                 layers.len(),
                 untitled.iter().map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
