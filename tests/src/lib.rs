@@ -121,6 +121,7 @@ pub fn copy_tree(src: &Path, dst: &Path) {
 pub mod artifacts;
 pub mod hostile_http;
 pub mod killable;
+pub mod peers;
 pub mod services;
 
 /// The Python with oras-py and cryptography: `$MODELPACK_TEST_PYTHON`, else the

