@@ -18,9 +18,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use modelpack_e2e::hostile_http::request;
 use modelpack_e2e::peers::{self, PeerArtifact};
 use modelpack_e2e::services::{Auth, Registry};
-use modelpack_e2e::{fails, files_under, ok};
+use modelpack_e2e::{assert_same_tree, fails, files_under, ok};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_docker-modelpack");
@@ -260,4 +261,143 @@ fn a_container_image_is_refused_and_nothing_is_stored() {
         "pull image to dir",
     );
     assert!(!out.exists() || files_under(&out).is_empty());
+}
+
+/// A manifest and a blob fetched with plain HTTP, as another tool would.
+fn registry_get(port: u16, path: &str, accept: &str) -> Vec<u8> {
+    let r = request(port, "GET", path, &[("Accept", accept)], b"");
+    assert_eq!(r.status, 200, "GET {path}");
+    r.body
+}
+
+/// modctl's extract (pkg/backend/extract.go, pkg/archiver): a raw layer is
+/// written to its filepath, a tar layer is untarred at the output root.
+fn modctl_extract(port: u16, repo: &str, manifest: &Value, out: &Path) {
+    for l in manifest["layers"].as_array().unwrap() {
+        let blob = registry_get(
+            port,
+            &format!("/v2/{repo}/blobs/{}", l["digest"].as_str().unwrap()),
+            "*/*",
+        );
+        let mt = l["mediaType"].as_str().unwrap();
+        let path = l["annotations"]["org.cncf.model.filepath"]
+            .as_str()
+            .unwrap();
+        if mt.ends_with(".raw") {
+            let to = out.join(path);
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::write(to, blob).unwrap();
+        } else {
+            assert!(
+                mt.ends_with(".tar"),
+                "modctl's codec has only raw and tar: {mt}"
+            );
+            tar::Archive::new(&blob[..]).unpack(out).unwrap();
+        }
+    }
+}
+
+/// DMR's `UnpackFromLayers` (internal/bundle/unpack.go) for a cncf
+/// artifactType: every layer with a filepath is linked as-is to it, never
+/// extracted; layers without one are skipped.
+fn dmr_unpack(port: u16, repo: &str, manifest: &Value, out: &Path) {
+    assert_eq!(
+        manifest["artifactType"],
+        "application/vnd.cncf.model.manifest.v1+json"
+    );
+    for l in manifest["layers"].as_array().unwrap() {
+        let Some(path) = l["annotations"]["org.cncf.model.filepath"].as_str() else {
+            continue;
+        };
+        let blob = registry_get(
+            port,
+            &format!("/v2/{repo}/blobs/{}", l["digest"].as_str().unwrap()),
+            "*/*",
+        );
+        let to = out.join("model").join(path);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, blob).unwrap();
+    }
+}
+
+#[test]
+fn our_raw_and_tar_builds_read_by_modctl_dmr_and_oras() {
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let model = env.path("model");
+    modelpack_common::modelfile::write_sample_model(&model, 2, 200_000).unwrap();
+    let python = modelpack_e2e::python();
+    for format in ["raw", "tar"] {
+        let repo = format!("ours/{format}");
+        let r = format!("{}/{repo}:v1", reg.host);
+        env.run(&[
+            "build",
+            "-q",
+            "-t",
+            &r,
+            "--layer-format",
+            format,
+            model.to_str().unwrap(),
+        ]);
+        env.run(&["push", &r]);
+        let report = env.json(&["validate", &r]);
+        assert_eq!(report["valid"], true, "{report}");
+        assert!(
+            report["problems"].as_array().unwrap().is_empty(),
+            "our {format} build has no warnings: {report}"
+        );
+        let manifest: Value = serde_json::from_slice(&registry_get(
+            reg.port,
+            &format!("/v2/{repo}/manifests/v1"),
+            "application/vnd.oci.image.manifest.v1+json",
+        ))
+        .unwrap();
+        let m_out = env.path(&format!("modctl-{format}"));
+        modctl_extract(reg.port, &repo, &manifest, &m_out);
+        assert_same_tree_bytes(
+            &model,
+            &m_out,
+            &format!("modctl extract of our {format} build"),
+        );
+        let oras_out = env.path(&format!("oras-{format}"));
+        let script = format!(
+            "import oras.client; c=oras.client.OrasClient(hostname='{}', insecure=True); c.pull(target='{r}', outdir='{}')",
+            reg.host,
+            oras_out.display()
+        );
+        ok(
+            Command::new(&python)
+                .args(["-c", &script])
+                .output()
+                .unwrap(),
+            "oras-py pull",
+        );
+        if format == "raw" {
+            assert_same_tree(&model, &oras_out);
+            let d_out = env.path("dmr-raw");
+            dmr_unpack(reg.port, &repo, &manifest, &d_out);
+            assert_same_tree_bytes(&model, &d_out.join("model"), "DMR unpack of our raw build");
+        } else {
+            // No layer of a tar build is titled, so no archive lands under a model file's name.
+            for l in manifest["layers"].as_array().unwrap() {
+                assert!(
+                    l["annotations"]
+                        .get("org.opencontainers.image.title")
+                        .is_none(),
+                    "{l}"
+                );
+            }
+            for f in files_under(&model) {
+                assert!(
+                    !oras_out.join(&f).exists(),
+                    "oras-py wrote archive bytes as {}",
+                    f.display()
+                );
+            }
+        }
+    }
+}
+
+fn assert_same_tree_bytes(a: &Path, b: &Path, what: &str) {
+    assert_eq!(tree(a), tree(b), "{what}");
 }
