@@ -455,6 +455,9 @@ pub fn kitops_newer() -> PeerArtifact {
     kitops(true)
 }
 
+/// A KitOps layer: media type, blob, annotations.
+type KitLayer<'a> = (&'a str, &'a [u8], Vec<(&'static str, String)>);
+
 fn kitops(newer: bool) -> PeerArtifact {
     let weights = gguf_bytes("kit", 7000);
     let part = br#"{"vocab_size":32000}"#.to_vec();
@@ -488,7 +491,7 @@ fn kitops(newer: bool) -> PeerArtifact {
         )
     };
     // kit's layer order: model, modelparts, code, datasets, docs.
-    let layers: Vec<(&str, &[u8], Vec<(&str, String)>)> = vec![
+    let layers: Vec<KitLayer> = vec![
         (
             "application/vnd.kitops.modelkit.model.v1.tar",
             &model_tar,
