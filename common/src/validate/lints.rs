@@ -366,3 +366,46 @@ pub fn lint_sizes(
         }
     }
 }
+
+/// L14: a tar layer's filepath annotation must name what the tar holds —
+/// each regular file at that path or below it. modctl's `attach
+/// --destination-dir` writes the directory into the annotation but not into
+/// the tar's entry names, so modctl, KitOps and DMR readers disagree on where
+/// the file goes (we and modctl follow the header; DMR the annotation).
+/// `tar_files` lists an uncompressed tar layer's regular files from its
+/// headers, `None` where the blob is not at hand.
+pub fn lint_tar_paths(
+    manifest: &crate::manifest::Manifest,
+    tar_files: &dyn Fn(&Digest) -> Option<Vec<String>>,
+    r: &mut Report,
+) {
+    for (i, l) in manifest.layers.iter().enumerate() {
+        if crate::extract::layer_format(l) != LayerFormat::Tar {
+            continue;
+        }
+        let Some(annotated) = l.filepath() else {
+            continue;
+        };
+        let Some(files) = tar_files(&l.digest) else {
+            continue;
+        };
+        let dir = annotated.trim_end_matches('/');
+        let outside: Vec<&String> = files
+            .iter()
+            .filter(|f| {
+                let f = f.trim_start_matches("./");
+                f != dir && !f.starts_with(&format!("{dir}/"))
+            })
+            .collect();
+        if let Some(first) = outside.first() {
+            r.warn(
+                format!("manifest:/layers/{i}/annotations"),
+                Some("L14"),
+                format!(
+                    "the filepath annotation says {annotated:?} but the tar holds {first:?}{}: readers that follow the annotation (DMR) and those that follow the tar (modctl, KitOps, modelpack) put the file in different places",
+                    if outside.len() > 1 { format!(" and {} more", outside.len() - 1) } else { String::new() }
+                ),
+            );
+        }
+    }
+}

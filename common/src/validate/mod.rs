@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::digest::Digest;
 
-pub use lints::{lint_config, lint_manifest, lint_pair};
+pub use lints::{lint_config, lint_manifest, lint_pair, lint_tar_paths};
 pub use schema::schema_problems;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

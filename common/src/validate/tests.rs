@@ -314,3 +314,36 @@ fn manifest_and_pair_lints() {
         Some("L11")
     ));
 }
+
+#[test]
+fn tar_layer_whose_annotation_disagrees_with_its_entries_is_flagged() {
+    // modctl `attach --destination-dir extra --raw=false notes.txt`: the
+    // annotation gets the directory, the tar entry does not.
+    let d = crate::digest::Digest::of(b"tar");
+    let mut l =
+        crate::manifest::Descriptor::new("application/vnd.cncf.model.doc.v1.tar", d.clone(), 3);
+    l.annotations
+        .insert("org.cncf.model.filepath".into(), "extra/notes.txt".into());
+    let m = crate::manifest::Manifest::model(
+        crate::media::Family::Cncf,
+        crate::manifest::Descriptor::new("application/vnd.cncf.model.config.v1+json", d.clone(), 1),
+        vec![l],
+    );
+    let mut r = Report::default();
+    lint_tar_paths(&m, &|_| Some(vec!["notes.txt".into()]), &mut r);
+    assert!(
+        warns(&r, "manifest:/layers/0/annotations", Some("L14")),
+        "{:?}",
+        r.problems
+    );
+    assert!(r.problems[0].message.contains(r#""notes.txt""#));
+    // A directory layer, and KitOps' ancestor directories, agree.
+    for files in [
+        vec!["extra/notes.txt".to_string()],
+        vec!["extra/notes.txt/a".into(), "extra/notes.txt/b/c".into()],
+    ] {
+        let mut r = Report::default();
+        lint_tar_paths(&m, &|_| Some(files.clone()), &mut r);
+        assert!(r.problems.is_empty(), "{:?}", r.problems);
+    }
+}
