@@ -31,6 +31,7 @@ pub mod pack;
 pub mod peer;
 pub mod reference;
 pub mod registry;
+pub mod settings;
 pub mod store;
 pub mod text;
 pub mod transfer;

@@ -137,6 +137,52 @@ impl Manifest {
             .or_else(|| Family::of_media_type(&self.config.media_type))
     }
 
+    /// The same ModelPack manifest in the other identifier family: artifactType,
+    /// config and layer media types, and `org.<family>.model.*` /
+    /// `org.<family>.modctl.*` annotation keys are switched; blobs (and so
+    /// the config, whose camelCase body both families read) are unchanged.
+    /// `None` when it is not a ModelPack manifest or already in `family`.
+    pub fn in_family(&self, family: Family) -> Option<Manifest> {
+        let from = self.model_family()?;
+        if from == family {
+            return None;
+        }
+        let rekey = |a: &Annotations| -> Annotations {
+            a.iter()
+                .map(|(k, v)| {
+                    let k = [
+                        (
+                            from.model_annotation_prefix(),
+                            family.model_annotation_prefix(),
+                        ),
+                        (
+                            from.modctl_annotation_prefix(),
+                            family.modctl_annotation_prefix(),
+                        ),
+                    ]
+                    .iter()
+                    .find_map(|(old, new)| k.strip_prefix(old).map(|rest| format!("{new}{rest}")))
+                    .unwrap_or_else(|| k.clone());
+                    (k, v.clone())
+                })
+                .collect()
+        };
+        let mut m = self.clone();
+        m.artifact_type = Some(family.artifact_type());
+        m.config.media_type = family.config_media_type();
+        m.annotations = rekey(&self.annotations);
+        for l in &mut m.layers {
+            if let Some(mut t) = LayerType::parse(&l.media_type) {
+                t.family = family;
+                if !t.legacy_dmr {
+                    l.media_type = t.media_type();
+                }
+            }
+            l.annotations = rekey(&l.annotations);
+        }
+        Some(m)
+    }
+
     /// A model of any kind we read: ModelPack, Docker Model Runner or KitOps.
     pub fn is_model(&self) -> bool {
         crate::peer::ArtifactKind::of(self).is_some()

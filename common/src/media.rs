@@ -61,6 +61,19 @@ impl Family {
         }
     }
 
+    /// `org.cncf.model.` / `org.cnai.model.`
+    pub fn model_annotation_prefix(self) -> &'static str {
+        self.annotation_prefix()
+    }
+
+    /// `org.cncf.modctl.` / `org.cnai.modctl.`
+    pub fn modctl_annotation_prefix(self) -> &'static str {
+        match self {
+            Family::Cncf => "org.cncf.modctl.",
+            Family::Cnai => "org.cnai.modctl.",
+        }
+    }
+
     pub fn artifact_type(self) -> String {
         format!("{}manifest.v1+json", self.media_prefix())
     }

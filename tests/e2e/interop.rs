@@ -401,3 +401,132 @@ fn our_raw_and_tar_builds_read_by_modctl_dmr_and_oras() {
 fn assert_same_tree_bytes(a: &Path, b: &Path, what: &str) {
     assert_eq!(tree(a), tree(b), "{what}");
 }
+
+#[test]
+fn a_registry_configured_for_legacy_identifiers_gets_them_from_build_and_push() {
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let model = env.path("model");
+    modelpack_common::modelfile::write_sample_model(&model, 1, 100_000).unwrap();
+    let config = env.path("modelpack.toml");
+    std::fs::write(
+        &config,
+        format!("[registries.\"{}\"]\nlegacy-cnai = true\n", reg.host),
+    )
+    .unwrap();
+    let with_config = |args: &[&str]| {
+        ok(
+            env.mp()
+                .env("MODELPACK_CONFIG", &config)
+                .args(args)
+                .output()
+                .unwrap(),
+            &args.join(" "),
+        )
+    };
+    // build for that registry: cnai without a flag.
+    let harbor = format!("{}/harbor/m:v1", reg.host);
+    with_config(&["build", "-q", "-t", &harbor, model.to_str().unwrap()]);
+    let m: Value = serde_json::from_str(&env.run(&["inspect", "--manifest", &harbor])).unwrap();
+    assert_eq!(
+        m["artifactType"],
+        "application/vnd.cnai.model.manifest.v1+json"
+    );
+    // A cncf build pushed there is re-labelled: same blobs, cnai identifiers.
+    let elsewhere = "localhost/team/m:v1";
+    env.run(&["build", "-q", "-t", elsewhere, model.to_str().unwrap()]);
+    let dest = format!("{}/harbor/relabelled:v1", reg.host);
+    let pushed: Value =
+        serde_json::from_str(&with_config(&["--json", "push", elsewhere, &dest])).unwrap();
+    let remote: Value = serde_json::from_slice(&registry_get(
+        reg.port,
+        "/v2/harbor/relabelled/manifests/v1",
+        "application/vnd.oci.image.manifest.v1+json",
+    ))
+    .unwrap();
+    assert_eq!(
+        remote["artifactType"],
+        "application/vnd.cnai.model.manifest.v1+json"
+    );
+    assert_eq!(
+        remote["config"]["mediaType"],
+        "application/vnd.cnai.model.config.v1+json"
+    );
+    for l in remote["layers"].as_array().unwrap() {
+        assert!(
+            l["mediaType"]
+                .as_str()
+                .unwrap()
+                .starts_with("application/vnd.cnai.model."),
+            "{l}"
+        );
+        assert!(
+            l["annotations"].get("org.cnai.model.filepath").is_some(),
+            "{l}"
+        );
+        assert!(
+            l["annotations"].get("org.cncf.model.filepath").is_none(),
+            "{l}"
+        );
+    }
+    let original: Value =
+        serde_json::from_str(&env.run(&["inspect", "--manifest", elsewhere])).unwrap();
+    let digests = |m: &Value| {
+        m["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        digests(&original),
+        digests(&remote),
+        "the blobs are the same"
+    );
+    assert_eq!(
+        original["artifactType"], "application/vnd.cncf.model.manifest.v1+json",
+        "the source is untouched"
+    );
+    // The chunk index was re-bound to the new manifest, and the model reads back.
+    let inspected = env.json(&["inspect", "--remote", &dest]);
+    assert_eq!(inspected["digest"], pushed["digest"]);
+    assert_eq!(
+        inspected["chunkReferrers"].as_array().unwrap().len(),
+        1,
+        "{inspected}"
+    );
+    assert!(
+        inspected["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l["chunkIndex"]["binding"] == "bound"),
+        "{inspected}"
+    );
+    let out = env.path("back");
+    let fresh = Env::new();
+    ok(
+        fresh
+            .mp()
+            .args(["pull", &dest, "--extract-dir", out.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "pull the re-labelled model",
+    );
+    assert_same_tree(&model, &out);
+    // A typo in the config file is an error naming it, not a silent cncf build.
+    std::fs::write(&config, "[registries.\"x\"]\nlegacy-cnia = true\n").unwrap();
+    let err = fails(
+        env.mp()
+            .env("MODELPACK_CONFIG", &config)
+            .args(["build", "-q", "-t", &harbor, model.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "build with a bad config",
+    );
+    assert!(
+        err.contains("modelpack.toml") && err.contains("legacy-cnia"),
+        "{err}"
+    );
+}

@@ -29,7 +29,9 @@ pub struct BuildArgs {
     /// Layer encoding: raw (one file, default), tar, tar+gzip, tar+zstd
     #[arg(long, default_value = "raw", value_parser = parse_format)]
     pub layer_format: LayerFormat,
-    /// Write the legacy vnd.cnai.* / org.cnai.* identifiers (for Harbor 2.13's model processor)
+    /// Write the legacy vnd.cnai.* / org.cnai.* identifiers (Harbor ≤ 2.15's
+    /// model processor); per registry in the config file:
+    /// [registries."HOST"] legacy-cnai = true
     #[arg(long)]
     pub legacy_cnai: bool,
     /// Omit descriptor.createdAt and record a fixed file mtime (1970), so the
@@ -103,7 +105,21 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
     let family = if args.legacy_cnai {
         Family::Cnai
     } else {
-        Family::Cncf
+        // A registry configured for the legacy identifiers (Harbor) gets them
+        // without a flag, so CI publishing there cannot forget it.
+        let settings = modelpack_common::settings::Settings::load()?;
+        let target = super::parse_ref(&args.target)?;
+        match settings.family_for(&target.registry) {
+            Some(f) => {
+                ctx.out.status(format!(
+                    "writing the legacy cnai identifiers for {} ({})",
+                    target.registry,
+                    settings.where_set()
+                ));
+                f
+            }
+            None => Family::Cncf,
+        }
     };
     let epoch = PackOptions::source_date_epoch()?;
     let created_at = if args.no_creation_time {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use modelpack_common::transfer::push_from_store;
+use modelpack_common::transfer::{push_from_store, store_in_family};
 
 use super::remote::{Bars, RegistryArgs};
 use super::{Ctx, parse_ref};
@@ -29,6 +29,24 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
     };
     let client = args.registry.client(&ctx)?;
     let store = ctx.store()?;
+    // A registry configured for the legacy identifiers (Harbor ≤ 2.15) gets
+    // the model re-labelled: a new manifest (stored locally as the
+    // destination), the same blobs.
+    let settings = modelpack_common::settings::Settings::load()?;
+    let local = match settings.family_for(&remote.registry) {
+        Some(family) => match store_in_family(&store, &local, &remote, family)? {
+            Some(digest) => {
+                ctx.out.status(format!(
+                    "{} needs the legacy cnai identifiers ({}): pushing {local} re-labelled as {digest}, stored locally as {remote}",
+                    remote.registry,
+                    settings.where_set()
+                ));
+                remote.clone()
+            }
+            None => local,
+        },
+        None => local,
+    };
     let loaded = store.load_manifest(&local)?;
     let bars = Bars::new(
         &ctx,

@@ -14,6 +14,7 @@ mod known;
 pub(crate) mod pull;
 mod push;
 pub mod referrers;
+mod relabel;
 mod remote_build;
 mod small;
 
@@ -21,6 +22,7 @@ pub use attach::{attach_layer, attach_local, attach_remote};
 pub use known::KnownBlobs;
 pub use pull::{PullReport, fetch_to_dir, pull_to_dir, pull_to_store};
 pub use push::{BlobAction, BlobReport, PushReport, push_from_store, upload_file};
+pub use relabel::store_in_family;
 pub use remote_build::pack_to_registry;
 pub use small::fetch_small_blob;
 

@@ -1,0 +1,144 @@
+//! The user's config file: `$MODELPACK_CONFIG`, else
+//! `$XDG_CONFIG_HOME/modelpack/config.toml`, else `~/.config/modelpack/config.toml`.
+//!
+//! Today it holds per-registry settings — which identifier family a
+//! registry needs (Harbor ≤ 2.15 recognises models only by the legacy
+//! `vnd.cnai.*` types) — read by `build` and `push`:
+//!
+//! ```toml
+//! [registries."harbor.example.com"]
+//! legacy-cnai = true
+//! ```
+//!
+//! Unknown keys are errors naming the file, so a typo does not silently
+//! leave a setting off. A missing default file is no settings; a missing
+//! `$MODELPACK_CONFIG` is an error, since the user asked for that file.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::media::Family;
+
+/// The most bytes of config file we read.
+const MAX_CONFIG_FILE: u64 = 1 << 20;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Settings {
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistrySettings>,
+    /// The file these came from, if any.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RegistrySettings {
+    /// Write the legacy cnai identifiers for this registry (Harbor ≤ 2.15).
+    #[serde(default)]
+    pub legacy_cnai: bool,
+}
+
+impl Settings {
+    /// The config file to read and whether the user named it explicitly.
+    pub fn location() -> Option<(PathBuf, bool)> {
+        if let Some(p) = std::env::var_os("MODELPACK_CONFIG").filter(|p| !p.is_empty()) {
+            return Some((PathBuf::from(p), true));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))?;
+        Some((base.join("modelpack/config.toml"), false))
+    }
+
+    /// Loads the user's settings (empty when there is no file).
+    pub fn load() -> Result<Settings> {
+        match Settings::location() {
+            None => Ok(Settings::default()),
+            Some((path, explicit)) => Settings::load_from(&path, explicit),
+        }
+    }
+
+    pub fn load_from(path: &Path, must_exist: bool) -> Result<Settings> {
+        let file = match std::fs::File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
+                return Ok(Settings::default());
+            }
+            Err(e) => return Err(Error::io("open config file", path, e)),
+        };
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(
+            &mut std::io::Read::take(file, MAX_CONFIG_FILE + 1),
+            &mut text,
+        )
+        .map_err(|e| Error::io("read config file", path, e))?;
+        if text.len() as u64 > MAX_CONFIG_FILE {
+            return Err(Error::TooLarge {
+                what: format!("config file {}", path.display()),
+                limit: MAX_CONFIG_FILE,
+                declared: None,
+            });
+        }
+        let text = String::from_utf8(text)
+            .map_err(|_| Error::Invalid(format!("{} is not UTF-8", path.display())))?;
+        let mut s: Settings = toml::from_str(&text).map_err(|e| {
+            Error::Invalid(format!("{}: {}", path.display(), e.to_string().trim_end()))
+        })?;
+        s.source = Some(path.to_path_buf());
+        Ok(s)
+    }
+
+    /// The identifier family `host` (`registry[:port]`) is configured for, if any.
+    pub fn family_for(&self, host: &str) -> Option<Family> {
+        self.registries
+            .get(host)
+            .and_then(|r| r.legacy_cnai.then_some(Family::Cnai))
+    }
+
+    /// "(set in FILE)" for messages.
+    pub fn where_set(&self) -> String {
+        match &self.source {
+            Some(p) => format!("set in {}", p.display()),
+            None => "default".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registries_and_typos() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "[registries.\"harbor.example.com\"]\nlegacy-cnai = true\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(&p, true).unwrap();
+        assert_eq!(s.family_for("harbor.example.com"), Some(Family::Cnai));
+        assert_eq!(s.family_for("ghcr.io"), None);
+        std::fs::write(&p, "[registries.\"h\"]\nlegacy_cnia = true\n").unwrap();
+        let err = Settings::load_from(&p, true).unwrap_err().to_string();
+        assert!(
+            err.contains("config.toml") && err.contains("legacy_cnia"),
+            "{err}"
+        );
+        let missing = d.path().join("none.toml");
+        assert!(
+            Settings::load_from(&missing, false)
+                .unwrap()
+                .registries
+                .is_empty()
+        );
+        assert!(Settings::load_from(&missing, true).is_err());
+    }
+}
