@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Installs what modelpack's tests, demo and benchmark use on a fresh Debian 12 machine:
 # the real components (docker-registry, skopeo, containerd, runc, busybox-static,
-# protoc, faketime, Go + containerd's Go sources, …) and a Python venv with oras-py under target/venv.
+# protoc and the protobuf well-known types (the vendored CSI spec imports them), faketime, Go + containerd's Go sources, …) and a Python venv with oras-py under target/venv.
 # Idempotent; safe to run again. Never starts a system service (we run our own on 127.0.0.1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(docker-registry apache2-utils skopeo containerd runc busybox-static jq protobuf-compiler faketime python3-venv curl openssl time)
+PKGS=(docker-registry apache2-utils skopeo containerd runc busybox-static jq protobuf-compiler libprotobuf-dev faketime python3-venv curl openssl time)
 # containerd's own snapshotter conformance suite (snapshots/testsuite), built offline in
 # GOPATH mode from Debian's sources in /usr/share/gocode (tests/e2e/snapshotter_conformance.rs).
 PKGS+=(golang-go golang-github-containerd-containerd-dev)

@@ -2,6 +2,9 @@
 //! with tonic's manual service builder. The message types are the ones
 //! containerd-client already generates, so no containerd .proto file is copied
 //! into this repository and there is a single tonic/prost stack.
+//!
+//! And the CSI v1 bindings (server and client; the client drives the e2e
+//! tests as kubelet does) from the vendored `proto/csi/csi.proto`.
 
 use tonic_prost_build::manual::{Builder, Method, Service};
 
@@ -78,4 +81,13 @@ fn main() {
         .build_server(true)
         .build_transport(false)
         .compile(&[service]);
+
+    println!("cargo:rerun-if-changed=proto/csi/csi.proto");
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/csi/csi.proto"], &["proto/csi"])
+        .expect(
+            "compile proto/csi/csi.proto (needs protoc and libprotobuf-dev: integration/setup.sh)",
+        );
 }

@@ -52,6 +52,24 @@ pub struct Config {
     #[serde(default)]
     pub lazy: LazyConfig,
     pub nydus: Option<nydus_api::ConfigV2>,
+    #[serde(default)]
+    pub csi: CsiConfig,
+}
+
+/// The CSI node service (docs/kubernetes.md): off unless an address is set.
+///
+/// ```toml
+/// [csi]
+/// address = "/var/lib/kubelet/plugins/modelpack.csi.modelpack.dev/csi.sock"
+/// node_id = "node-1"                 # default: $NODE_NAME, else the hostname
+/// driver_name = "modelpack.csi.modelpack.dev"
+/// ```
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsiConfig {
+    pub address: Option<PathBuf>,
+    pub node_id: Option<String>,
+    pub driver_name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -344,6 +344,31 @@ impl LazyViews {
         Ok(())
     }
 
+    /// The one [`SparseBlob`] of `digest` on this node, shared with every
+    /// snapshot view and CSI volume that serves it (a sparse file has one
+    /// writer, holding its lock).
+    pub fn shared_sparse(
+        &self,
+        digest: &Digest,
+        index: &LayerIndex,
+        source: Arc<dyn modelpack_common::cas::BlobSource>,
+    ) -> modelpack_common::Result<Arc<SparseBlob>> {
+        let hex = digest.hex().to_string();
+        if let Some(b) = self.blobs.lock().unwrap().get(&hex) {
+            return Ok(b.clone());
+        }
+        let b = Arc::new(SparseBlob::open(&self.cas, index.chunk_index(), source)?);
+        Ok(self.blobs.lock().unwrap().entry(hex).or_insert(b).clone())
+    }
+
+    /// Closes partial blobs no view reads any more (their locks released).
+    pub fn close_unused_sparse(&self) {
+        self.blobs
+            .lock()
+            .unwrap()
+            .retain(|_, b| Arc::strong_count(b) > 1);
+    }
+
     /// Is the partial blob `hex` open here (GC must leave its files)?
     pub fn has_sparse(&self, hex: &str) -> bool {
         self.blobs.lock().unwrap().contains_key(hex)
@@ -361,10 +386,7 @@ impl LazyViews {
             }
         }
         // Partial blobs no view reads any more are closed (their flock released).
-        self.blobs
-            .lock()
-            .unwrap()
-            .retain(|_, b| Arc::strong_count(b) > 1);
+        self.close_unused_sparse();
     }
 
     pub fn stats(&self) -> Vec<ViewStats> {

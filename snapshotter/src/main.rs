@@ -3,8 +3,10 @@
 //! (fetched, verified, deduplicated per node). Runs in the foreground; SIGTERM
 //! or SIGINT stops it cleanly and removes the socket.
 
+mod authority;
 mod config;
 mod cri;
+mod csi;
 mod error;
 mod filters;
 mod lazy;
@@ -20,6 +22,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use modelpack_common::credentials::{CredentialOptions, CredentialStore};
 use modelpack_common::registry::{RegistryClient, TransportOptions};
+pub use modelpack_snapshotter::csi_proto;
 
 #[derive(Debug, Parser)]
 #[command(version, about = "containerd proxy snapshotter for ModelPack models")]
@@ -33,6 +36,16 @@ struct Args {
     /// gRPC unix socket [default: /run/modelpack-snapshotter/snapshotter.sock]
     #[arg(long)]
     address: Option<PathBuf>,
+    /// Also serve the CSI node service (Kubernetes) on this unix socket
+    /// (`unix://` prefix accepted), e.g. /var/lib/kubelet/plugins/modelpack.csi.modelpack.dev/csi.sock
+    #[arg(long, value_name = "PATH")]
+    csi_address: Option<String>,
+    /// The node's name for NodeGetInfo [default: $NODE_NAME, else the hostname]
+    #[arg(long)]
+    node_id: Option<String>,
+    /// CSI driver name [default: modelpack.csi.modelpack.dev]
+    #[arg(long)]
+    csi_driver_name: Option<String>,
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -87,6 +100,32 @@ fn main() -> Result<()> {
     let lazy = cfg
         .lazy_options(&root)
         .context("the lazy attach settings")?;
+    let csi_address = args
+        .csi_address
+        .map(|a| PathBuf::from(a.strip_prefix("unix://").unwrap_or(&a)))
+        .or(cfg.csi.address.clone());
+    let csi = csi_address.map(|address| {
+        let node_id = args
+            .node_id
+            .or(cfg.csi.node_id.clone())
+            .or_else(|| std::env::var("NODE_NAME").ok().filter(|n| !n.is_empty()))
+            .unwrap_or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "localhost".into())
+            });
+        let driver_name = args
+            .csi_driver_name
+            .or(cfg.csi.driver_name.clone())
+            .unwrap_or_else(|| csi::DEFAULT_DRIVER_NAME.into());
+        (
+            address,
+            csi::CsiOptions {
+                driver_name,
+                node_id,
+            },
+        )
+    });
     runtime.block_on(serve(
         root,
         address,
@@ -94,7 +133,23 @@ fn main() -> Result<()> {
         chunk_size,
         cfg.registry,
         lazy,
+        csi,
     ))
+}
+
+/// Listens on a unix socket (replacing a stale one), every connection
+/// through the authority bridge (see `authority.rs`).
+fn listen(
+    address: &std::path::Path,
+) -> Result<impl futures::Stream<Item = std::io::Result<authority::Bridged>> + use<>> {
+    use futures::StreamExt;
+    if let Some(dir) = address.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(address);
+    let listener = tokio::net::UnixListener::bind(address)
+        .with_context(|| format!("cannot listen on {}", address.display()))?;
+    Ok(tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| s.map(authority::bridge)))
 }
 
 async fn serve(
@@ -104,6 +159,7 @@ async fn serve(
     chunk_size: u64,
     reg: config::RegistryConfig,
     lazy_opts: lazy::LazyOptions,
+    csi_opts: Option<(PathBuf, csi::CsiOptions)>,
 ) -> Result<()> {
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let snaps = Arc::new(
@@ -114,16 +170,14 @@ async fn serve(
         docker_config_dir: reg.docker_config_dir.clone(),
         ..Default::default()
     });
-    let client = RegistryClient::new(
-        TransportOptions {
-            plain_http: reg.plain_http,
-            insecure: reg.insecure,
-            hosts_dir: reg.hosts_dir.clone(),
-            concurrency,
-            ..Default::default()
-        },
-        Arc::new(creds),
-    )?;
+    let transport = TransportOptions {
+        plain_http: reg.plain_http,
+        insecure: reg.insecure,
+        hosts_dir: reg.hosts_dir.clone(),
+        concurrency,
+        ..Default::default()
+    };
+    let client = RegistryClient::new(transport.clone(), Arc::new(creds))?;
     let lazy = lazy_opts.enable.then(|| {
         Arc::new(lazy::LazyViews::new(
             lazy_opts,
@@ -142,6 +196,48 @@ async fn serve(
     if restored > 0 {
         tracing::info!("{restored} lazy views served again");
     }
+    // The CSI volumes share the node store and the lazy views' sparse blobs
+    // (one writer per blob); with lazy attach off they still need a FUSE server.
+    let csi = match csi_opts {
+        None => None,
+        Some((csi_address, opts)) => {
+            let views = lazy.clone().unwrap_or_else(|| {
+                Arc::new(lazy::LazyViews::new(
+                    lazy::LazyOptions {
+                        enable: false,
+                        ..Default::default()
+                    },
+                    snaps.cas.clone(),
+                    client.clone(),
+                    tokio::runtime::Handle::current(),
+                ))
+            });
+            let volumes = Arc::new(
+                csi::Volumes::open(
+                    opts,
+                    &root,
+                    snaps.clone(),
+                    views,
+                    transport.clone(),
+                    client.clone(),
+                )
+                .map_err(|e| anyhow::anyhow!("cannot open the CSI volumes: {e:?}"))?,
+            );
+            let _ = snaps
+                .blob_users
+                .set(volumes.clone() as Arc<dyn snapshots::BlobUsers>);
+            let served = volumes.restore().await;
+            if served > 0 {
+                tracing::info!("{served} CSI volumes served again");
+            }
+            Some((csi_address, volumes))
+        }
+    };
+    // GC that `Snapshots::open` left for later (CSI's blobs are now named).
+    {
+        let s2 = snaps.clone();
+        tokio::task::spawn_blocking(move || s2.cleanup()).await??;
+    }
     let fetcher = Arc::new(model::ModelFetcher {
         client,
         chunk_size,
@@ -149,16 +245,31 @@ async fn serve(
         cri: Default::default(),
         lock: tokio::sync::Mutex::new(()),
     });
-    if let Some(dir) = address.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let _ = std::fs::remove_file(&address);
-    let listener = tokio::net::UnixListener::bind(&address)
-        .with_context(|| format!("cannot listen on {}", address.display()))?;
-    let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
+    let incoming = listen(&address)?;
     tracing::info!(root = %root.display(), address = %address.display(), "modelpack-snapshotter serving");
     let svc = service::SnapshotsServer::new(service::Service { snaps, fetcher });
-    let shutdown = async {
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let csi_task = match &csi {
+        None => None,
+        Some((csi_address, volumes)) => {
+            let incoming = listen(csi_address)?;
+            tracing::info!(address = %csi_address.display(), driver = %volumes.opts.driver_name, node = %volumes.opts.node_id, "CSI node service serving");
+            let svc = csi::CsiService {
+                volumes: volumes.clone(),
+            };
+            let rx = stop_rx.clone();
+            Some(tokio::spawn(
+                tonic::transport::Server::builder()
+                    .add_service(csi::identity_server::IdentityServer::new(svc.clone()))
+                    .add_service(csi::node_server::NodeServer::new(svc))
+                    .serve_with_incoming_shutdown(incoming, shutdown(rx)),
+            ))
+        }
+    };
+    tokio::spawn(async move {
         use tokio::signal::unix::{SignalKind, signal};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         tokio::select! {
@@ -166,11 +277,18 @@ async fn serve(
             _ = tokio::signal::ctrl_c() => {}
         }
         tracing::info!("shutting down");
-    };
+        let _ = stop_tx.send(true);
+    });
     tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown(stop_rx))
         .await?;
     let _ = std::fs::remove_file(&address);
+    if let Some(t) = csi_task {
+        let _ = t.await;
+    }
+    if let Some((csi_address, _)) = &csi {
+        let _ = std::fs::remove_file(csi_address);
+    }
     Ok(())
 }

@@ -27,6 +27,17 @@ pub struct Snapshots {
     /// The FUSE server of lazy views (set once at startup; absent in tests
     /// that exercise only the eager path).
     pub lazy: std::sync::OnceLock<std::sync::Arc<crate::lazy::LazyViews>>,
+    /// Other users of the node store's blobs (the CSI volumes): GC keeps
+    /// what they name and waits while they are busy.
+    pub blob_users: std::sync::OnceLock<std::sync::Arc<dyn BlobUsers>>,
+}
+
+/// Something besides snapshots that holds blobs of the node store.
+pub trait BlobUsers: Send + Sync {
+    /// Hex digests to keep.
+    fn blobs_in_use(&self) -> std::collections::HashSet<String>;
+    /// Blobs are being added that `blobs_in_use` does not name yet.
+    fn busy(&self) -> bool;
 }
 
 pub fn now_nanos() -> i128 {
@@ -48,8 +59,15 @@ impl Snapshots {
             lock: Mutex::new(()),
             in_flight: Mutex::new(std::collections::HashMap::new()),
             lazy: std::sync::OnceLock::new(),
+            blob_users: std::sync::OnceLock::new(),
         };
-        s.cleanup()?;
+        // CSI volumes' blobs are named only once the CSI service is up
+        // (`blob_users`); until then, free no blob (main runs GC after).
+        if root.join("csi/volumes.json").exists() {
+            s.cleanup_dirs()?;
+        } else {
+            s.cleanup()?;
+        }
         Ok(s)
     }
 
@@ -387,8 +405,15 @@ impl Snapshots {
         Ok((size, inodes))
     }
 
-    /// Removes directories without records and blobs no snapshot references.
+    /// Removes directories without records and blobs no snapshot (or other
+    /// user, see [`BlobUsers`]) references.
     pub fn cleanup(&self) -> Result<()> {
+        self.cleanup_dirs()?;
+        self.free_unreferenced_blobs()
+    }
+
+    /// Removes snapshot directories without records and stale scratch files.
+    fn cleanup_dirs(&self) -> Result<()> {
         let records = self.meta.all()?;
         let ids: std::collections::HashSet<String> =
             records.iter().map(|r| r.id.to_string()).collect();
@@ -406,10 +431,16 @@ impl Snapshots {
                 }
             }
         }
-        self.free_unreferenced_blobs()
+        Ok(())
     }
 
     fn free_unreferenced_blobs(&self) -> Result<()> {
+        let others = match self.blob_users.get() {
+            // Their new blobs are not named yet: free nothing this round.
+            Some(u) if u.busy() => return Ok(()),
+            Some(u) => u.blobs_in_use(),
+            None => Default::default(),
+        };
         let records = self.meta.all()?;
         let used: std::collections::HashSet<&str> = records
             .iter()
@@ -419,6 +450,7 @@ impl Snapshots {
                     .get(modelpack_common::labels::LABEL_CHUNK_INDEX)
                     .and_then(|d| d.strip_prefix("sha256:"))
             }))
+            .chain(others.iter().map(String::as_str))
             .collect();
         // Partial blobs of layers no snapshot uses any more.
         if let Ok(rd) = std::fs::read_dir(self.cas.sparse_dir()) {

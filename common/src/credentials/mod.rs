@@ -237,3 +237,15 @@ fn bad(what: &str, msg: impl fmt::Display) -> Error {
 
 #[cfg(test)]
 mod tests;
+
+/// The credential a docker config JSON document (a Kubernetes
+/// `.dockerconfigjson` pull secret) holds for `registry`, from its `auths`
+/// only: helpers it names are never run, since the document comes from
+/// whoever may write secrets in a namespace, not from the node's admin.
+pub fn from_docker_config_json(
+    bytes: &[u8],
+    name: &str,
+    registry: &str,
+) -> Result<Option<Credential>> {
+    authfile::AuthFile::parse(bytes, name)?.docker_lookup(registry)
+}

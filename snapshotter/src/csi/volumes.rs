@@ -1,0 +1,642 @@
+//! Published volumes: each pod's target path is a read-only bind mount of
+//! one shared view of its model — a `modelpack-fs` FUSE mount under
+//! `ROOT/csi/views/<key>` keyed by the model digest and the volume's file
+//! filter — so ten pods of one model share one view, one set of sparse
+//! blobs and one copy on disk. Layers with a chunk index bound to the model
+//! are served lazily (every chunk verified); the others are fetched whole
+//! and verified before the view exists.
+//!
+//! State (`ROOT/csi/volumes.json`, written atomically) lists the published
+//! targets; after a restart each view is mounted again from the node store
+//! (no registry needed for what is present) and each target bound again.
+//! The snapshotter's GC asks [`Volumes::blobs_in_use`] what to keep.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use modelpack_common::cas::BlobSource;
+use modelpack_common::credentials::{Credential, CredentialOptions, CredentialStore};
+use modelpack_common::digest::Digest;
+use modelpack_common::lazy::{self, Attachable, LayerSource, LazyPolicy};
+use modelpack_common::reference::Reference;
+use modelpack_common::registry::{RegistryBlob, RegistryClient, TransportOptions};
+use modelpack_common::store::Store;
+use modelpack_fs::{Backing, FsFile, FsOptions, ModelFs};
+use serde::{Deserialize, Serialize};
+
+use super::request::{Publish, matcher};
+use crate::lazy::LazyViews;
+use crate::snapshots::Snapshots;
+
+/// Node-level settings of the CSI service.
+#[derive(Debug, Clone)]
+pub struct CsiOptions {
+    /// The driver name pods and the `CSIDriver` object use.
+    pub driver_name: String,
+    /// This node's name (`NodeGetInfo`), usually the Kubernetes node name.
+    pub node_id: String,
+}
+
+/// Why a publish failed, as the CSI codes kubelet acts on.
+#[derive(Debug)]
+pub enum VolumeError {
+    Invalid(String),
+    NotFound(String),
+    PermissionDenied(String),
+    /// Try again: the registry is down or a transfer failed.
+    Unavailable(String),
+    AlreadyExists(String),
+    Internal(String),
+}
+
+impl From<modelpack_common::Error> for VolumeError {
+    fn from(e: modelpack_common::Error) -> Self {
+        use modelpack_common::Error as E;
+        let msg = e.to_string();
+        match e {
+            E::InvalidReference { .. } | E::InvalidDigest { .. } | E::Invalid(_) => {
+                VolumeError::Invalid(msg)
+            }
+            E::Artifact(_) | E::UnsafePath { .. } | E::Validation(_) | E::TooLarge { .. } => {
+                VolumeError::Invalid(msg)
+            }
+            E::NotFound { .. } => VolumeError::NotFound(msg),
+            E::Auth { .. } | E::Credentials(_) => VolumeError::PermissionDenied(msg),
+            E::Registry { .. }
+            | E::DigestMismatch { .. }
+            | E::SizeMismatch { .. }
+            | E::ChunkIndex { .. }
+            | E::Cancelled => VolumeError::Unavailable(msg),
+            _ => VolumeError::Internal(msg),
+        }
+    }
+}
+
+impl From<std::io::Error> for VolumeError {
+    fn from(e: std::io::Error) -> Self {
+        VolumeError::Internal(e.to_string())
+    }
+}
+
+type VResult<T> = std::result::Result<T, VolumeError>;
+
+/// One published target, as recorded on disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Volume {
+    volume_id: String,
+    reference: String,
+    digest: Digest,
+    view: String,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    include: Vec<String>,
+    prefetch: bool,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    /// By target path.
+    volumes: BTreeMap<PathBuf, Volume>,
+}
+
+struct ServedView {
+    mounted: modelpack_fs::Mounted,
+    files: Vec<FsFile>,
+    prefetch: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub struct Volumes {
+    pub opts: CsiOptions,
+    dir: PathBuf,
+    store: Store,
+    snaps: Arc<Snapshots>,
+    lazy: Arc<LazyViews>,
+    transport: TransportOptions,
+    node_client: RegistryClient,
+    state: tokio::sync::Mutex<State>,
+    views: Mutex<HashMap<String, ServedView>>,
+    /// Publishes in flight: GC waits for them (their blobs are not recorded yet).
+    busy: AtomicUsize,
+}
+
+/// Most bytes of the state file we read (it is ours; bounded all the same).
+const MAX_STATE: u64 = 64 << 20;
+
+impl Volumes {
+    pub fn open(
+        opts: CsiOptions,
+        root: &Path,
+        snaps: Arc<Snapshots>,
+        lazy: Arc<LazyViews>,
+        transport: TransportOptions,
+        node_client: RegistryClient,
+    ) -> VResult<Volumes> {
+        let dir = root.join("csi");
+        std::fs::create_dir_all(dir.join("views"))?;
+        let store = Store::open(root)?;
+        let state = match std::fs::metadata(dir.join("volumes.json")) {
+            Ok(m) if m.len() <= MAX_STATE => {
+                let bytes = std::fs::read(dir.join("volumes.json"))?;
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    VolumeError::Internal(format!("{}: {e}", dir.join("volumes.json").display()))
+                })?
+            }
+            Ok(_) => return Err(VolumeError::Internal("volumes.json is oversize".into())),
+            Err(_) => State::default(),
+        };
+        Ok(Volumes {
+            opts,
+            dir,
+            store,
+            snaps,
+            lazy,
+            transport,
+            node_client,
+            state: tokio::sync::Mutex::new(state),
+            views: Mutex::new(HashMap::new()),
+            busy: AtomicUsize::new(0),
+        })
+    }
+
+    fn save(&self, state: &State) -> VResult<()> {
+        let bytes = serde_json::to_vec_pretty(state).expect("state serialises");
+        modelpack_common::store::write_atomic(
+            &self.dir.join("volumes.json"),
+            &bytes,
+            &self.store.tmp_dir(),
+        )?;
+        Ok(())
+    }
+
+    fn view_dir(&self, key: &str) -> PathBuf {
+        self.dir.join("views").join(key)
+    }
+
+    /// The view key: the model digest and the file filter.
+    fn view_key(digest: &Digest, include: &[String]) -> String {
+        let mut s = digest.to_string();
+        for g in include {
+            s.push('\n');
+            s.push_str(g);
+        }
+        Digest::of(s.as_bytes()).hex()[..32].to_string()
+    }
+
+    fn client_for(&self, cred: Option<Credential>) -> VResult<RegistryClient> {
+        match cred {
+            None => Ok(self.node_client.clone()),
+            Some(c) => Ok(RegistryClient::new(
+                self.transport.clone(),
+                Arc::new(CredentialStore::new(CredentialOptions {
+                    explicit: Some(c),
+                    ..Default::default()
+                })),
+            )?),
+        }
+    }
+
+    /// NodePublishVolume: the model's view (shared), bound read-only at the target.
+    pub async fn publish(&self, p: Publish, cred: Option<Credential>) -> VResult<()> {
+        let mut state = self.state.lock().await;
+        if let Some(v) = state.volumes.get(&p.target) {
+            if v.volume_id != p.volume_id {
+                return Err(VolumeError::AlreadyExists(format!(
+                    "{} is already the target of volume {}",
+                    p.target.display(),
+                    v.volume_id
+                )));
+            }
+            let same = v.path == p.path && v.include == p.include;
+            if !same {
+                return Err(VolumeError::AlreadyExists(format!(
+                    "volume {} is published at {} with other attributes",
+                    p.volume_id,
+                    p.target.display()
+                )));
+            }
+            // Repeated call: fine once the bind is in place.
+            if is_bound(&p.target) {
+                return Ok(());
+            }
+        }
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let r = self.publish_locked(&mut state, &p, cred).await;
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        r
+    }
+
+    async fn publish_locked(
+        &self,
+        state: &mut State,
+        p: &Publish,
+        cred: Option<Credential>,
+    ) -> VResult<()> {
+        let client = self.client_for(cred)?;
+        let att = self.open_model(&client, &p.reference).await?;
+        let digest = att.descriptor.digest.clone();
+        let key = Self::view_key(&digest, &p.include);
+        let prefetch = p.prefetch.unwrap_or(self.lazy.opts.prefetch);
+        if !self.views.lock().unwrap().contains_key(&key) {
+            self.serve_view(&key, att, &client, &p.include, prefetch)
+                .await?;
+        }
+        let source = match &p.path {
+            Some(sub) => self.view_dir(&key).join(sub),
+            None => self.view_dir(&key),
+        };
+        if !source.is_dir() {
+            self.release_if_unused(state, &key);
+            return Err(VolumeError::Invalid(format!(
+                "volumeAttributes.path {:?} is not a directory of {}",
+                p.path.as_deref().unwrap_or(""),
+                p.reference
+            )));
+        }
+        bind_read_only(&source, &p.target)?;
+        state.volumes.insert(
+            p.target.clone(),
+            Volume {
+                volume_id: p.volume_id.clone(),
+                reference: p.reference.to_string(),
+                digest,
+                view: key,
+                path: p.path.clone(),
+                include: p.include.clone(),
+                prefetch,
+            },
+        );
+        self.save(state)?;
+        tracing::info!(volume = %p.volume_id, target = %p.target.display(), reference = %p.reference, "volume published");
+        Ok(())
+    }
+
+    /// The model from the node store when its digest is known and stored
+    /// (no registry needed), else from its registry.
+    async fn open_model(&self, client: &RegistryClient, r: &Reference) -> VResult<Attachable> {
+        let policy = LazyPolicy::default();
+        if r.digest.is_some()
+            && let Ok(att) = lazy::open_local(&self.store, r, policy)
+        {
+            return Ok(att);
+        }
+        Ok(lazy::open_remote(client, &self.store, r, policy).await?)
+    }
+
+    /// Fetches what must be whole, mounts the view and starts its prefetch.
+    async fn serve_view(
+        &self,
+        key: &str,
+        mut att: Attachable,
+        client: &RegistryClient,
+        include: &[String],
+        prefetch: bool,
+    ) -> VResult<()> {
+        let wanted = matcher(include);
+        let shown = |path: &Path| wanted.as_ref().is_none_or(|m| m.is_match(path));
+        let cas = self.store.cas().clone();
+        // Layers without a trusted index are fetched whole (verified) first —
+        // unless a filter leaves none of their files (raw layers name theirs).
+        for plan in att.layers_to_fetch().cloned().collect::<Vec<_>>() {
+            let l = &plan.layer;
+            if l.format == modelpack_common::media::LayerFormat::Raw
+                && !l.files.iter().any(|f| shown(&f.path))
+            {
+                continue;
+            }
+            let src = RegistryBlob::new(
+                client.clone(),
+                att.reference.clone(),
+                l.descriptor.digest.clone(),
+                l.descriptor.size,
+            );
+            lazy::fetch_whole(&cas, &src).await?;
+        }
+        att.replan(&self.store, LazyPolicy::default())?;
+        let mut files = Vec::new();
+        for plan in &att.plans {
+            let desc = &plan.layer.descriptor;
+            let backing = match &plan.source {
+                LayerSource::Complete => {
+                    let p = cas.blob_path(&desc.digest);
+                    Backing::Complete(Arc::new(std::fs::File::open(&p).map_err(|e| {
+                        VolumeError::Internal(format!("open {}: {e}", p.display()))
+                    })?))
+                }
+                LayerSource::Lazy { index, .. } => {
+                    let src: Arc<dyn BlobSource> = Arc::new(RegistryBlob::new(
+                        client.clone(),
+                        att.reference.clone(),
+                        desc.digest.clone(),
+                        desc.size,
+                    ));
+                    Backing::Lazy(
+                        self.lazy
+                            .shared_sparse(&desc.digest, index, src)
+                            .map_err(|e| VolumeError::Internal(e.to_string()))?,
+                    )
+                }
+                // Filtered out above: none of its files are shown.
+                LayerSource::Fetch => continue,
+            };
+            for f in lazy::layer_files(plan, &cas)? {
+                if shown(&f.path) {
+                    files.push(FsFile {
+                        path: f.path,
+                        backing: backing.clone(),
+                        offset: f.offset,
+                        size: f.size,
+                        mode: f.mode,
+                    });
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(VolumeError::Invalid(format!(
+                "volumeAttributes.include {include:?} matches no file of {}",
+                att.reference
+            )));
+        }
+        let opts = FsOptions {
+            read_timeout: self.lazy.opts.read_timeout,
+            allow_other: true,
+            fsname: format!("modelpack:{}", att.reference),
+            ..FsOptions::default()
+        };
+        let fs = ModelFs::new(
+            files.clone(),
+            std::time::SystemTime::UNIX_EPOCH,
+            opts,
+            tokio::runtime::Handle::current(),
+        )
+        .map_err(|e| VolumeError::Invalid(format!("{}: {e}", att.reference)))?;
+        let dir = self.view_dir(key);
+        crate::lazy::detach(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let mounted = modelpack_fs::mount(fs, &dir)
+            .map_err(|e| VolumeError::Internal(format!("mount {}: {e}", dir.display())))?;
+        let lazy_files = files.iter().any(|f| matches!(f.backing, Backing::Lazy(_)));
+        let prefetch = (prefetch && lazy_files).then(|| {
+            let files = files.clone();
+            let opts = modelpack_fs::Prefetch {
+                concurrency: self.lazy.opts.prefetch_threads,
+                bytes_per_sec: self.lazy.opts.prefetch_bandwidth,
+            };
+            let key = key.to_string();
+            tokio::spawn(async move {
+                let n = modelpack_fs::prefetch_until_complete(files, opts).await;
+                tracing::info!(view = %key, "prefetch: {n} blobs complete");
+            })
+        });
+        tracing::info!(view = %key, reference = %att.reference, files = files.len(), lazy = lazy_files, "model view mounted");
+        self.views.lock().unwrap().insert(
+            key.to_string(),
+            ServedView {
+                mounted,
+                files,
+                prefetch,
+            },
+        );
+        Ok(())
+    }
+
+    /// Unmounts a view no recorded volume uses.
+    fn release_if_unused(&self, state: &State, key: &str) -> bool {
+        if state.volumes.values().any(|v| v.view == key) {
+            return false;
+        }
+        let Some(v) = self.views.lock().unwrap().remove(key) else {
+            return false;
+        };
+        if let Some(p) = &v.prefetch {
+            p.abort();
+        }
+        let dir = v.mounted.dir.clone();
+        if let Err(e) = v.mounted.unmount() {
+            tracing::warn!("unmount {}: {e}", dir.display());
+            crate::lazy::detach(&dir);
+        }
+        let _ = std::fs::remove_dir(&dir);
+        drop(v.files);
+        self.lazy.close_unused_sparse();
+        tracing::info!(view = %key, "model view released");
+        true
+    }
+
+    /// NodeUnpublishVolume: the bind goes, the target directory goes, and the
+    /// view goes with its last volume (its blobs are then GC's to free).
+    pub async fn unpublish(&self, volume_id: &str, target: &Path) -> VResult<()> {
+        let mut state = self.state.lock().await;
+        if let Some(v) = state.volumes.get(target)
+            && v.volume_id != volume_id
+        {
+            return Err(VolumeError::NotFound(format!(
+                "{} is the target of volume {}, not {volume_id}",
+                target.display(),
+                v.volume_id
+            )));
+        }
+        unbind(target);
+        match std::fs::remove_dir(target) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => tracing::warn!("remove {}: {e}", target.display()),
+        }
+        let Some(v) = state.volumes.remove(target) else {
+            // Already unpublished (or never by us): idempotent success.
+            return Ok(());
+        };
+        self.save(&state)?;
+        let released = self.release_if_unused(&state, &v.view);
+        tracing::info!(volume = %volume_id, target = %target.display(), "volume unpublished");
+        if released && !state.volumes.values().any(|o| o.digest == v.digest) {
+            // The model's index entry goes; GC frees what no snapshot uses.
+            if let Ok(r) = v.reference.parse::<Reference>() {
+                let _ = self.store.remove(&r.with_digest(v.digest.clone()));
+            }
+            drop(state);
+            let snaps = self.snaps.clone();
+            let _ = tokio::task::spawn_blocking(move || snaps.cleanup()).await;
+        }
+        Ok(())
+    }
+
+    /// NodeGetVolumeStats: bytes and files the volume shows.
+    pub async fn stats(&self, volume_id: &str, path: &Path) -> VResult<(u64, u64, bool)> {
+        let state = self.state.lock().await;
+        let v = state
+            .volumes
+            .get(path)
+            .filter(|v| v.volume_id == volume_id)
+            .ok_or_else(|| {
+                VolumeError::NotFound(format!(
+                    "volume {volume_id} is not published at {}",
+                    path.display()
+                ))
+            })?;
+        let views = self.views.lock().unwrap();
+        let Some(view) = views.get(&v.view) else {
+            return Ok((0, 0, false));
+        };
+        let prefix = v.path.as_deref().map(Path::new);
+        let (mut bytes, mut files) = (0u64, 0u64);
+        for f in &view.files {
+            if prefix.is_none_or(|p| f.path.starts_with(p)) {
+                bytes += f.size;
+                files += 1;
+            }
+        }
+        Ok((bytes, files, is_bound(path)))
+    }
+
+    /// After a restart: every recorded view mounted again from the node
+    /// store, every target bound again. Failures are logged and left for
+    /// kubelet's retries; the record stays so the blobs stay.
+    pub async fn restore(&self) -> usize {
+        let mut state = self.state.lock().await;
+        let mut ok = 0;
+        let targets: Vec<(PathBuf, Volume)> = state
+            .volumes
+            .iter()
+            .map(|(t, v)| (t.clone(), v.clone()))
+            .collect();
+        for (target, v) in targets {
+            let r = async {
+                let reference: Reference = v
+                    .reference
+                    .parse()
+                    .map_err(|e: modelpack_common::Error| VolumeError::Internal(e.to_string()))?;
+                if !self.views.lock().unwrap().contains_key(&v.view) {
+                    let att = lazy::open_local(
+                        &self.store,
+                        &reference.with_digest(v.digest.clone()),
+                        LazyPolicy::default(),
+                    )?;
+                    let client = self.node_client.clone();
+                    self.serve_view(&v.view, att, &client, &v.include, v.prefetch)
+                        .await?;
+                }
+                let source = match &v.path {
+                    Some(sub) => self.view_dir(&v.view).join(sub),
+                    None => self.view_dir(&v.view),
+                };
+                unbind(&target);
+                bind_read_only(&source, &target)
+            }
+            .await;
+            match r {
+                Ok(()) => ok += 1,
+                Err(e) => {
+                    tracing::warn!(volume = %v.volume_id, target = %target.display(), "not served again: {e:?}")
+                }
+            }
+        }
+        let _ = &mut state;
+        ok
+    }
+
+    /// Blobs the published volumes need (manifests, configs, layers, chunk
+    /// indexes and their referrers): GC keeps them.
+    pub fn blobs_in_use(&self) -> HashSet<String> {
+        let mut out = HashSet::new();
+        let digests: Vec<Digest> = match self.state.try_lock() {
+            Ok(s) => s.volumes.values().map(|v| v.digest.clone()).collect(),
+            // A publish or unpublish holds the state: GC is skipped via busy().
+            Err(_) => return out,
+        };
+        for d in digests {
+            out.insert(d.hex().to_string());
+            if let Ok(m) = self.store.load_manifest_digest(&d) {
+                out.insert(m.manifest.config.digest.hex().to_string());
+                for l in &m.manifest.layers {
+                    out.insert(l.digest.hex().to_string());
+                    if let Some(i) = l
+                        .annotations
+                        .get(modelpack_common::media::ANNOTATION_CHUNKS_DIGEST)
+                    {
+                        out.insert(i.trim_start_matches("sha256:").to_string());
+                    }
+                }
+            }
+            if let Ok(refs) = modelpack_common::chunkindex::local::referrers(&self.store, &d) {
+                for r in refs {
+                    out.insert(r.digest.hex().to_string());
+                    out.insert(r.manifest.config.digest.hex().to_string());
+                    for l in &r.manifest.layers {
+                        out.insert(l.digest.hex().to_string());
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A publish or unpublish is in flight: GC must not run now.
+    pub fn busy(&self) -> bool {
+        self.busy.load(Ordering::SeqCst) > 0 || self.state.try_lock().is_err()
+    }
+}
+
+impl crate::snapshots::BlobUsers for Volumes {
+    fn blobs_in_use(&self) -> HashSet<String> {
+        Volumes::blobs_in_use(self)
+    }
+    fn busy(&self) -> bool {
+        Volumes::busy(self)
+    }
+}
+
+/// Is `target` a live mount point (a bind of a live view)? A stale FUSE
+/// bind after a restart answers ENOTCONN: not bound.
+fn is_bound(target: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let (Ok(t), Some(parent)) = (std::fs::metadata(target), target.parent()) else {
+        return false;
+    };
+    std::fs::metadata(parent).is_ok_and(|p| p.dev() != t.dev())
+}
+
+fn bind_read_only(source: &Path, target: &Path) -> VResult<()> {
+    use nix::mount::{MsFlags, mount};
+    std::fs::create_dir_all(target)
+        .map_err(|e| VolumeError::Internal(format!("create {}: {e}", target.display())))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| {
+        VolumeError::Internal(format!(
+            "bind {} at {}: {e}",
+            source.display(),
+            target.display()
+        ))
+    })?;
+    if let Err(e) = mount(
+        None::<&str>,
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        None::<&str>,
+    ) {
+        unbind(target);
+        return Err(VolumeError::Internal(format!(
+            "make {} read-only: {e}",
+            target.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Unmounts whatever we bound at `target` (nothing mounted is fine).
+fn unbind(target: &Path) {
+    use nix::mount::{MntFlags, umount2};
+    if umount2(target, MntFlags::empty()).is_err() {
+        let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+}
