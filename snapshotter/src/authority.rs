@@ -114,19 +114,8 @@ where
             };
             let (ty, flags) = (head[3], head[4]);
             let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-            if decided && rewriter.is_none() {
-                server_tx.write_all(&head).await?;
-                server_tx.write_all(&payload).await?;
-                // Pass-through from here on: plain copying.
-                tokio::io::copy(&mut client_rx, &mut server_tx).await?;
-                break;
-            }
             if ty != HEADERS {
-                if decided {
-                    server_tx.write_all(&head).await?;
-                    server_tx.write_all(&payload).await?;
-                    continue;
-                }
+                // SETTINGS, DATA, WINDOW_UPDATE, …: unchanged.
                 server_tx.write_all(&head).await?;
                 server_tx.write_all(&payload).await?;
                 continue;

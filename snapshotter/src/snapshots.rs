@@ -34,10 +34,10 @@ pub struct Snapshots {
 
 /// Something besides snapshots that holds blobs of the node store.
 pub trait BlobUsers: Send + Sync {
-    /// Hex digests to keep.
-    fn blobs_in_use(&self) -> std::collections::HashSet<String>;
-    /// Blobs are being added that `blobs_in_use` does not name yet.
-    fn busy(&self) -> bool;
+    /// Runs `gc` with the hex digests to keep, holding off any change to
+    /// them (a publish adding blobs) until it returns; does not run it when
+    /// such a change is in flight (GC waits for its next round).
+    fn during_gc(&self, gc: &mut dyn FnMut(&std::collections::HashSet<String>));
 }
 
 pub fn now_nanos() -> i128 {
@@ -435,12 +435,17 @@ impl Snapshots {
     }
 
     fn free_unreferenced_blobs(&self) -> Result<()> {
-        let others = match self.blob_users.get() {
-            // Their new blobs are not named yet: free nothing this round.
-            Some(u) if u.busy() => return Ok(()),
-            Some(u) => u.blobs_in_use(),
-            None => Default::default(),
-        };
+        match self.blob_users.get() {
+            None => self.free_blobs_except(&Default::default()),
+            Some(users) => {
+                let mut result = Ok(());
+                users.during_gc(&mut |keep| result = self.free_blobs_except(keep));
+                result
+            }
+        }
+    }
+
+    fn free_blobs_except(&self, others: &std::collections::HashSet<String>) -> Result<()> {
         let records = self.meta.all()?;
         let used: std::collections::HashSet<&str> = records
             .iter()

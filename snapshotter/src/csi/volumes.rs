@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use modelpack_common::cas::BlobSource;
@@ -119,8 +118,6 @@ pub struct Volumes {
     node_client: RegistryClient,
     state: tokio::sync::Mutex<State>,
     views: Mutex<HashMap<String, ServedView>>,
-    /// Publishes in flight: GC waits for them (their blobs are not recorded yet).
-    busy: AtomicUsize,
 }
 
 /// Most bytes of the state file we read (it is ours; bounded all the same).
@@ -158,7 +155,6 @@ impl Volumes {
             node_client,
             state: tokio::sync::Mutex::new(state),
             views: Mutex::new(HashMap::new()),
-            busy: AtomicUsize::new(0),
         })
     }
 
@@ -222,11 +218,10 @@ impl Volumes {
             if is_bound(&p.target) {
                 return Ok(());
             }
+            // Recorded but not bound (a stale mount): bind again.
+            unbind(&p.target);
         }
-        self.busy.fetch_add(1, Ordering::SeqCst);
-        let r = self.publish_locked(&mut state, &p, cred).await;
-        self.busy.fetch_sub(1, Ordering::SeqCst);
-        r
+        self.publish_locked(&mut state, &p, cred).await
     }
 
     async fn publish_locked(
@@ -496,7 +491,7 @@ impl Volumes {
     /// store, every target bound again. Failures are logged and left for
     /// kubelet's retries; the record stays so the blobs stay.
     pub async fn restore(&self) -> usize {
-        let mut state = self.state.lock().await;
+        let state = self.state.lock().await;
         let mut ok = 0;
         let targets: Vec<(PathBuf, Volume)> = state
             .volumes
@@ -534,22 +529,18 @@ impl Volumes {
                 }
             }
         }
-        let _ = &mut state;
+        drop(state);
         ok
     }
 
     /// Blobs the published volumes need (manifests, configs, layers, chunk
-    /// indexes and their referrers): GC keeps them.
-    pub fn blobs_in_use(&self) -> HashSet<String> {
+    /// indexes and their referrers).
+    fn blobs_in_use(&self, state: &State) -> HashSet<String> {
         let mut out = HashSet::new();
-        let digests: Vec<Digest> = match self.state.try_lock() {
-            Ok(s) => s.volumes.values().map(|v| v.digest.clone()).collect(),
-            // A publish or unpublish holds the state: GC is skipped via busy().
-            Err(_) => return out,
-        };
+        let digests: HashSet<&Digest> = state.volumes.values().map(|v| &v.digest).collect();
         for d in digests {
             out.insert(d.hex().to_string());
-            if let Ok(m) = self.store.load_manifest_digest(&d) {
+            if let Ok(m) = self.store.load_manifest_digest(d) {
                 out.insert(m.manifest.config.digest.hex().to_string());
                 for l in &m.manifest.layers {
                     out.insert(l.digest.hex().to_string());
@@ -561,7 +552,7 @@ impl Volumes {
                     }
                 }
             }
-            if let Ok(refs) = modelpack_common::chunkindex::local::referrers(&self.store, &d) {
+            if let Ok(refs) = modelpack_common::chunkindex::local::referrers(&self.store, d) {
                 for r in refs {
                     out.insert(r.digest.hex().to_string());
                     out.insert(r.manifest.config.digest.hex().to_string());
@@ -573,19 +564,16 @@ impl Volumes {
         }
         out
     }
-
-    /// A publish or unpublish is in flight: GC must not run now.
-    pub fn busy(&self) -> bool {
-        self.busy.load(Ordering::SeqCst) > 0 || self.state.try_lock().is_err()
-    }
 }
 
 impl crate::snapshots::BlobUsers for Volumes {
-    fn blobs_in_use(&self) -> HashSet<String> {
-        Volumes::blobs_in_use(self)
-    }
-    fn busy(&self) -> bool {
-        Volumes::busy(self)
+    /// Holds the volume state (so no publish stores blobs meanwhile) while
+    /// GC runs; a publish or unpublish in flight holds it, and GC waits.
+    fn during_gc(&self, gc: &mut dyn FnMut(&HashSet<String>)) {
+        if let Ok(state) = self.state.try_lock() {
+            let keep = self.blobs_in_use(&state);
+            gc(&keep);
+        }
     }
 }
 
