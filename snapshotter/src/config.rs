@@ -170,6 +170,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_shipped_configs_parse() {
+        for (name, text) in [
+            (
+                "packaging/kubernetes/config.toml",
+                include_str!("../../packaging/kubernetes/config.toml"),
+            ),
+            (
+                "packaging/snapshotter/config.toml",
+                include_str!("../../packaging/snapshotter/config.toml"),
+            ),
+        ] {
+            let c: Config = toml::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+            c.lazy_options(Path::new("/var/lib/modelpack-snapshotter"))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            if name.contains("kubernetes") {
+                assert!(c.csi.address.is_some(), "{name} serves CSI");
+            }
+        }
+    }
+
+    #[test]
     fn nydus_shaped_knobs_set_the_lazy_options_and_credentials_in_the_file_are_refused() {
         let c: Config = toml::from_str(
             r#"
