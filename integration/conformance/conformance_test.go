@@ -60,7 +60,7 @@ func startSnapshotter(bin, root string) (snapshots.Snapshotter, func() error, er
 	if err != nil {
 		return nil, nil, err
 	}
-	args := []string{"--root", root, "--address", sock, "--log-level", "warn"}
+	args := []string{"--root", root, "--address", sock, "--log-level", "info"}
 	if cfg := os.Getenv("MODELPACK_SNAPSHOTTER_CONFIG"); cfg != "" {
 		args = append(args, "--config", cfg)
 	}
@@ -81,9 +81,15 @@ func startSnapshotter(bin, root string) (snapshots.Snapshotter, func() error, er
 		select {
 		case <-exited:
 		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Signal(syscall.SIGQUIT)
+			time.Sleep(200 * time.Millisecond)
 			_ = cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("modelpack-snapshotter did not stop on SIGTERM within 10s")
+			log, _ := os.ReadFile(logf.Name())
+			if len(log) > 4000 {
+				log = log[len(log)-4000:]
+			}
+			return fmt.Errorf("modelpack-snapshotter did not stop on SIGTERM within 10s; its log ends:\n%s", log)
 		}
 		return nil
 	}

@@ -279,10 +279,20 @@ async fn serve(
         tracing::info!("shutting down");
         let _ = stop_tx.send(true);
     });
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .add_service(svc)
-        .serve_with_incoming_shutdown(incoming, shutdown(stop_rx))
-        .await?;
+        .serve_with_incoming_shutdown(incoming, shutdown(stop_rx.clone()));
+    // Graceful shutdown waits for clients to hang up; a client that keeps an
+    // idle connection (containerd's proxy client does) must not hold the
+    // node agent for ever: after the signal, 3 s, then we stop regardless.
+    let deadline = async {
+        shutdown(stop_rx.clone()).await;
+        tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        _ = deadline => tracing::info!("clients still connected 3 s after the signal; stopping anyway"),
+    }
     let _ = std::fs::remove_file(&address);
     if let Some(t) = csi_task {
         let _ = t.await;
