@@ -6,6 +6,7 @@
 //! - [`pack`]: turning files into deterministic layers, config and manifest.
 //! - [`validate`]: JSON Schema plus the lints the schema misses.
 //! - [`peer`]: what Docker Model Runner and KitOps write, and how we read it.
+//! - [`signing`]: OpenSSF Model Signing signatures from layer digests, as referrers.
 //! - [`store`]: the local OCI image layout store; [`extract`]: safe restore of files
 //!   through [`confined`] directory handles that cannot leave their target.
 //! - [`credentials`], [`registry`]: talking to OCI registries with the credentials people already have.
@@ -32,6 +33,7 @@ pub mod peer;
 pub mod reference;
 pub mod registry;
 pub mod settings;
+pub mod signing;
 pub mod store;
 pub mod text;
 pub mod transfer;

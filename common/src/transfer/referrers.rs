@@ -80,7 +80,7 @@ pub async fn publish(
 /// Adds `entry` to the `sha256-<hex>` tag index of `subject`, keeping every
 /// entry already there (other tools' signatures, SBOMs). Two concurrent
 /// updaters can still lose one entry: the schema has no compare-and-swap.
-async fn update_tag_schema(
+pub(crate) async fn update_tag_schema(
     client: &RegistryClient,
     remote: &Reference,
     subject: &Digest,
