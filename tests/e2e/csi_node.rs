@@ -513,6 +513,32 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
             .node_unpublish_volume(unpublish_req("csi-eager", &p4)),
     )
     .unwrap();
+    // A sub-path of the model; one that is not a directory of it is refused.
+    let p5 = pods.join("p5/mount");
+    let sub_req = |path: &str| {
+        publish_req(
+            "csi-sub",
+            &p5,
+            &[
+                ("csi.storage.k8s.io/ephemeral", "true"),
+                ("reference", lazy_ref.as_str()),
+                ("path", path),
+            ],
+        )
+    };
+    rt.block_on(c.node.node_publish_volume(sub_req("tokenizer")))
+        .unwrap_or_else(|e| panic!("publish a sub-path: {e}\n{}", daemon.log()));
+    let sub = hashes(&p5);
+    assert_eq!(
+        sub.keys().collect::<Vec<_>>(),
+        ["tokenizer.json"],
+        "{sub:?}"
+    );
+    assert_eq!(sub["tokenizer.json"], source["tokenizer/tokenizer.json"]);
+    rt.block_on(c.node.node_unpublish_volume(unpublish_req("csi-sub", &p5)))
+        .unwrap();
+    let st = code(rt.block_on(c.node.node_publish_volume(sub_req("config.json"))));
+    assert_eq!(st.code(), Code::InvalidArgument, "{st}");
 
     // A restart: the volumes stay readable, present chunks are not fetched again.
     daemon.kill();

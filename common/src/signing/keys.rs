@@ -150,7 +150,12 @@ pub struct PublicKey {
 
 impl std::fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PublicKey({}, hint {})", self.curve.name(), &self.hint()[..16])
+        write!(
+            f,
+            "PublicKey({}, hint {})",
+            self.curve.name(),
+            &self.hint()[..16]
+        )
     }
 }
 
