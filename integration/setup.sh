@@ -31,3 +31,9 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import oras, cryptogr
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q 'oras==0.2.43' cryptography
 fi
+# OpenSSF Model Signing's reference CLI, for the signing interop tests (it
+# needs pyopenssl beside it; its package does not declare it).
+if ! "$VENV/bin/python" -c 'import model_signing, OpenSSL' 2>/dev/null; then
+  echo "setup: installing model-signing into $VENV" >&2
+  "$VENV/bin/pip" install -q 'model-signing==1.1.1' pyopenssl
+fi

@@ -86,6 +86,12 @@ pub enum Command {
     Resolve(crate::commands::resolve::ResolveArgs),
     /// Unmount a model mounted with `mount`
     Umount(crate::commands::mount::UmountArgs),
+    /// Sign a stored model (OpenSSF Model Signing, from its layer digests) and attach the signature
+    Sign(crate::commands::sign::SignArgs),
+    /// Check a model's signature (or an extracted directory's) against a public key
+    Verify(crate::commands::verify::VerifyArgs),
+    /// List what is attached to a model: chunk indexes, signatures, SBOMs
+    Referrers(crate::commands::referrers::ReferrersArgs),
     /// Print version information
     Version,
 }

@@ -8,6 +8,7 @@
 //! ```toml
 //! [registries."harbor.example.com"]
 //! legacy-cnai = true
+//! verify-key = "/etc/modelpack/keys/release.pub"   # pull only signed models
 //! ```
 //!
 //! Unknown keys are errors naming the file, so a typo does not silently
@@ -41,6 +42,10 @@ pub struct RegistrySettings {
     /// Write the legacy cnai identifiers for this registry (Harbor ≤ 2.15).
     #[serde(default)]
     pub legacy_cnai: bool,
+    /// Pull from this registry only models signed by this key (as
+    /// `pull --verify-key` does), unless the command names another.
+    #[serde(default)]
+    pub verify_key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -99,6 +104,13 @@ impl Settings {
         self.registries
             .get(host)
             .and_then(|r| r.legacy_cnai.then_some(Family::Cnai))
+    }
+
+    /// The key models pulled from `host` must be signed with, if set.
+    pub fn verify_key_for(&self, host: &str) -> Option<&Path> {
+        self.registries
+            .get(host)
+            .and_then(|r| r.verify_key.as_deref())
     }
 
     /// "(set in FILE)" for messages.

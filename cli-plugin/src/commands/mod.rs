@@ -14,12 +14,15 @@ pub mod mount;
 pub mod prune;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 pub mod remote;
 pub mod resolve;
 pub mod rm;
+pub mod sign;
 pub mod tag;
 pub mod upload;
 pub mod validate;
+pub mod verify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +115,9 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Mount(a) => mount::mount(a, ctx).await,
         Command::Resolve(a) => resolve::run(a, ctx).await,
         Command::Umount(a) => mount::umount(a, ctx).await,
+        Command::Sign(a) => sign::run(a, ctx).await,
+        Command::Verify(a) => verify::run(a, ctx).await,
+        Command::Referrers(a) => referrers::run(a, ctx).await,
         Command::Version => {
             version(&ctx)?;
             Ok(ExitCode::SUCCESS)

@@ -71,3 +71,45 @@ pub fn verify_any(
         why.join("; ")
     )))
 }
+
+/// The files of a manifest a signature can be checked against *before*
+/// any blob is fetched: every layer raw (its digest is its file's sha256).
+/// `None` when a tar layer's files are only known from its bytes.
+pub fn files_from_raw_manifest(
+    manifest: &crate::manifest::Manifest,
+) -> Result<Option<BTreeMap<String, Digest>>> {
+    let mut out = BTreeMap::new();
+    for l in &manifest.layers {
+        if crate::extract::layer_format(l) != crate::media::LayerFormat::Raw {
+            return Ok(None);
+        }
+        let name = crate::extract::layer_name(l);
+        let p = l.filepath().ok_or_else(|| {
+            Error::Artifact(format!(
+                "layer {name} has no file path, so no signature covers it"
+            ))
+        })?;
+        let rel = crate::extract::safe_relative_path(&name, p)?
+            .display()
+            .to_string();
+        if !resources::ignored(&rel, &[]) {
+            out.insert(rel, l.digest.clone());
+        }
+    }
+    Ok(Some(out))
+}
+
+/// The model's name in a statement: its config's name, else the repository's last part.
+pub fn subject_name(config: &[u8], reference: &crate::reference::Reference) -> String {
+    crate::config::ModelConfig::parse(config, "config")
+        .ok()
+        .and_then(|c| c.descriptor.name)
+        .unwrap_or_else(|| {
+            reference
+                .repository
+                .rsplit('/')
+                .next()
+                .unwrap_or(&reference.repository)
+                .to_string()
+        })
+}

@@ -53,6 +53,8 @@ pub struct PushReport {
     pub bytes_sent: u64,
     /// Chunk index referrers published along (digests).
     pub referrers: Vec<Digest>,
+    /// Signature referrers published along (digests).
+    pub signatures: Vec<Digest>,
 }
 
 fn action(o: &PushOutcome) -> (BlobAction, u64) {
@@ -145,6 +147,10 @@ pub async fn push_from_store(
     }
     known.save();
     let referrers = super::referrers::push_from_store(client, store, remote, &digest).await?;
+    let mut signatures = Vec::new();
+    for (_, bytes, _) in crate::signing::referrer::local(store, &digest)? {
+        signatures.push(crate::signing::referrer::publish(client, store, remote, &bytes).await?);
+    }
     let bytes_sent = reports.iter().map(|r| r.bytes_sent).sum();
     Ok(PushReport {
         reference: target.to_string(),
@@ -152,6 +158,7 @@ pub async fn push_from_store(
         blobs: reports,
         bytes_sent,
         referrers,
+        signatures,
     })
 }
 

@@ -292,7 +292,17 @@ pub async fn pull_into_store(
     for (_, bytes) in &f.referrers {
         local::put_referrer(store, remote, bytes)?;
     }
-    Ok((f.referrers.len(), f.warnings))
+    let mut warnings = f.warnings;
+    // Signatures come along too, so `verify` and `push` work offline.
+    match crate::signing::referrer::fetch_remote(client, remote, &subject.digest).await {
+        Ok(sigs) => {
+            for (_, _, bundle) in sigs {
+                crate::signing::referrer::put_local(store, remote, &subject.digest, &bundle)?;
+            }
+        }
+        Err(e) => warnings.push(format!("signatures not fetched: {e}")),
+    }
+    Ok((f.referrers.len(), warnings))
 }
 
 /// Pushes every local chunk index referrer of the stored model `digest` to

@@ -139,6 +139,7 @@ pub async fn pack_to_registry(
         bytes_sent: blobs.iter().map(|b| b.bytes_sent).sum(),
         blobs,
         referrers,
+        signatures: Vec::new(),
     })
 }
 

@@ -1,0 +1,151 @@
+//! `verify REF --key PUB.pem`: checks a model's OpenSSF Model Signing
+//! signature — the DSSE signature, the statement's ROOT, and every signed
+//! file against the manifest's digests (no bytes read for raw layers) — and
+//! says which file differs. The signature comes from the model's referrers
+//! (local, or the registry's with `--remote`) or from `--signature FILE`.
+//! `verify --dir DIR --signature FILE` checks an extracted directory the way
+//! `model_signing verify` does.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use modelpack_common::signing::{self, PublicKey, referrer, resources};
+
+use super::remote::RegistryArgs;
+use super::{Ctx, parse_ref};
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["reference", "dir"])))]
+pub struct VerifyArgs {
+    /// Model reference (in the store; with --remote, in its registry)
+    pub reference: Option<String>,
+    /// EC public key (PEM)
+    #[arg(long, value_name = "PUB.pem")]
+    pub key: PathBuf,
+    /// The signature bundle to check instead of the model's referrers
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+    /// Check an extracted model directory (needs --signature)
+    #[arg(
+        long,
+        value_name = "DIR",
+        requires = "signature",
+        conflicts_with = "reference"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Find the signature and the manifest in the registry (tar layers still need the store)
+    #[arg(long)]
+    pub remote: bool,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+fn read(p: &std::path::Path) -> Result<Vec<u8>> {
+    std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))
+}
+
+pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
+    let key = PublicKey::load(&args.key)?;
+    let given = match &args.signature {
+        Some(p) => Some((p.display().to_string(), read(p)?)),
+        None => None,
+    };
+    let (what, files, bundles) = if let Some(dir) = &args.dir {
+        // The signature file itself is not part of the model when it lies inside.
+        let skip: Vec<String> = args
+            .signature
+            .as_ref()
+            .and_then(|s| std::fs::canonicalize(s).ok())
+            .zip(std::fs::canonicalize(dir).ok())
+            .and_then(|(s, d)| {
+                s.strip_prefix(&d)
+                    .ok()
+                    .map(|r| r.to_string_lossy().to_string())
+            })
+            .into_iter()
+            .collect();
+        let files = resources::from_dir(dir, &skip)?;
+        (
+            dir.display().to_string(),
+            files,
+            vec![given.expect("clap requires --signature")],
+        )
+    } else {
+        let reference = parse_ref(args.reference.as_deref().expect("clap requires one"))?;
+        let store = ctx.store()?;
+        let (digest, manifest) = if args.remote {
+            let client = args.registry.client(&ctx)?;
+            let f = client.get_manifest(&reference).await?;
+            let m = modelpack_common::manifest::Manifest::parse(
+                &f.bytes,
+                &format!("manifest of {reference}"),
+            )?;
+            let bundles = match &given {
+                Some(g) => vec![g.clone()],
+                None => referrer::fetch_remote(&client, &reference, &f.digest)
+                    .await?
+                    .into_iter()
+                    .map(|(d, _, b)| (format!("signature {d}"), b))
+                    .collect(),
+            };
+            let files = match signing::files_from_raw_manifest(&m)? {
+                Some(f) => f,
+                None => resources::from_manifest(&store, &m)?,
+            };
+            let name = reference.to_string();
+            return finish(&ctx, &name, &f.digest.to_string(), &key, &files, &bundles);
+        } else {
+            let loaded = store.load_manifest(&reference)?;
+            (loaded.digest, loaded.manifest)
+        };
+        let bundles = match &given {
+            Some(g) => vec![g.clone()],
+            None => referrer::local(&store, &digest)?
+                .into_iter()
+                .map(|(d, _, b)| (format!("signature {d}"), b))
+                .collect(),
+        };
+        let files = resources::from_manifest(&store, &manifest)?;
+        return finish(
+            &ctx,
+            &reference.to_string(),
+            &digest.to_string(),
+            &key,
+            &files,
+            &bundles,
+        );
+    };
+    finish(&ctx, &what, "", &key, &files, &bundles)
+}
+
+fn finish(
+    ctx: &Ctx,
+    what: &str,
+    digest: &str,
+    key: &PublicKey,
+    files: &std::collections::BTreeMap<String, modelpack_common::Digest>,
+    bundles: &[(String, Vec<u8>)],
+) -> Result<ExitCode> {
+    let by = signing::verify_any(bundles, key, files, what)?;
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({
+            "reference": what,
+            "digest": digest,
+            "verified": true,
+            "signature": by,
+            "files": files.len(),
+            "key": {"curve": key.curve.name(), "hint": key.hint()},
+        }))?;
+    } else {
+        ctx.out.status(format!(
+            "{}: signature verified ({by}; {} files, {} key {})",
+            modelpack_common::text::escape_control(what),
+            files.len(),
+            key.curve.name(),
+            &key.hint()[..16]
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,433 @@
+//! OpenSSF Model Signing, both directions, with the real `model_signing`
+//! CLI (model-signing 1.1.1 from PyPI, installed by integration/setup.sh)
+//! and a real docker-registry 2.8:
+//! - `modelpack sign` → push → a fresh `pull --verify-key` → extract, and
+//!   `model_signing verify key` passes on the extracted directory; a byte
+//!   changed in one file makes both it and `modelpack verify --dir` fail,
+//!   naming the file;
+//! - `model_signing sign key DIR` → `modelpack build DIR` → `sign --attach`
+//!   → push, and `modelpack verify` (from the referrer, or `--signature`)
+//!   passes;
+//! - `pull --verify-key` with a wrong key, an unsigned model, a tampered
+//!   bundle and another model's signature: each refused, nothing stored.
+//!
+//! Keys: P-256 SEC1 and P-384 PKCS#8, made with openssl.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use modelpack_e2e::services::{Auth, Registry};
+use modelpack_e2e::{fails, ok, require_tool};
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_docker-modelpack");
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+    fn mp(&self, store: &str) -> Command {
+        let mut c = Command::new(BIN);
+        c.env("MODELPACK_HOME", self.path(store))
+            .env("DOCKER_CONFIG", self.path("docker"))
+            .env("HOME", self.path("home"))
+            .env_remove("MODELPACK_CONFIG");
+        c
+    }
+    fn run(&self, store: &str, args: &[&str]) -> String {
+        ok(self.mp(store).args(args).output().unwrap(), &args.join(" "))
+    }
+    fn json(&self, store: &str, args: &[&str]) -> Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&self.run(store, &a)).unwrap()
+    }
+    fn stored_models(&self, store: &str) -> usize {
+        self.json(store, &["ls"]).as_array().map_or(0, Vec::len)
+    }
+}
+
+fn model_signing() -> String {
+    let python = modelpack_e2e::python();
+    let bin = Path::new(&python).with_file_name("model_signing");
+    assert!(
+        bin.exists(),
+        "model_signing is required: run integration/setup.sh ({} missing)",
+        bin.display()
+    );
+    bin.display().to_string()
+}
+
+fn keys(env: &Env, name: &str, curve: &str, pkcs8: bool) -> (PathBuf, PathBuf) {
+    let (private, public) = (
+        env.path(&format!("{name}.pem")),
+        env.path(&format!("{name}.pub")),
+    );
+    if pkcs8 {
+        ok(
+            Command::new("openssl")
+                .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+                .arg(format!("ec_paramgen_curve:{curve}"))
+                .arg("-out")
+                .arg(&private)
+                .output()
+                .unwrap(),
+            "openssl genpkey",
+        );
+    } else {
+        ok(
+            Command::new("openssl")
+                .args(["ecparam", "-genkey", "-noout", "-name", curve, "-out"])
+                .arg(&private)
+                .output()
+                .unwrap(),
+            "openssl ecparam",
+        );
+    }
+    ok(
+        Command::new("openssl")
+            .args(["ec", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .output()
+            .unwrap(),
+        "openssl ec -pubout",
+    );
+    (private, public)
+}
+
+fn sample(dir: &Path, tag: &str) {
+    modelpack_common::modelfile::write_sample_model(dir, 2, 200_000).unwrap();
+    std::fs::write(
+        dir.join("config.json"),
+        format!(r#"{{"model_type":"{tag}"}}"#),
+    )
+    .unwrap();
+}
+
+#[test]
+fn our_signatures_verify_with_model_signing_and_theirs_with_us() {
+    require_tool("openssl");
+    let ms = model_signing();
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let (priv256, pub256) = keys(&env, "p256", "prime256v1", false);
+    let (_, pub384) = keys(&env, "p384", "secp384r1", true);
+
+    // Ours: sign from layer digests, push, pull verified, extract.
+    let model = env.path("model");
+    sample(&model, "ours");
+    let r = format!("{}/models/signed:v1", reg.host);
+    env.run("s1", &["build", "-q", "-t", &r, model.to_str().unwrap()]);
+    let sig = env.path("model.sig");
+    let signed = env.json(
+        "s1",
+        &[
+            "sign",
+            &r,
+            "--key",
+            priv256.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ],
+    );
+    assert!(signed["files"].as_u64().unwrap() >= 4, "{signed}");
+    env.run("s1", &["verify", &r, "--key", pub256.to_str().unwrap()]);
+    let pushed = env.json("s1", &["push", &r]);
+    assert_eq!(
+        pushed["signatures"].as_array().unwrap().len(),
+        1,
+        "{pushed}"
+    );
+    let listed = env.json("s1", &["referrers", "--remote", &r]);
+    let types: Vec<&str> = listed["referrers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["artifactType"].as_str().unwrap())
+        .collect();
+    assert!(
+        types.contains(&"application/vnd.dev.sigstore.bundle.v0.3+json"),
+        "{listed}"
+    );
+    assert!(
+        types.contains(&"application/vnd.modelpack.chunks.v1+json"),
+        "{listed}"
+    );
+    env.run(
+        "s1",
+        &["verify", "--remote", &r, "--key", pub256.to_str().unwrap()],
+    );
+    let out = env.path("out");
+    env.run(
+        "s2",
+        &[
+            "pull",
+            &r,
+            "--verify-key",
+            pub256.to_str().unwrap(),
+            "--extract-dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    // The signature came along with the pull: verify works offline.
+    env.run("s2", &["verify", &r, "--key", pub256.to_str().unwrap()]);
+    ok(
+        Command::new(&ms)
+            .args(["verify", "key"])
+            .arg(&out)
+            .arg("--signature")
+            .arg(&sig)
+            .arg("--public_key")
+            .arg(&pub256)
+            .output()
+            .unwrap(),
+        "model_signing verify key on our extracted model",
+    );
+    // One byte changed: both tools refuse, naming the file.
+    let victim = out.join("config.json");
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[2] ^= 1;
+    std::fs::write(&victim, bytes).unwrap();
+    let theirs = Command::new(&ms)
+        .args(["verify", "key"])
+        .arg(&out)
+        .arg("--signature")
+        .arg(&sig)
+        .arg("--public_key")
+        .arg(&pub256)
+        .output()
+        .unwrap();
+    assert!(!theirs.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&theirs.stdout),
+        String::from_utf8_lossy(&theirs.stderr)
+    );
+    assert!(said.contains("config.json"), "model_signing: {said}");
+    let err = fails(
+        env.mp("s2")
+            .args([
+                "verify",
+                "--dir",
+                out.to_str().unwrap(),
+                "--signature",
+                sig.to_str().unwrap(),
+                "--key",
+                pub256.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "verify --dir of a changed file",
+    );
+    assert!(err.contains("content differs: config.json"), "{err}");
+
+    // Theirs: model_signing signs a directory; we build, attach, push, verify.
+    let theirs_dir = env.path("theirs");
+    sample(&theirs_dir, "theirs");
+    let their_sig = env.path("their.sig");
+    ok(
+        Command::new(&ms)
+            .args(["sign", "key"])
+            .arg(&theirs_dir)
+            .arg("--private_key")
+            .arg(&priv256)
+            .arg("--signature")
+            .arg(&their_sig)
+            .output()
+            .unwrap(),
+        "model_signing sign key",
+    );
+    let r2 = format!("{}/models/theirs:v1", reg.host);
+    env.run(
+        "s1",
+        &["build", "-q", "-t", &r2, theirs_dir.to_str().unwrap()],
+    );
+    env.run(
+        "s1",
+        &[
+            "verify",
+            &r2,
+            "--key",
+            pub256.to_str().unwrap(),
+            "--signature",
+            their_sig.to_str().unwrap(),
+        ],
+    );
+    env.run(
+        "s1",
+        &["sign", &r2, "--attach", their_sig.to_str().unwrap()],
+    );
+    env.run("s1", &["push", &r2]);
+    env.run(
+        "s3",
+        &["pull", &r2, "--verify-key", pub256.to_str().unwrap()],
+    );
+
+    // Refusals: nothing stored, nothing written.
+    let refused = |store: &str, args: &[&str], want: &str| {
+        let dir = env.path(&format!("{store}-out"));
+        let mut a = args.to_vec();
+        let d = dir.display().to_string();
+        a.extend(["--extract-dir", d.as_str()]);
+        let err = fails(env.mp(store).args(&a).output().unwrap(), &a.join(" "));
+        assert!(err.contains(want), "{a:?}: {err}");
+        assert_eq!(env.stored_models(store), 0, "{a:?} stored a model");
+        assert!(
+            !dir.exists() || modelpack_e2e::files_under(&dir).is_empty(),
+            "{a:?} wrote files"
+        );
+    };
+    refused(
+        "n1",
+        &["pull", &r, "--verify-key", pub384.to_str().unwrap()],
+        "does not verify with this key",
+    );
+    let unsigned = format!("{}/models/unsigned:v1", reg.host);
+    env.run("s1", &["tag", &r, &unsigned]);
+    let u = env.path("unsigned");
+    sample(&u, "unsigned");
+    env.run("s1", &["build", "-q", "-t", &unsigned, u.to_str().unwrap()]);
+    env.run("s1", &["push", &unsigned]);
+    refused(
+        "n2",
+        &["pull", &unsigned, "--verify-key", pub256.to_str().unwrap()],
+        "has no signature",
+    );
+    // Another model's signature attached to this one.
+    let other = format!("{}/models/borrowed:v1", reg.host);
+    env.run("s1", &["build", "-q", "-t", &other, u.to_str().unwrap()]);
+    env.run("s1", &["sign", &other, "--attach", sig.to_str().unwrap()]);
+    env.run("s1", &["push", &other]);
+    refused(
+        "n3",
+        &["pull", &other, "--verify-key", pub256.to_str().unwrap()],
+        "does not match the model",
+    );
+    // A tampered bundle: the statement changed under the signature.
+    let mut b: Value = serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut payload = b64
+        .decode(b["dsseEnvelope"]["payload"].as_str().unwrap())
+        .unwrap();
+    let at = payload.iter().position(|c| *c == b'a').unwrap();
+    payload[at] = b'b';
+    b["dsseEnvelope"]["payload"] = Value::String(b64.encode(&payload));
+    let tampered = env.path("tampered.sig");
+    std::fs::write(&tampered, serde_json::to_vec(&b).unwrap()).unwrap();
+    let err = fails(
+        env.mp("s1")
+            .args([
+                "verify",
+                &r,
+                "--key",
+                pub256.to_str().unwrap(),
+                "--signature",
+                tampered.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "verify a tampered bundle",
+    );
+    assert!(err.contains("does not verify"), "{err}");
+    // (A model of its own: `r` also has its good signature in this store.)
+    let t = format!("{}/models/tampered:v1", reg.host);
+    let td = env.path("tampered-model");
+    sample(&td, "tampered");
+    env.run("s1", &["build", "-q", "-t", &t, td.to_str().unwrap()]);
+    env.run("s1", &["sign", &t, "--attach", tampered.to_str().unwrap()]);
+    env.run("s1", &["push", &t]);
+    refused(
+        "n4",
+        &["pull", &t, "--verify-key", pub256.to_str().unwrap()],
+        "does not verify",
+    );
+}
+
+#[test]
+fn tar_builds_are_signed_from_their_files_and_checked_after_download() {
+    require_tool("openssl");
+    let ms = model_signing();
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let (private, public) = keys(&env, "k", "secp384r1", true);
+    let model = env.path("model");
+    sample(&model, "tar");
+    let r = format!("{}/models/tar:v1", reg.host);
+    env.run(
+        "s1",
+        &[
+            "build",
+            "-q",
+            "--layer-format",
+            "tar+gzip",
+            "-t",
+            &r,
+            model.to_str().unwrap(),
+        ],
+    );
+    let sig = env.path("tar.sig");
+    env.run(
+        "s1",
+        &[
+            "sign",
+            &r,
+            "--key",
+            private.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ],
+    );
+    env.run("s1", &["push", &r]);
+    let out = env.path("out");
+    env.run(
+        "s2",
+        &[
+            "pull",
+            &r,
+            "--verify-key",
+            public.to_str().unwrap(),
+            "--extract-dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    ok(
+        Command::new(&ms)
+            .args(["verify", "key"])
+            .arg(&out)
+            .arg("--signature")
+            .arg(&sig)
+            .arg("--public_key")
+            .arg(&public)
+            .output()
+            .unwrap(),
+        "model_signing verify key on an extracted tar build",
+    );
+    let err = fails(
+        env.mp("s3")
+            .args([
+                "pull",
+                &r,
+                "--verify-key",
+                public.to_str().unwrap(),
+                "--extract-dir",
+                env.path("x").to_str().unwrap(),
+                "--extract-from-remote",
+            ])
+            .output()
+            .unwrap(),
+        "verify-key with extract-from-remote on tar layers",
+    );
+    assert!(err.contains("tar layers"), "{err}");
+}
