@@ -54,6 +54,17 @@ pub struct Config {
     pub nydus: Option<nydus_api::ConfigV2>,
     #[serde(default)]
     pub csi: CsiConfig,
+    /// The node's signing policy: registry host (or `"*"`) → public keys
+    /// (PEM); a model from a listed registry is attached only when it has an
+    /// OpenSSF Model Signing signature that verifies with one of them
+    /// (docs/signing.md).
+    ///
+    /// ```toml
+    /// [signing]
+    /// "registry.example.com" = ["/etc/modelpack/keys/release.pub"]
+    /// ```
+    #[serde(default)]
+    pub signing: std::collections::BTreeMap<String, Vec<PathBuf>>,
 }
 
 /// The CSI node service (docs/kubernetes.md): off unless an address is set.

@@ -126,6 +126,9 @@ fn main() -> Result<()> {
             },
         )
     });
+    let policy = modelpack_common::signing::policy::NodePolicy::load(&cfg.signing)
+        .context("the [signing] policy in the config file")?
+        .map(Arc::new);
     runtime.block_on(serve(
         root,
         address,
@@ -134,6 +137,7 @@ fn main() -> Result<()> {
         cfg.registry,
         lazy,
         csi,
+        policy,
     ))
 }
 
@@ -160,6 +164,7 @@ async fn serve(
     reg: config::RegistryConfig,
     lazy_opts: lazy::LazyOptions,
     csi_opts: Option<(PathBuf, csi::CsiOptions)>,
+    policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
 ) -> Result<()> {
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let snaps = Arc::new(
@@ -220,6 +225,7 @@ async fn serve(
                     views,
                     transport.clone(),
                     client.clone(),
+                    policy.clone(),
                 )
                 .map_err(|e| anyhow::anyhow!("cannot open the CSI volumes: {e:?}"))?,
             );
@@ -244,6 +250,7 @@ async fn serve(
         lazy,
         cri: Default::default(),
         lock: tokio::sync::Mutex::new(()),
+        policy,
     });
     let incoming = listen(&address)?;
     tracing::info!(root = %root.display(), address = %address.display(), "modelpack-snapshotter serving");

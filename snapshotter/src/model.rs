@@ -35,6 +35,38 @@ pub struct ModelFetcher {
     pub lazy: Option<std::sync::Arc<crate::lazy::LazyViews>>,
     /// One model layer materialised at a time: concurrent prepares of the same chainID share the result.
     pub lock: tokio::sync::Mutex<()>,
+    /// Models from the registries it lists must be signed (`[signing]`).
+    pub policy: Option<std::sync::Arc<modelpack_common::signing::policy::NodePolicy>>,
+}
+
+/// Refuses a model the node's signing policy does not accept.
+pub async fn check_policy(
+    policy: Option<&modelpack_common::signing::policy::NodePolicy>,
+    client: &RegistryClient,
+    parsed: &ModelLayerLabels,
+) -> Result<()> {
+    let Some(policy) = policy else {
+        return Ok(());
+    };
+    if policy.keys_for(&parsed.reference.registry).is_none() {
+        return Ok(());
+    }
+    let Some(manifest) = &parsed.manifest_digest else {
+        return Err(SnapError::FailedPrecondition(format!(
+            "the node requires signed models from {}: this Prepare names no manifest digest ({} sends it)",
+            parsed.reference.registry,
+            modelpack_common::labels::LABEL_MANIFEST
+        )));
+    };
+    policy
+        .check(client, &parsed.reference, manifest)
+        .await
+        .map_err(|e| {
+            SnapError::FailedPrecondition(format!(
+                "{} refused by the node's signing policy: {e}",
+                parsed.reference
+            ))
+        })
 }
 
 /// Materialises the layer and commits it; returns the AlreadyExists the protocol expects.
@@ -68,6 +100,7 @@ async fn prepare_inner(
     if !parent.is_empty() && s.meta.get(parent)?.is_none() {
         return Err(SnapError::NotFound(format!("parent {parent}")));
     }
+    check_policy(f.policy.as_deref(), &f.client, &parsed).await?;
     let digest = parsed.layer_digest.clone();
     let reference = parsed.reference.clone();
     let media_type = parsed.media_type.clone();

@@ -70,14 +70,17 @@ impl Node {
             .append(true)
             .open(self.t.join("snap.log"))
             .unwrap();
-        let child = Command::new(SNAPSHOTTER)
-            .arg("--root")
+        let mut cmd = Command::new(SNAPSHOTTER);
+        cmd.arg("--root")
             .arg(self.t.join("snaproot"))
             .arg("--address")
-            .arg(self.snap_sock())
-            .stderr(log)
-            .spawn()
-            .unwrap();
+            .arg(self.snap_sock());
+        // A test that wants a node config writes it first.
+        let config = self.t.join("snapshotter.toml");
+        if config.exists() {
+            cmd.arg("--config").arg(config);
+        }
+        let child = cmd.stderr(log).spawn().unwrap();
         self.snap = Some(Proc(child));
         wait_for(&self.snap_sock());
     }
@@ -648,4 +651,134 @@ fn nix_is_root() -> bool {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+#[test]
+fn containerd_attaches_only_models_the_node_signing_policy_accepts() {
+    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    for t in ["containerd", "ctr", "runc", "docker-registry", "openssl"] {
+        require_tool(t);
+    }
+    if !nix_is_root() {
+        eprintln!("skipping: containerd needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_path_buf();
+    let reg = Registry::start(&t.join("reg"), Auth::None);
+    let key = |name: &str| {
+        let (private, public) = (t.join(format!("{name}.pem")), t.join(format!("{name}.pub")));
+        ok(
+            Command::new("openssl")
+                .args([
+                    "ecparam",
+                    "-genkey",
+                    "-noout",
+                    "-name",
+                    "prime256v1",
+                    "-out",
+                ])
+                .arg(&private)
+                .output()
+                .unwrap(),
+            "openssl ecparam",
+        );
+        ok(
+            Command::new("openssl")
+                .args(["ec", "-pubout", "-in"])
+                .arg(&private)
+                .arg("-out")
+                .arg(&public)
+                .output()
+                .unwrap(),
+            "openssl ec -pubout",
+        );
+        (private, public)
+    };
+    let (release, release_pub) = key("release");
+    let (other, _) = key("other");
+    std::fs::write(
+        t.join("snapshotter.toml"),
+        format!(
+            "[registry]\nplain_http = true\n[signing]\n\"{}\" = [\"{}\"]\n",
+            reg.host,
+            release_pub.display()
+        ),
+    )
+    .unwrap();
+    let mut node = Node {
+        t: t.clone(),
+        snap: None,
+        ctrd: None,
+        ns: format!("mpsign{}", std::process::id()),
+    };
+    node.start_snapshotter();
+    node.start_containerd();
+    let model = |name: &str| {
+        let m = t.join(name);
+        modelpack_common::modelfile::write_sample_model(&m, 1, 100_000).unwrap();
+        std::fs::write(
+            m.join("config.json"),
+            format!(r#"{{"model_type":"{name}"}}"#),
+        )
+        .unwrap();
+        let r = format!("{}/models/{name}:v1", reg.host);
+        ok(
+            node.mp()
+                .args(["build", "-q", "-t", &r, m.to_str().unwrap()])
+                .output()
+                .unwrap(),
+            "build",
+        );
+        r
+    };
+    // Unsigned: refused at Prepare, nothing committed.
+    let unsigned = model("unsigned");
+    ok(
+        node.mp().args(["push", "-q", &unsigned]).output().unwrap(),
+        "push",
+    );
+    let out = pull_containerd(&node, &unsigned);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(!out.status.success(), "an unsigned model was attached");
+    assert!(
+        err.contains("signing policy") && err.contains("has no signature"),
+        "{err}"
+    );
+    // Signed with another key: refused, saying so.
+    let stranger = model("stranger");
+    ok(
+        node.mp()
+            .args(["sign", &stranger, "--key", other.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "sign (other key)",
+    );
+    ok(
+        node.mp().args(["push", "-q", &stranger]).output().unwrap(),
+        "push",
+    );
+    let out = pull_containerd(&node, &stranger);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("does not verify"),
+        "{err}"
+    );
+    // Signed with the release key: attached.
+    let signed = model("signed");
+    ok(
+        node.mp()
+            .args(["sign", &signed, "--key", release.to_str().unwrap()])
+            .output()
+            .unwrap(),
+        "sign",
+    );
+    ok(
+        node.mp().args(["push", "-q", &signed]).output().unwrap(),
+        "push",
+    );
+    ok(
+        pull_containerd(&node, &signed),
+        "pull --containerd of a signed model",
+    );
 }

@@ -10,6 +10,7 @@
 
 pub mod bundle;
 pub mod keys;
+pub mod policy;
 pub mod referrer;
 pub mod resources;
 

@@ -28,6 +28,7 @@ impl From<VolumeError> for Status {
             VolumeError::PermissionDenied(m) => Status::permission_denied(m),
             VolumeError::Unavailable(m) => Status::unavailable(m),
             VolumeError::AlreadyExists(m) => Status::already_exists(m),
+            VolumeError::FailedPrecondition(m) => Status::failed_precondition(m),
             VolumeError::Internal(m) => Status::internal(m),
         }
     }

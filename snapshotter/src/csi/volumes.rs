@@ -47,6 +47,8 @@ pub enum VolumeError {
     /// Try again: the registry is down or a transfer failed.
     Unavailable(String),
     AlreadyExists(String),
+    /// Refused by the node's signing policy.
+    FailedPrecondition(String),
     Internal(String),
 }
 
@@ -118,6 +120,7 @@ pub struct Volumes {
     node_client: RegistryClient,
     state: tokio::sync::Mutex<State>,
     views: Mutex<HashMap<String, ServedView>>,
+    policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
 }
 
 /// Most bytes of the state file we read (it is ours; bounded all the same).
@@ -131,6 +134,7 @@ impl Volumes {
         lazy: Arc<LazyViews>,
         transport: TransportOptions,
         node_client: RegistryClient,
+        policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
     ) -> VResult<Volumes> {
         let dir = root.join("csi");
         std::fs::create_dir_all(dir.join("views"))?;
@@ -155,6 +159,7 @@ impl Volumes {
             node_client,
             state: tokio::sync::Mutex::new(state),
             views: Mutex::new(HashMap::new()),
+            policy,
         })
     }
 
@@ -233,6 +238,17 @@ impl Volumes {
         let client = self.client_for(cred)?;
         let att = self.open_model(&client, &p.reference).await?;
         let digest = att.descriptor.digest.clone();
+        if let Some(policy) = &self.policy {
+            policy
+                .check(&client, &p.reference, &digest)
+                .await
+                .map_err(|e| {
+                    VolumeError::FailedPrecondition(format!(
+                        "{} refused by the node's signing policy: {e}",
+                        p.reference
+                    ))
+                })?;
+        }
         let key = Self::view_key(&digest, &p.include);
         let prefetch = p.prefetch.unwrap_or(self.lazy.opts.prefetch);
         if !self.views.lock().unwrap().contains_key(&key) {
