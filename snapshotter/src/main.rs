@@ -129,16 +129,28 @@ fn main() -> Result<()> {
     let policy = modelpack_common::signing::policy::NodePolicy::load(&cfg.signing)
         .context("the [signing] policy in the config file")?
         .map(Arc::new);
-    runtime.block_on(serve(
+    runtime.block_on(serve(Node {
         root,
         address,
-        cfg.concurrency.unwrap_or(4),
+        concurrency: cfg.concurrency.unwrap_or(4),
         chunk_size,
-        cfg.registry,
-        lazy,
-        csi,
+        reg: cfg.registry,
+        lazy_opts: lazy,
+        csi_opts: csi,
         policy,
-    ))
+    }))
+}
+
+/// Everything the node agent serves with, resolved from flags and the config file.
+struct Node {
+    root: PathBuf,
+    address: PathBuf,
+    concurrency: usize,
+    chunk_size: u64,
+    reg: config::RegistryConfig,
+    lazy_opts: lazy::LazyOptions,
+    csi_opts: Option<(PathBuf, csi::CsiOptions)>,
+    policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
 }
 
 /// Listens on a unix socket (replacing a stale one), every connection
@@ -156,16 +168,17 @@ fn listen(
     Ok(tokio_stream::wrappers::UnixListenerStream::new(listener).map(|s| s.map(authority::bridge)))
 }
 
-async fn serve(
-    root: PathBuf,
-    address: PathBuf,
-    concurrency: usize,
-    chunk_size: u64,
-    reg: config::RegistryConfig,
-    lazy_opts: lazy::LazyOptions,
-    csi_opts: Option<(PathBuf, csi::CsiOptions)>,
-    policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
-) -> Result<()> {
+async fn serve(node: Node) -> Result<()> {
+    let Node {
+        root,
+        address,
+        concurrency,
+        chunk_size,
+        reg,
+        lazy_opts,
+        csi_opts,
+        policy,
+    } = node;
     std::fs::create_dir_all(&root).with_context(|| format!("cannot create {}", root.display()))?;
     let snaps = Arc::new(
         snapshots::Snapshots::open(&root)

@@ -62,6 +62,7 @@ fn fetcher() -> ModelFetcher {
         lazy: None,
         cri: Default::default(),
         lock: tokio::sync::Mutex::new(()),
+        policy: None,
     }
 }
 
