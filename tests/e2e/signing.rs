@@ -180,6 +180,41 @@ fn our_signatures_verify_with_model_signing_and_theirs_with_us() {
             out.to_str().unwrap(),
         ],
     );
+    // fetch checks before anything is written, too.
+    let cfg = env.path("cfg");
+    env.run(
+        "s2",
+        &[
+            "fetch",
+            &r,
+            "--verify-key",
+            pub256.to_str().unwrap(),
+            "--output",
+            cfg.to_str().unwrap(),
+            "--patterns",
+            "*.json",
+        ],
+    );
+    assert!(cfg.join("config.json").exists());
+    let wrong = env.path("wrong");
+    let err = fails(
+        env.mp("s2")
+            .args([
+                "fetch",
+                &r,
+                "--verify-key",
+                pub384.to_str().unwrap(),
+                "--output",
+                wrong.to_str().unwrap(),
+                "--patterns",
+                "*.json",
+            ])
+            .output()
+            .unwrap(),
+        "fetch with the wrong key",
+    );
+    assert!(err.contains("does not verify"), "{err}");
+    assert!(!wrong.exists() || modelpack_e2e::files_under(&wrong).is_empty());
     // The signature came along with the pull: verify works offline.
     env.run("s2", &["verify", &r, "--key", pub256.to_str().unwrap()]);
     ok(

@@ -21,6 +21,11 @@ pub struct FetchArgs {
     /// Globs over file paths (`**` allowed); comma-separated or repeated
     #[arg(long, required = true, num_args = 1..)]
     pub patterns: Vec<String>,
+    /// Write nothing unless the model's signature verifies with this public
+    /// key (raw-layer models; checked before any blob moves) [default: the
+    /// registry's verify-key in the config file]
+    #[arg(long, value_name = "PUB.pem")]
+    pub verify_key: Option<PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -28,6 +33,12 @@ pub struct FetchArgs {
 pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
     let client = args.registry.client(&ctx)?;
+    let remote =
+        match super::verify::before_pull(args.verify_key.as_deref(), true, &client, &remote).await?
+        {
+            Some((pinned, _, _, _)) => pinned,
+            None => remote,
+        };
     let bars = Bars::new(&ctx, 0, "fetching");
     let report = fetch_to_dir(
         &client,

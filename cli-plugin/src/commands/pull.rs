@@ -38,72 +38,19 @@ pub struct PullArgs {
     pub registry: RegistryArgs,
 }
 
-/// With a verify key: checks the model's signature before any blob is
-/// fetched where every layer is raw (the manifest's digests are the files'),
-/// and pins the pull to the verified manifest digest. Returns the pinned
-/// reference and whether the files must still be checked after download
-/// (tar layers, whose files are known only from their bytes).
-async fn verify_first(
-    args: &PullArgs,
-    client: &modelpack_common::registry::RegistryClient,
-    remote: &modelpack_common::Reference,
-) -> Result<
-    Option<(
-        modelpack_common::Reference,
-        bool,
-        modelpack_common::signing::PublicKey,
-        Vec<(String, Vec<u8>)>,
-    )>,
-> {
-    use modelpack_common::signing;
-    let settings = modelpack_common::settings::Settings::load()?;
-    let Some(key_path) = args
-        .verify_key
-        .clone()
-        .or_else(|| settings.verify_key_for(&remote.registry).map(PathBuf::from))
-    else {
-        return Ok(None);
-    };
-    let key = signing::PublicKey::load(&key_path)?;
-    let f = client.get_manifest(remote).await?;
-    let m =
-        modelpack_common::manifest::Manifest::parse(&f.bytes, &format!("manifest of {remote}"))?;
-    let bundles: Vec<(String, Vec<u8>)> =
-        signing::referrer::fetch_remote(client, remote, &f.digest)
-            .await?
-            .into_iter()
-            .map(|(d, _, b)| (format!("signature {d}"), b))
-            .collect();
-    let pinned = modelpack_common::Reference {
-        digest: Some(f.digest.clone()),
-        ..remote.clone()
-    };
-    match signing::files_from_raw_manifest(&m)? {
-        Some(files) => {
-            signing::verify_any(&bundles, &key, &files, &remote.to_string())?;
-            Ok(Some((pinned, false, key, bundles)))
-        }
-        None => {
-            if args.extract_from_remote {
-                anyhow::bail!(
-                    "{remote} has tar layers, whose files are known only from their bytes: --verify-key needs them in the store first (drop --extract-from-remote)"
-                );
-            }
-            if bundles.is_empty() {
-                signing::verify_any(&bundles, &key, &Default::default(), &remote.to_string())?;
-            }
-            Ok(Some((pinned, true, key, bundles)))
-        }
-    }
-}
-
 pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
     let client = args.registry.client(&ctx)?;
     if args.containerd {
         return pull_containerd(&args, &ctx, &client, &remote).await;
     }
-    let verified = verify_first(&args, &client, &remote).await?;
+    let verified = super::verify::before_pull(
+        args.verify_key.as_deref(),
+        args.extract_from_remote,
+        &client,
+        &remote,
+    )
+    .await?;
     let remote = match &verified {
         Some((pinned, _, _, _)) => pinned.clone(),
         None => remote,

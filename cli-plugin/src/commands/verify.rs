@@ -149,3 +149,65 @@ fn finish(
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// What [`before_pull`] checked: the pull pinned to the verified digest,
+/// whether the files must still be checked after download (tar layers), the
+/// key and the signatures found.
+pub type Verified = (
+    modelpack_common::Reference,
+    bool,
+    modelpack_common::signing::PublicKey,
+    Vec<(String, Vec<u8>)>,
+);
+
+/// With a verify key: checks the model's signature before any blob is
+/// fetched where every layer is raw (the manifest's digests are the files'),
+/// and pins the pull to the verified manifest digest. Returns the pinned
+/// reference and whether the files must still be checked after download
+/// (tar layers, whose files are known only from their bytes).
+pub async fn before_pull(
+    verify_key: Option<&std::path::Path>,
+    straight_to_dir: bool,
+    client: &modelpack_common::registry::RegistryClient,
+    remote: &modelpack_common::Reference,
+) -> Result<Option<Verified>> {
+    use modelpack_common::signing;
+    let settings = modelpack_common::settings::Settings::load()?;
+    let Some(key_path) = verify_key
+        .map(std::path::Path::to_path_buf)
+        .or_else(|| settings.verify_key_for(&remote.registry).map(PathBuf::from))
+    else {
+        return Ok(None);
+    };
+    let key = signing::PublicKey::load(&key_path)?;
+    let f = client.get_manifest(remote).await?;
+    let m =
+        modelpack_common::manifest::Manifest::parse(&f.bytes, &format!("manifest of {remote}"))?;
+    let bundles: Vec<(String, Vec<u8>)> =
+        signing::referrer::fetch_remote(client, remote, &f.digest)
+            .await?
+            .into_iter()
+            .map(|(d, _, b)| (format!("signature {d}"), b))
+            .collect();
+    let pinned = modelpack_common::Reference {
+        digest: Some(f.digest.clone()),
+        ..remote.clone()
+    };
+    match signing::files_from_raw_manifest(&m)? {
+        Some(files) => {
+            signing::verify_any(&bundles, &key, &files, &remote.to_string())?;
+            Ok(Some((pinned, false, key, bundles)))
+        }
+        None => {
+            if straight_to_dir {
+                anyhow::bail!(
+                    "{remote} has tar layers, whose files are known only from their bytes: --verify-key needs them in the store first (use `pull` into the store, without --extract-from-remote)"
+                );
+            }
+            if bundles.is_empty() {
+                signing::verify_any(&bundles, &key, &Default::default(), &remote.to_string())?;
+            }
+            Ok(Some((pinned, true, key, bundles)))
+        }
+    }
+}
