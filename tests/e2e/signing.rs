@@ -68,42 +68,29 @@ fn model_signing() -> String {
 }
 
 fn keys(env: &Env, name: &str, curve: &str, pkcs8: bool) -> (PathBuf, PathBuf) {
-    let (private, public) = (
-        env.path(&format!("{name}.pem")),
-        env.path(&format!("{name}.pub")),
-    );
-    if pkcs8 {
-        ok(
-            Command::new("openssl")
-                .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
-                .arg(format!("ec_paramgen_curve:{curve}"))
-                .arg("-out")
-                .arg(&private)
-                .output()
-                .unwrap(),
-            "openssl genpkey",
-        );
+    modelpack_e2e::ec_keypair(env.dir.path(), name, curve, pkcs8)
+}
+
+/// `model_signing verify key DIR`: its output when it fails.
+fn ms_verify(ms: &str, dir: &Path, sig: &Path, public: &Path) -> Result<(), String> {
+    let out = Command::new(ms)
+        .args(["verify", "key"])
+        .arg(dir)
+        .arg("--signature")
+        .arg(sig)
+        .arg("--public_key")
+        .arg(public)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(())
     } else {
-        ok(
-            Command::new("openssl")
-                .args(["ecparam", "-genkey", "-noout", "-name", curve, "-out"])
-                .arg(&private)
-                .output()
-                .unwrap(),
-            "openssl ecparam",
-        );
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
-    ok(
-        Command::new("openssl")
-            .args(["ec", "-pubout", "-in"])
-            .arg(&private)
-            .arg("-out")
-            .arg(&public)
-            .output()
-            .unwrap(),
-        "openssl ec -pubout",
-    );
-    (private, public)
 }
 
 fn sample(dir: &Path, tag: &str) {
@@ -217,38 +204,14 @@ fn our_signatures_verify_with_model_signing_and_theirs_with_us() {
     assert!(!wrong.exists() || modelpack_e2e::files_under(&wrong).is_empty());
     // The signature came along with the pull: verify works offline.
     env.run("s2", &["verify", &r, "--key", pub256.to_str().unwrap()]);
-    ok(
-        Command::new(&ms)
-            .args(["verify", "key"])
-            .arg(&out)
-            .arg("--signature")
-            .arg(&sig)
-            .arg("--public_key")
-            .arg(&pub256)
-            .output()
-            .unwrap(),
-        "model_signing verify key on our extracted model",
-    );
+    ms_verify(&ms, &out, &sig, &pub256).expect("model_signing verify key on our extracted model");
     // One byte changed: both tools refuse, naming the file.
     let victim = out.join("config.json");
     let mut bytes = std::fs::read(&victim).unwrap();
     bytes[2] ^= 1;
     std::fs::write(&victim, bytes).unwrap();
-    let theirs = Command::new(&ms)
-        .args(["verify", "key"])
-        .arg(&out)
-        .arg("--signature")
-        .arg(&sig)
-        .arg("--public_key")
-        .arg(&pub256)
-        .output()
-        .unwrap();
-    assert!(!theirs.status.success());
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&theirs.stdout),
-        String::from_utf8_lossy(&theirs.stderr)
-    );
+    let said =
+        ms_verify(&ms, &out, &sig, &pub256).expect_err("model_signing accepted a changed file");
     assert!(said.contains("config.json"), "model_signing: {said}");
     let err = fails(
         env.mp("s2")
@@ -437,18 +400,8 @@ fn tar_builds_are_signed_from_their_files_and_checked_after_download() {
             out.to_str().unwrap(),
         ],
     );
-    ok(
-        Command::new(&ms)
-            .args(["verify", "key"])
-            .arg(&out)
-            .arg("--signature")
-            .arg(&sig)
-            .arg("--public_key")
-            .arg(&public)
-            .output()
-            .unwrap(),
-        "model_signing verify key on an extracted tar build",
-    );
+    ms_verify(&ms, &out, &sig, &public)
+        .expect("model_signing verify key on an extracted tar build");
     let err = fails(
         env.mp("s3")
             .args([

@@ -666,35 +666,7 @@ fn containerd_attaches_only_models_the_node_signing_policy_accepts() {
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().to_path_buf();
     let reg = Registry::start(&t.join("reg"), Auth::None);
-    let key = |name: &str| {
-        let (private, public) = (t.join(format!("{name}.pem")), t.join(format!("{name}.pub")));
-        ok(
-            Command::new("openssl")
-                .args([
-                    "ecparam",
-                    "-genkey",
-                    "-noout",
-                    "-name",
-                    "prime256v1",
-                    "-out",
-                ])
-                .arg(&private)
-                .output()
-                .unwrap(),
-            "openssl ecparam",
-        );
-        ok(
-            Command::new("openssl")
-                .args(["ec", "-pubout", "-in"])
-                .arg(&private)
-                .arg("-out")
-                .arg(&public)
-                .output()
-                .unwrap(),
-            "openssl ec -pubout",
-        );
-        (private, public)
-    };
+    let key = |name: &str| modelpack_e2e::ec_keypair(&t, name, "prime256v1", false);
     let (release, release_pub) = key("release");
     let (other, _) = key("other");
     std::fs::write(

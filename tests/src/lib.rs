@@ -136,3 +136,37 @@ pub fn python() -> String {
     }
     "python3".into()
 }
+
+/// An EC key pair made with openssl in `dir`: `NAME.pem` (SEC1, or PKCS#8
+/// with `pkcs8`) and `NAME.pub` (SubjectPublicKeyInfo). `curve` is openssl's
+/// name (`prime256v1`, `secp384r1`, `secp521r1`).
+pub fn ec_keypair(dir: &Path, name: &str, curve: &str, pkcs8: bool) -> (PathBuf, PathBuf) {
+    let (private, public) = (
+        dir.join(format!("{name}.pem")),
+        dir.join(format!("{name}.pub")),
+    );
+    let mut keygen = Command::new("openssl");
+    if pkcs8 {
+        keygen
+            .args(["genpkey", "-algorithm", "EC", "-pkeyopt"])
+            .arg(format!("ec_paramgen_curve:{curve}"))
+            .arg("-out");
+    } else {
+        keygen.args(["ecparam", "-genkey", "-noout", "-name", curve, "-out"]);
+    }
+    ok(
+        keygen.arg(&private).output().unwrap(),
+        "openssl: generate a key",
+    );
+    ok(
+        Command::new("openssl")
+            .args(["ec", "-pubout", "-in"])
+            .arg(&private)
+            .arg("-out")
+            .arg(&public)
+            .output()
+            .unwrap(),
+        "openssl ec -pubout",
+    );
+    (private, public)
+}

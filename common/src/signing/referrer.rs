@@ -5,7 +5,7 @@
 //! local store beside the model (so `push` carries them) and in registries
 //! through the referrers API or the tag schema fallback.
 
-use crate::chunkindex::referrer::{entry_for, parse_list, subject_of, tag_for};
+use crate::chunkindex::referrer::{parse_list, subject_of, tag_for};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
 use crate::manifest::{Descriptor, Manifest};
@@ -102,31 +102,15 @@ pub async fn publish(
             .push_blob_bytes(remote, &store.read_blob(&l.digest)?)
             .await?;
     }
-    let digest = Digest::of(bytes);
-    let (got, tracked) = client
-        .put_manifest_detail(
-            &remote.with_digest(digest.clone()),
-            bytes,
-            media::OCI_MANIFEST,
-        )
-        .await?;
-    if got != digest {
-        return Err(Error::DigestMismatch {
-            what: format!("signature referrer pushed to {remote}"),
-            expected: digest.to_string(),
-            actual: got.to_string(),
-        });
-    }
-    if !tracked {
-        crate::transfer::referrers::update_tag_schema(
-            client,
-            remote,
-            &subject.digest,
-            entry_for(bytes, &m),
-        )
-        .await?;
-    }
-    Ok(digest)
+    crate::transfer::referrers::put_referrer_manifest(
+        client,
+        remote,
+        bytes,
+        &m,
+        &subject.digest,
+        "signature referrer",
+    )
+    .await
 }
 
 /// Every referrer of `subject` in `remote`'s repository (referrers API, else tag schema).

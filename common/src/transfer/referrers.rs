@@ -50,6 +50,29 @@ pub async fn publish(
         let data = blob(&l.digest)?;
         client.push_blob_bytes(remote, &data).await?;
     }
+    put_referrer_manifest(
+        client,
+        remote,
+        bytes,
+        &m,
+        &subject.digest,
+        "chunk index referrer",
+    )
+    .await
+}
+
+/// Puts a referrer manifest (its blobs already pushed) by digest, checks
+/// the digest the registry answered, and adds it to the subject's tag
+/// schema index unless the registry said it tracks subjects. Shared by
+/// chunk index and signature referrers.
+pub(crate) async fn put_referrer_manifest(
+    client: &RegistryClient,
+    remote: &Reference,
+    bytes: &[u8],
+    m: &Manifest,
+    subject: &Digest,
+    what: &str,
+) -> Result<Digest> {
     let digest = Digest::of(bytes);
     let (got, tracked) = client
         .put_manifest_detail(
@@ -60,19 +83,13 @@ pub async fn publish(
         .await?;
     if got != digest {
         return Err(Error::DigestMismatch {
-            what: format!("chunk index referrer pushed to {remote}"),
+            what: format!("{what} pushed to {remote}"),
             expected: digest.to_string(),
             actual: got.to_string(),
         });
     }
     if !tracked {
-        update_tag_schema(
-            client,
-            remote,
-            &subject.digest,
-            referrer::entry_for(bytes, &m),
-        )
-        .await?;
+        update_tag_schema(client, remote, subject, referrer::entry_for(bytes, m)).await?;
     }
     Ok(digest)
 }
@@ -80,7 +97,7 @@ pub async fn publish(
 /// Adds `entry` to the `sha256-<hex>` tag index of `subject`, keeping every
 /// entry already there (other tools' signatures, SBOMs). Two concurrent
 /// updaters can still lose one entry: the schema has no compare-and-swap.
-pub(crate) async fn update_tag_schema(
+async fn update_tag_schema(
     client: &RegistryClient,
     remote: &Reference,
     subject: &Digest,
