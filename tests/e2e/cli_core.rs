@@ -122,6 +122,67 @@ fn build_validate_extract_reproduces_every_file() {
 }
 
 #[test]
+fn extract_refuses_to_replace_a_changed_file_unless_forced() {
+    let env = Env::new();
+    let model = env.model("model");
+    let mf = modelfile(&env, &model);
+    env.run(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/t/x:v1",
+        "-f",
+        mf.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
+    let out = env.path("out");
+    std::fs::create_dir_all(out.join("scripts")).unwrap();
+    std::fs::write(out.join("config.json"), b"my own notes").unwrap();
+    std::fs::create_dir_all(out.join("scripts/run.sh")).unwrap();
+    let res = env
+        .mp()
+        .args([
+            "extract",
+            "localhost/t/x:v1",
+            "--output",
+            out.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("config.json has other content")
+            && err.contains("scripts/run.sh is a directory")
+            && err.contains("--force"),
+        "{err}"
+    );
+    // Nothing was written: the user's file is intact and no model file appeared.
+    assert_eq!(
+        std::fs::read(out.join("config.json")).unwrap(),
+        b"my own notes"
+    );
+    assert!(!out.join("generation_config.json").exists());
+    // An identical file is no conflict; --force replaces what differs.
+    std::fs::remove_dir(out.join("scripts/run.sh")).unwrap();
+    env.run(&[
+        "extract",
+        "localhost/t/x:v1",
+        "--output",
+        out.to_str().unwrap(),
+        "--force",
+    ]);
+    assert_same_tree(&model, &out);
+    std::fs::copy(model.join("config.json"), out.join("config.json")).unwrap();
+    env.run(&[
+        "extract",
+        "localhost/t/x:v1",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+}
+
+#[test]
 fn inspect_digest_is_the_stored_bytes_and_ls_tag_rm_prune_work() {
     let env = Env::new();
     let model = env.model("model");

@@ -48,6 +48,17 @@ impl Env {
     fn mp(&self) -> Command {
         self.mp_store("store")
     }
+    /// Another program with this environment (the store, docker config, PATH).
+    fn mp_cmd(&self, program: &str) -> Command {
+        let mut c = Command::new(program);
+        for (k, v) in self.mp_store("store").get_envs() {
+            match v {
+                Some(v) => c.env(k, v),
+                None => c.env_remove(k),
+            };
+        }
+        c
+    }
     fn run(&self, args: &[&str]) -> String {
         ok(self.mp().args(args).output().unwrap(), &args.join(" "))
     }
@@ -298,6 +309,111 @@ fn feed(mut child: std::process::Child, input: &str) -> std::process::Output {
         .write_all(input.as_bytes())
         .unwrap();
     child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_registry_that_is_not_running_fails_fast_with_a_hint_and_no_colour() {
+    let env = Env::new();
+    let port = modelpack_e2e::free_port();
+    let started = std::time::Instant::now();
+    let out = env
+        .mp()
+        .args(["pull", &format!("127.0.0.1:{port}/m/x:v1")])
+        .env_remove("NO_COLOR")
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(&format!(
+            "cannot connect to 127.0.0.1:{port} (connection refused) — is the registry running?"
+        )),
+        "{err}"
+    );
+    assert!(!err.contains("retrying") && !err.contains('\x1b'), "{err}");
+    assert!(took < std::time::Duration::from_secs(3), "took {took:?}");
+}
+
+#[test]
+fn login_prompts_like_docker_and_never_echoes_the_password() {
+    let env = Env::new();
+    let reg = Registry::start(
+        &env.path("reg"),
+        Auth::Htpasswd {
+            user: "alice".into(),
+            password: "s3cret-pw".into(),
+        },
+    );
+    // A real terminal: python's pty, typing as a person would.
+    let script = r#"
+import os, pty, sys, time
+argv = sys.argv[1:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(argv[0], argv)
+out = b""
+def until(token, limit=20):
+    global out
+    end = time.time() + limit
+    while token not in out and time.time() < end:
+        try:
+            out += os.read(fd, 1024)
+        except OSError:
+            break
+until(b"Username:")
+os.write(fd, b"alice\n")
+until(b"Password:")
+time.sleep(0.2)
+os.write(fd, PASSWORD + b"\n")
+while True:
+    try:
+        chunk = os.read(fd, 1024)
+    except OSError:
+        break
+    if not chunk:
+        break
+    out += chunk
+_, status = os.waitpid(pid, 0)
+sys.stdout.write(out.decode(errors="replace"))
+sys.exit(os.waitstatus_to_exitcode(status))
+"#;
+    let run = |password: &str| {
+        let s = script.replace("PASSWORD", &format!("b{password:?}"));
+        env.mp_cmd(&modelpack_e2e::python())
+            .args(["-c", &s, BIN, "login", &reg.host])
+            .output()
+            .unwrap()
+    };
+    let good = run("s3cret-pw");
+    let text = String::from_utf8_lossy(&good.stdout);
+    assert!(
+        good.status.success() && text.contains("Login Succeeded"),
+        "{text}\n{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert!(
+        !text.contains("s3cret-pw"),
+        "the password was echoed: {text}"
+    );
+    let bad = run("not-it");
+    let text = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("wrong username or password for {}", reg.host)),
+        "{text}"
+    );
+    // -p works and warns, as docker does.
+    let out = env
+        .mp()
+        .args(["login", &reg.host, "-u", "alice", "-p", "s3cret-pw"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("Using --password via the CLI is insecure"),
+        "{err}"
+    );
 }
 
 #[test]

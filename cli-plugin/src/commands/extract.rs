@@ -22,6 +22,9 @@ pub struct ExtractArgs {
     /// Do not apply mode and mtime from the artifact
     #[arg(long)]
     pub no_metadata: bool,
+    /// Replace files in DIR whose content differs (else refused before anything is written)
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
@@ -31,6 +34,7 @@ pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
     let opts = ExtractOptions {
         apply_metadata: !args.no_metadata,
         concurrency: args.concurrency,
+        force: args.force,
     };
     let out = args.output.clone();
     let stats =

@@ -26,6 +26,9 @@ pub struct FetchArgs {
     /// registry's verify-key in the config file]
     #[arg(long, value_name = "PUB.pem")]
     pub verify_key: Option<PathBuf>,
+    /// Replace files in DIR whose content differs (else refused before anything is written)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -47,6 +50,7 @@ pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
         &args.output,
         &args.patterns,
         args.registry.concurrency,
+        args.force,
         &bars,
     )
     .await;

@@ -34,10 +34,19 @@ fn host(s: &str) -> String {
 }
 
 pub async fn login(args: LoginArgs, ctx: Ctx) -> Result<ExitCode> {
+    use std::io::IsTerminal;
     let registry = host(&args.registry);
     let mut ra = args.registry_args.clone();
+    if ra.password.is_some() {
+        // docker's own warning: the password is in the shell history and `ps`.
+        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+    }
+    let interactive = std::io::stdin().is_terminal();
+    if ra.username.is_none() && ra.identity_token.is_none() && interactive {
+        ra.username = Some(read_username()?);
+    }
     if ra.username.is_some() && ra.password.is_none() && !ra.password_stdin {
-        ra.password = Some(read_password()?);
+        ra.password = Some(read_password(interactive)?);
     }
     let opts = ra.credential_options(&ctx)?;
     let cred = opts.explicit.clone().context(
@@ -87,7 +96,24 @@ async fn verify(
     Ok(())
 }
 
-fn read_password() -> Result<String> {
+fn read_username() -> Result<String> {
+    eprint!("Username: ");
+    let mut s = String::new();
+    std::io::stdin()
+        .read_line(&mut s)
+        .context("cannot read the username")?;
+    let u = s.trim().to_string();
+    if u.is_empty() {
+        anyhow::bail!("a username is required");
+    }
+    Ok(u)
+}
+
+/// The password without echo on a terminal; a line of stdin otherwise.
+fn read_password(interactive: bool) -> Result<String> {
+    if interactive {
+        return rpassword::prompt_password("Password: ").context("cannot read the password");
+    }
     eprint!("Password: ");
     let mut s = String::new();
     std::io::stdin()

@@ -21,6 +21,9 @@ pub struct PullArgs {
     /// Also extract the files into DIR
     #[arg(long, value_name = "DIR")]
     pub extract_dir: Option<PathBuf>,
+    /// Replace files in --extract-dir whose content differs (else refused before anything is written)
+    #[arg(long, requires = "extract_dir")]
+    pub force: bool,
     /// Stream files straight into --extract-dir, keeping nothing in the store
     #[arg(long, requires = "extract_dir")]
     pub extract_from_remote: bool,
@@ -64,6 +67,7 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
             &remote,
             &dir,
             args.registry.concurrency,
+            args.force,
             &bars,
         )
         .await
@@ -99,6 +103,7 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
         let dir = dir.clone();
         let opts = ExtractOptions {
             concurrency: args.registry.concurrency,
+            force: args.force,
             ..Default::default()
         };
         r.extract = Some(

@@ -51,6 +51,9 @@ pub struct ExtractOptions {
     /// Apply mode and mtime from the metadata annotation / tar headers.
     pub apply_metadata: bool,
     pub concurrency: usize,
+    /// Replace files already in the output whose content differs (else such
+    /// an extraction is refused before anything is written).
+    pub force: bool,
 }
 
 impl Default for ExtractOptions {
@@ -58,6 +61,7 @@ impl Default for ExtractOptions {
         ExtractOptions {
             apply_metadata: true,
             concurrency: 4,
+            force: false,
         }
     }
 }
@@ -203,6 +207,62 @@ impl Target {
             dirs.remove(rel);
             self.root.remove_empty_dir(rel);
         }
+    }
+
+    /// Refuses, before anything is written, an extraction that would replace
+    /// a file whose content differs from the layer's (or a directory or link
+    /// where a file goes), unless [`ExtractOptions::force`]. An identical file
+    /// (same bytes) is no conflict. Raw layers are checked; a tar layer's
+    /// entries are known only while it is read (its staging rolls back).
+    pub fn check_overwrites(&self, layers: &[Descriptor]) -> Result<()> {
+        if self.opts.force {
+            return Ok(());
+        }
+        let mut conflicts = Vec::new();
+        for layer in layers {
+            if layer_format(layer) != LayerFormat::Raw {
+                continue;
+            }
+            let rel = raw_rel_path(layer)?;
+            let (parent, fname) = split(&rel);
+            let Ok(dir) = self.root.subdir(parent, false, None) else {
+                continue;
+            };
+            let why = match dir.kind(fname)? {
+                None => continue,
+                Some(EntryKind::Dir) => "is a directory",
+                Some(EntryKind::Symlink) | Some(EntryKind::Other) => "is not a regular file",
+                Some(EntryKind::File { size }) => {
+                    let mtime = layer.file_metadata().and_then(|m| m.mtime_unix());
+                    if already_extracted(&dir, fname, &layer.digest, layer.size, mtime) {
+                        continue;
+                    }
+                    if size == layer.size {
+                        let f = dir.open_file(fname, false)?;
+                        let mut h = HashingReader::new(f);
+                        io::copy(&mut h, &mut io::sink()).ctx("read", dir.shown(fname))?;
+                        if h.finish().0 == layer.digest {
+                            continue;
+                        }
+                    }
+                    "has other content"
+                }
+            };
+            conflicts.push(format!("{} {why}", shown(&rel.display().to_string())));
+        }
+        if conflicts.is_empty() {
+            return Ok(());
+        }
+        let n = conflicts.len();
+        conflicts.truncate(10);
+        Err(Error::Invalid(format!(
+            "{} would replace {n} existing file{} in {}: {}{}\nhint: pass --force to replace them, or extract into an empty directory",
+            "extracting",
+            if n == 1 { "" } else { "s" },
+            self.path().display(),
+            conflicts.join("; "),
+            if n > 10 { " …" } else { "" }
+        )))
     }
 
     /// True when the raw layer's file is already in place, unchanged since we wrote it.
@@ -365,6 +425,7 @@ pub fn extract_from_store(
 ) -> Result<ExtractStats> {
     check_layer_paths(&manifest.layers)?;
     let target = Target::open(out, opts)?;
+    target.check_overwrites(&manifest.layers)?;
     let layers = &manifest.layers;
     let next = AtomicUsize::new(0);
     let results = Mutex::new(Vec::new());

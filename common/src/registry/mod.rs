@@ -107,6 +107,10 @@ struct Inner {
     /// One token fetch at a time per auth key: concurrent blobs share it.
     auth_locks: Mutex<HashMap<(String, String), AuthLock>>,
     endpoints: Mutex<HashMap<String, Arc<Vec<Endpoint>>>>,
+    /// Origins that have answered at least once: a connection refused there
+    /// is a restart worth retrying; before that, on loopback, it is a registry
+    /// that is not running, said at once.
+    reached: Mutex<std::collections::HashSet<String>>,
 }
 
 /// The scopes a request needs.
@@ -143,6 +147,32 @@ impl From<Error> for Attempt {
     }
 }
 
+enum ConnectFailure {
+    Refused,
+    Unresolvable,
+}
+
+/// Why a request could not connect, where that decides whether to retry.
+fn connect_failure(e: &reqwest::Error) -> Option<ConnectFailure> {
+    if !e.is_connect() {
+        return None;
+    }
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(io) = s.downcast_ref::<std::io::Error>()
+            && io.kind() == std::io::ErrorKind::ConnectionRefused
+        {
+            return Some(ConnectFailure::Refused);
+        }
+        let text = s.to_string();
+        if text.contains("failed to lookup address") || text.contains("Name or service not known") {
+            return Some(ConnectFailure::Unresolvable);
+        }
+        source = s.source();
+    }
+    None
+}
+
 pub(crate) fn transient(registry: &str, e: reqwest::Error) -> Attempt {
     Attempt {
         err: Error::Registry {
@@ -163,6 +193,7 @@ impl RegistryClient {
                 auth: Mutex::new(HashMap::new()),
                 auth_locks: Mutex::new(HashMap::new()),
                 endpoints: Mutex::new(HashMap::new()),
+                reached: Mutex::new(std::collections::HashSet::new()),
             }),
         })
     }
@@ -280,15 +311,24 @@ impl RegistryClient {
         let resp = self.dispatch(r, ep, build, Some(&header)).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             foreign_challenge(ep, &resp)?;
-            let message = if cred.is_some() {
-                "the registry rejected the credentials"
+            // A wrong password is said as such; only a missing one asks for a login.
+            let (message, hint) = if cred.is_some() {
+                (
+                    format!(
+                        "wrong username or password for {host} (the registry rejected the credentials)"
+                    ),
+                    None,
+                )
             } else {
-                "the registry requires credentials"
+                (
+                    "the registry requires credentials".to_string(),
+                    Some(format!("run `docker login {host}` (or pass -u/-p) first")),
+                )
             };
             return Err(Error::Auth {
                 registry: host.clone(),
-                message: message.into(),
-                hint: Some(format!("run `docker login {host}` (or pass -u/-p) first")),
+                message,
+                hint,
             }
             .into());
         }
@@ -322,10 +362,41 @@ impl RegistryClient {
             ),
             None => {}
         }
-        let resp = client
-            .execute(req)
-            .await
-            .map_err(|e| transient(&r.registry, e))?;
+        let host = req.url().host_str().unwrap_or_default().to_string();
+        let hostport = match req.url().port_or_known_default() {
+            Some(p) => format!("{host}:{p}"),
+            None => host.clone(),
+        };
+        let resp = match client.execute(req).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                let never_answered = !self.inner.reached.lock().unwrap().contains(&ep.origin);
+                return Err(match connect_failure(&e) {
+                    Some(ConnectFailure::Refused)
+                        if never_answered && crate::reference::is_loopback_host(&host) =>
+                    {
+                        Attempt {
+                            err: Error::Registry {
+                                registry: r.registry.clone(),
+                                message: format!(
+                                    "cannot connect to {hostport} (connection refused) — is the registry running?"
+                                ),
+                            },
+                            retry: false,
+                        }
+                    }
+                    Some(ConnectFailure::Unresolvable) => Attempt {
+                        err: Error::Registry {
+                            registry: r.registry.clone(),
+                            message: format!("cannot resolve {host} — is the registry name right?"),
+                        },
+                        retry: false,
+                    },
+                    _ => transient(&r.registry, e),
+                });
+            }
+        };
+        self.inner.reached.lock().unwrap().insert(ep.origin.clone());
         tracing::debug!(registry = %r.registry, status = %resp.status(), "registry response");
         Ok(resp)
     }
@@ -337,6 +408,7 @@ impl RegistryClient {
         Fut: std::future::Future<Output = std::result::Result<T, Attempt>>,
     {
         use backon::{ExponentialBuilder, Retryable};
+        let retries = std::sync::atomic::AtomicUsize::new(0);
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(200))
             .with_max_delay(Duration::from_secs(10))
@@ -346,7 +418,15 @@ impl RegistryClient {
             .sleep(tokio::time::sleep)
             .when(|a: &Attempt| a.retry)
             .notify(|a: &Attempt, wait: Duration| {
-                tracing::warn!("{what}: {} (retrying in {:.1}s)", a.err, wait.as_secs_f64())
+                // One line by default; each retry at debug.
+                if retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+                    tracing::warn!(
+                        "{what}: {}; retrying (up to {} times)",
+                        a.err,
+                        self.inner.opts.retries
+                    );
+                }
+                tracing::debug!("{what}: {} (retrying in {:.1}s)", a.err, wait.as_secs_f64())
             })
             .await
             .map_err(|a| a.err)

@@ -222,13 +222,27 @@ pub async fn pull_to_dir(
     remote: &Reference,
     out: &Path,
     concurrency: usize,
+    force: bool,
     progress: &dyn TransferProgress,
 ) -> Result<PullReport> {
-    fetch_to_dir(client, store, remote, out, &[], concurrency, progress).await
+    fetch_to_dir(
+        client,
+        store,
+        remote,
+        out,
+        &[],
+        concurrency,
+        force,
+        progress,
+    )
+    .await
 }
 
 /// Like [`pull_to_dir`], restricted to layers whose file path matches one of
-/// `patterns` (globs with `**`); each matching layer is fetched once.
+/// `patterns` (globs with `**`); each matching layer is fetched once. An
+/// existing file with other content is refused before anything moves,
+/// unless `force`.
+#[allow(clippy::too_many_arguments)]
 pub async fn fetch_to_dir(
     client: &RegistryClient,
     store: &Store,
@@ -236,6 +250,7 @@ pub async fn fetch_to_dir(
     out: &Path,
     patterns: &[String],
     concurrency: usize,
+    force: bool,
     progress: &dyn TransferProgress,
 ) -> Result<PullReport> {
     let (_, digest, manifest) = fetch_manifest(client, remote).await?;
@@ -270,7 +285,14 @@ pub async fn fetch_to_dir(
             None => by_digest.push((l.clone(), vec![l])),
         }
     }
-    let target = Arc::new(Target::open(out, &ExtractOptions::default())?);
+    let target = Arc::new(Target::open(
+        out,
+        &ExtractOptions {
+            force,
+            ..Default::default()
+        },
+    )?);
+    target.check_overwrites(&selected)?;
     let _lease = store.lease()?;
     let scratch = Arc::new(store.scratch()?);
     let results: Result<Vec<(bool, u64, ExtractStats)>> =
