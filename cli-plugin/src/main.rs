@@ -82,6 +82,7 @@ fn main() -> ExitCode {
         }
     };
     let ctx = commands::Ctx::new(&args.global, &inv);
+    let json = args.global.json;
     let result = runtime.block_on(async {
         tokio::select! {
             r = commands::run(args.command, ctx) => r,
@@ -91,7 +92,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            print_error(&e);
+            if json {
+                print_json_error(&e);
+            } else {
+                print_error(&e);
+            }
             if matches!(
                 e.downcast_ref::<modelpack_common::Error>(),
                 Some(modelpack_common::Error::Cancelled)
@@ -113,6 +118,24 @@ async fn cancelled() {
         _ = term.recv() => {}
         _ = plugin::wait_for_cli_cancel() => {}
     }
+}
+
+/// Under `--json`: `{"error": {"message", "causes", "hint"}}` on stderr (the
+/// same exit code), so a pipeline parses failures like results.
+fn print_json_error(e: &anyhow::Error) {
+    let full = e.to_string();
+    let (message, hint) = match full.split_once("\nhint: ") {
+        Some((m, h)) => (m.to_string(), Some(h.to_string())),
+        None => (full.clone(), None),
+    };
+    let causes: Vec<String> = e
+        .chain()
+        .skip(1)
+        .map(|c| c.to_string())
+        .filter(|c| !full.contains(c.as_str()))
+        .collect();
+    let body = serde_json::json!({"error": {"message": message, "causes": causes, "hint": hint}});
+    eprintln!("{body}");
 }
 
 /// `error: …` with the cause chain; a `hint:` line is part of the message where one helps.

@@ -183,6 +183,49 @@ fn extract_refuses_to_replace_a_changed_file_unless_forced() {
 }
 
 #[test]
+fn json_output_covers_tag_and_rm_and_errors_are_json_too() {
+    let env = Env::new();
+    let model = env.model("model");
+    let mf = modelfile(&env, &model);
+    let digest = env.run(&[
+        "build",
+        "-q",
+        "-t",
+        "localhost/t/j:v1",
+        "-f",
+        mf.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
+    let digest = digest.trim();
+    let tagged: serde_json::Value =
+        serde_json::from_str(&env.run(&["--json", "tag", "localhost/t/j:v1", "localhost/t/j:v2"]))
+            .unwrap();
+    assert_eq!(tagged["reference"], "localhost/t/j:v2");
+    assert_eq!(tagged["digest"], digest);
+    let removed: serde_json::Value =
+        serde_json::from_str(&env.run(&["--json", "rm", "localhost/t/j:v2"])).unwrap();
+    assert_eq!(removed["removed"][0]["reference"], "localhost/t/j:v2");
+    assert_eq!(removed["removed"][0]["removed"], 1);
+    let out = env
+        .mp()
+        .args(["--json", "inspect", "localhost/t/nope:v1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err: serde_json::Value = serde_json::from_slice(&out.stderr)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not found"),
+        "{err}"
+    );
+    assert!(err["error"]["hint"].is_string(), "{err}");
+}
+
+#[test]
 fn inspect_digest_is_the_stored_bytes_and_ls_tag_rm_prune_work() {
     let env = Env::new();
     let model = env.model("model");

@@ -19,9 +19,12 @@ pub struct RmArgs {
 pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
     let store = ctx.store()?;
     let mut failed = false;
+    let mut rows = Vec::new();
     for r in &args.references {
         let reference = parse_ref(r)?;
-        match store.remove(&reference)? {
+        let n = store.remove(&reference)?;
+        rows.push(serde_json::json!({"reference": reference.to_string(), "removed": n}));
+        match n {
             0 => {
                 eprintln!(
                     "error: {reference} is not in the local store\nhint: run `{} ls` to see stored models",
@@ -38,7 +41,9 @@ pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
     // A chunk index referrer keeps its model alive in prune; once nothing
     // else names the model, its referrers go with it.
     modelpack_common::chunkindex::local::drop_orphans(&store)?;
-    if !failed {
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({"removed": rows}))?;
+    } else if !failed {
         ctx.out.status(format!(
             "run `{} prune` to free unreferenced blobs",
             ctx.display_name

@@ -23,6 +23,14 @@ pub async fn run(args: TagArgs, ctx: Ctx) -> Result<ExitCode> {
     let store = ctx.store()?;
     let desc = store.resolve(&src)?;
     store.tag(&dst, &desc)?;
-    ctx.out.status(format!("tagged {} as {dst}", desc.digest));
+    if ctx.out.json {
+        ctx.out.print_json(&serde_json::json!({
+            "reference": dst.to_string(),
+            "source": src.to_string(),
+            "digest": desc.digest.to_string(),
+        }))?;
+    } else {
+        ctx.out.status(format!("tagged {} as {dst}", desc.digest));
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -67,7 +67,7 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
         }
     };
     if ctx.out.json {
-        ctx.out.print_json(&serde_json::json!({"input": what, "valid": report.is_valid(), "strict": args.strict, "problems": report.problems}))?;
+        ctx.out.print_json(&serde_json::json!({"reference": what, "input": what, "valid": report.is_valid(), "strict": args.strict, "problems": report.problems}))?;
     } else {
         // Problems quote values from the artifact; escape them so a crafted
         // annotation cannot rewrite the terminal (and hide other problems).
