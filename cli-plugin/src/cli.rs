@@ -92,6 +92,11 @@ pub enum Command {
     Verify(crate::commands::verify::VerifyArgs),
     /// List what is attached to a model: chunk indexes, signatures, SBOMs
     Referrers(crate::commands::referrers::ReferrersArgs),
+    /// Print a shell completion script: `source <(modelpack completion bash)`
+    Completion {
+        /// bash, zsh, fish, elvish or powershell
+        shell: clap_complete::Shell,
+    },
     /// Print version information
     Version,
 }

@@ -183,6 +183,19 @@ fn extract_refuses_to_replace_a_changed_file_unless_forced() {
 }
 
 #[test]
+fn completion_scripts_name_every_verb() {
+    let env = Env::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let script = env.run(&["completion", shell]);
+        for verb in ["build", "pull", "push", "sign", "verify", "mount", "referrers"] {
+            assert!(script.contains(verb), "{shell} completion lacks {verb}");
+        }
+    }
+    let out = env.mp().args(["completion", "tcsh"]).output().unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
 fn json_output_covers_tag_and_rm_and_errors_are_json_too() {
     let env = Env::new();
     let model = env.model("model");

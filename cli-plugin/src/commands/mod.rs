@@ -118,6 +118,18 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Sign(a) => sign::run(a, ctx).await,
         Command::Verify(a) => verify::run(a, ctx).await,
         Command::Referrers(a) => referrers::run(a, ctx).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = crate::cli::Cli::command();
+            let name = ctx.display_name.replace(' ', "-");
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut cmd, name, &mut script);
+            // A closed pipe (`| head`) is the reader's choice, not an error.
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(ExitCode::SUCCESS),
+            }
+        }
         Command::Version => {
             version(&ctx)?;
             Ok(ExitCode::SUCCESS)
