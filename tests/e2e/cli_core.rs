@@ -187,7 +187,15 @@ fn completion_scripts_name_every_verb() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {
         let script = env.run(&["completion", shell]);
-        for verb in ["build", "pull", "push", "sign", "verify", "mount", "referrers"] {
+        for verb in [
+            "build",
+            "pull",
+            "push",
+            "sign",
+            "verify",
+            "mount",
+            "referrers",
+        ] {
             assert!(script.contains(verb), "{shell} completion lacks {verb}");
         }
     }
