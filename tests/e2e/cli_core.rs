@@ -183,6 +183,47 @@ fn extract_refuses_to_replace_a_changed_file_unless_forced() {
 }
 
 #[test]
+fn a_mistyped_store_is_not_created_and_a_model_without_weights_is_flagged() {
+    let env = Env::new();
+    let typo = env.path("no-such-store");
+    for args in [
+        vec!["ls"],
+        vec!["inspect", "localhost/t/x:v1"],
+        vec!["extract", "localhost/t/x:v1", "-o", "/tmp/never"],
+    ] {
+        let out = env
+            .mp()
+            .arg("--storage-dir")
+            .arg(&typo)
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(
+            err.contains(&format!("no store at {}", typo.display())),
+            "{args:?}: {err}"
+        );
+        assert!(!typo.exists(), "{args:?} created the store");
+    }
+    let docs = env.path("docs-only");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("README.md"), "# notes\n").unwrap();
+    let out = env
+        .mp()
+        .args(["build", "-t", "localhost/t/docs:v1", docs.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && err.contains("no MODEL layers: is this a model?"),
+        "{err}"
+    );
+    let v = env.run(&["validate", "localhost/t/docs:v1"]);
+    assert!(v.contains("no weight layer"), "{v}");
+}
+
+#[test]
 fn completion_scripts_name_every_verb() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {

@@ -52,6 +52,9 @@ impl Env {
         serde_json::from_str(&self.run(store, &a)).unwrap()
     }
     fn stored_models(&self, store: &str) -> usize {
+        if !self.path(store).join("index.json").exists() {
+            return 0;
+        }
         self.json(store, &["ls"]).as_array().map_or(0, Vec::len)
     }
 }

@@ -102,6 +102,14 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
             }
         })
         .collect();
+    if !files
+        .iter()
+        .any(|f| f.kind == modelpack_common::media::LayerKind::Weight)
+    {
+        ctx.out.status(
+            "warning: no MODEL layers: is this a model? (the Modelfile names no weight file)",
+        );
+    }
     let family = if args.legacy_cnai {
         Family::Cnai
     } else {

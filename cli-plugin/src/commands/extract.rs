@@ -29,7 +29,7 @@ pub struct ExtractArgs {
 
 pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
     let reference = parse_ref(&args.reference)?;
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let loaded = store.load_manifest(&reference)?;
     let opts = ExtractOptions {
         apply_metadata: !args.no_metadata,

@@ -22,7 +22,7 @@ pub async fn run(args: FsckArgs, ctx: Ctx) -> Result<ExitCode> {
     if !ctx.storage_dir.join("oci-layout").exists() {
         anyhow::bail!("no store at {}", ctx.storage_dir.display());
     }
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let repair = args.repair;
     let report = super::blocking(move || Ok(store.fsck(repair)?)).await?;
     let clean = report.is_clean();

@@ -217,7 +217,7 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
     if args.remote {
         return run_remote(args, ctx, reference).await;
     }
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let loaded = store.load_manifest(&reference)?;
     if args.manifest {
         println!("{}", String::from_utf8_lossy(&loaded.bytes));
@@ -273,7 +273,7 @@ async fn run_remote(
     for w in &found.warnings {
         ctx.out.status(format!("warning: {}", esc(w)));
     }
-    let pins = match ctx.store() {
+    let pins = match ctx.existing_store() {
         Ok(store) => local::pins(&store, &fetched.digest)?,
         Err(_) => Vec::new(),
     };

@@ -28,7 +28,7 @@ pub struct Row {
 }
 
 pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let mut rows = Vec::new();
     for e in store.entries()? {
         // Chunk index referrers are part of their model, not models (`inspect` shows them).

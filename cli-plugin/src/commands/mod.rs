@@ -56,6 +56,18 @@ impl Ctx {
         }
     }
 
+    /// The store for verbs that only read it: a directory without a store is
+    /// a mistake (a typo in `--storage-dir`), not an empty store to create.
+    pub fn existing_store(&self) -> Result<Store> {
+        if !self.storage_dir.join("index.json").is_file() {
+            anyhow::bail!(
+                "no store at {}\nhint: build or pull a model first, or check --storage-dir / MODELPACK_HOME",
+                self.storage_dir.display()
+            );
+        }
+        self.store()
+    }
+
     pub fn store(&self) -> Result<Store> {
         Store::open(&self.storage_dir).with_context(|| {
             format!(

@@ -16,7 +16,7 @@ pub struct PruneArgs {
 }
 
 pub async fn run(args: PruneArgs, ctx: Ctx) -> Result<ExitCode> {
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let freed = super::blocking(move || {
         if !args.dry_run {
             // Referrers of models that are gone would keep those models' blobs.

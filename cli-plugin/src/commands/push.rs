@@ -28,7 +28,7 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
         None => local.clone(),
     };
     let client = args.registry.client(&ctx)?;
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     // A registry configured for the legacy identifiers (Harbor ≤ 2.15) gets
     // the model re-labelled: a new manifest (stored locally as the
     // destination), the same blobs.

@@ -33,7 +33,7 @@ pub async fn run(args: ReferrersArgs, ctx: Ctx) -> Result<ExitCode> {
             .await?;
         (f.digest.to_string(), list)
     } else {
-        let store = ctx.store()?;
+        let store = ctx.existing_store()?;
         let loaded = store.load_manifest(&reference)?;
         let mut list = Vec::new();
         for e in store.entries()? {

@@ -17,7 +17,7 @@ pub struct RmArgs {
 }
 
 pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let mut failed = false;
     let mut rows = Vec::new();
     for r in &args.references {

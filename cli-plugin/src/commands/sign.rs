@@ -32,7 +32,7 @@ pub struct SignArgs {
 
 pub async fn run(args: SignArgs, ctx: Ctx) -> Result<ExitCode> {
     let reference = parse_ref(&args.reference)?;
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let loaded = store.load_manifest(&reference)?;
     let (bytes, files) = match (&args.key, &args.attach) {
         (Some(key), _) => {

@@ -20,7 +20,7 @@ pub async fn run(args: TagArgs, ctx: Ctx) -> Result<ExitCode> {
     if dst.digest.is_some() {
         anyhow::bail!("{dst}: the new reference needs a tag, not a digest");
     }
-    let store = ctx.store()?;
+    let store = ctx.existing_store()?;
     let desc = store.resolve(&src)?;
     store.tag(&dst, &desc)?;
     if ctx.out.json {

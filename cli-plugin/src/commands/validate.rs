@@ -35,7 +35,7 @@ fn read(p: &PathBuf) -> Result<Vec<u8>> {
 pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
     let (what, report): (String, Report) = if let Some(r) = &args.reference {
         let reference = parse_ref(r)?;
-        let store = ctx.store()?;
+        let store = ctx.existing_store()?;
         let loaded = store.load_manifest(&reference)?;
         let config = store.read_blob(&loaded.manifest.config.digest)?;
         let sizes = |d: &modelpack_common::Digest| store.blob_size(d);

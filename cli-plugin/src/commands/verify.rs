@@ -74,8 +74,7 @@ pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
         )
     } else {
         let reference = parse_ref(args.reference.as_deref().expect("clap requires one"))?;
-        let store = ctx.store()?;
-        let (digest, manifest) = if args.remote {
+        let (digest, manifest, store) = if args.remote {
             let client = args.registry.client(&ctx)?;
             let f = client.get_manifest(&reference).await?;
             let m = modelpack_common::manifest::Manifest::parse(
@@ -92,13 +91,14 @@ pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
             };
             let files = match signing::files_from_raw_manifest(&m)? {
                 Some(f) => f,
-                None => resources::from_manifest(&store, &m)?,
+                None => resources::from_manifest(&ctx.existing_store()?, &m)?,
             };
             let name = reference.to_string();
             return finish(&ctx, &name, &f.digest.to_string(), &key, &files, &bundles);
         } else {
+            let store = ctx.existing_store()?;
             let loaded = store.load_manifest(&reference)?;
-            (loaded.digest, loaded.manifest)
+            (loaded.digest, loaded.manifest, store)
         };
         let bundles = match &given {
             Some(g) => vec![g.clone()],

@@ -91,6 +91,14 @@ pub fn lint_config(v: &Value, r: &mut Report) {
     }
 }
 
+/// A value as a message shows it: quoted, or "none" when it is missing.
+fn got(v: Option<&str>) -> String {
+    match v {
+        Some(s) => format!("{s:?}"),
+        None => "none".into(),
+    }
+}
+
 /// The spelling of the diffIds key a config uses: `diff_ids` only when that
 /// is what it has, so a camelCase config missing the key is pointed at `diffIds`.
 fn diff_ids_key(config: &Value) -> &'static str {
@@ -122,7 +130,7 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
         other => r.error(
             "manifest:/mediaType",
             Some("L7"),
-            format!("must be {} (got {other:?})", media::OCI_MANIFEST),
+            format!("must be {} (got {})", media::OCI_MANIFEST, got(other)),
         ),
     }
     let at = v.get("artifactType").and_then(Value::as_str);
@@ -135,7 +143,7 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
         _ => r.error(
             "manifest:/artifactType",
             Some("L7"),
-            format!("must be {} (got {at:?})", Family::Cncf.artifact_type()),
+            format!("must be {} (got {})", Family::Cncf.artifact_type(), got(at)),
         ),
     }
     let cmt = v.pointer("/config/mediaType").and_then(Value::as_str);
@@ -149,7 +157,11 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
         r.error(
             "manifest:/config/mediaType",
             Some("L7"),
-            format!("must be {} (got {cmt:?})", Family::Cncf.config_media_type()),
+            format!(
+                "must be {} (got {})",
+                Family::Cncf.config_media_type(),
+                got(cmt)
+            ),
         );
     }
     check_digest(
@@ -236,6 +248,17 @@ pub fn lint_manifest(v: &Value, r: &mut Report) {
                 }
             }
         }
+    }
+    let weights = layers.iter().any(|l| {
+        LayerType::parse(l.get("mediaType").and_then(Value::as_str).unwrap_or(""))
+            .is_some_and(|t| t.kind == crate::media::LayerKind::Weight)
+    });
+    if !layers.is_empty() && !weights {
+        r.warn(
+            "manifest:/layers",
+            Some("L8"),
+            "no weight layer (MODEL in the Modelfile): is this a model?",
+        );
     }
     if let Some(first) = untitled.first() {
         r.warn(
