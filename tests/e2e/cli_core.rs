@@ -224,6 +224,48 @@ fn a_mistyped_store_is_not_created_and_a_model_without_weights_is_flagged() {
 }
 
 #[test]
+fn ls_filters_by_repository_and_says_created_like_docker() {
+    let env = Env::new();
+    let model = env.model("model");
+    let mf = modelfile(&env, &model);
+    for r in ["localhost/t/a:v1", "localhost/t/a:v2", "localhost/t/b:v1"] {
+        env.run(&[
+            "build",
+            "-q",
+            "-t",
+            r,
+            "-f",
+            mf.to_str().unwrap(),
+            model.to_str().unwrap(),
+        ]);
+    }
+    let table = env.run(&["ls", "localhost/t/a"]);
+    assert!(
+        table.contains("v1") && table.contains("v2") && !table.contains("localhost/t/b"),
+        "{table}"
+    );
+    assert!(
+        table.contains("seconds ago") || table.contains("second ago") || table.contains("minute"),
+        "{table}"
+    );
+    let one = env.run(&["ls", "localhost/t/a:v2", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&one).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{one}");
+    assert!(
+        v[0]["created"].as_str().unwrap().contains('T'),
+        "absolute in JSON: {one}"
+    );
+    let names = env.run(&["-q", "ls"]);
+    assert_eq!(names.lines().count(), 3, "{names}");
+    assert!(
+        names.lines().all(|l| l.starts_with("localhost/t/")),
+        "{names}"
+    );
+    // Without a terminal prune does not ask; -f is accepted.
+    env.run(&["prune", "-f"]);
+}
+
+#[test]
 fn completion_scripts_name_every_verb() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {

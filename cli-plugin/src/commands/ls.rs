@@ -1,4 +1,5 @@
-//! `ls`: REPOSITORY, TAG, DIGEST, CREATED, SIZE of every stored model.
+//! `ls [REPOSITORY[:TAG]]`: REPOSITORY, TAG, DIGEST, CREATED (relative, as
+//! docker says it; absolute in JSON), SIZE of every stored model.
 
 use std::process::ExitCode;
 
@@ -12,9 +13,35 @@ use crate::output::{human_size, table};
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Only print references
+    /// Only models of this repository (REPOSITORY or REPOSITORY:TAG), as `docker images` takes it
+    pub repository: Option<String>,
+    /// Only print references (also with the global -q, as `docker images -q`)
     #[arg(long)]
     pub names: bool,
+    /// Output format: table (default) or json (the same as --json)
+    #[arg(long, value_parser = ["table", "json"], default_value = "table")]
+    pub format: String,
+}
+
+/// `3 days ago`, as docker's CREATED column says it; `-` when unknown.
+fn ago(created: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let Some(t) = created.and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok()) else {
+        return "-".into();
+    };
+    let secs = (now - t.with_timezone(&chrono::Utc)).num_seconds();
+    if secs < 0 {
+        return "in the future".into();
+    }
+    let (n, unit) = match secs {
+        s if s < 60 => (s, "second"),
+        s if s < 3600 => (s / 60, "minute"),
+        s if s < 86_400 => (s / 3600, "hour"),
+        s if s < 14 * 86_400 => (s / 86_400, "day"),
+        s if s < 60 * 86_400 => (s / (7 * 86_400), "week"),
+        s if s < 730 * 86_400 => (s / (30 * 86_400), "month"),
+        s => (s / (365 * 86_400), "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
 #[derive(Debug, Serialize)]
@@ -70,9 +97,16 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             name,
         });
     }
-    if ctx.out.json {
+    if let Some(want) = &args.repository {
+        let (repo, tag) = match want.rsplit_once(':').filter(|(_, t)| !t.contains('/')) {
+            Some((r, t)) => (r.to_string(), Some(t.to_string())),
+            None => (want.clone(), None),
+        };
+        rows.retain(|r| r.repository == repo && (tag.is_none() || r.tag == tag));
+    }
+    if ctx.out.json || args.format == "json" {
         ctx.out.print_json(&rows)?;
-    } else if args.names {
+    } else if args.names || ctx.out.quiet {
         for r in &rows {
             match &r.tag {
                 // Names come from the store's index.json, i.e. possibly from
@@ -82,6 +116,7 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             }
         }
     } else {
+        let now = chrono::Utc::now();
         let cells: Vec<Vec<String>> = rows
             .iter()
             .map(|r| {
@@ -89,7 +124,7 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                     esc(&r.repository).into_owned(),
                     esc(r.tag.as_deref().unwrap_or("<none>")).into_owned(),
                     r.digest[7..19].to_string(),
-                    esc(r.created.as_deref().unwrap_or("-")).into_owned(),
+                    ago(r.created.as_deref(), now),
                     human_size(r.size),
                 ]
             })

@@ -13,10 +13,26 @@ pub struct PruneArgs {
     /// Only report what would be deleted
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not ask for confirmation (prune asks on a terminal, as docker does)
+    #[arg(short, long)]
+    pub force: bool,
 }
 
 pub async fn run(args: PruneArgs, ctx: Ctx) -> Result<ExitCode> {
+    use std::io::IsTerminal;
     let store = ctx.existing_store()?;
+    if !args.dry_run && !args.force && !ctx.out.json && std::io::stdin().is_terminal() {
+        eprint!(
+            "WARNING! This will delete every blob no stored model references in {}.\nAre you sure you want to continue? [y/N] ",
+            store.root().display()
+        );
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes" | "Yes") {
+            ctx.out.status("nothing deleted");
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
     let freed = super::blocking(move || {
         if !args.dry_run {
             // Referrers of models that are gone would keep those models' blobs.
