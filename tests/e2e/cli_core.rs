@@ -266,6 +266,51 @@ fn ls_filters_by_repository_and_says_created_like_docker() {
 }
 
 #[test]
+fn every_verb_has_examples_and_global_options_apart() {
+    let env = Env::new();
+    for verb in [
+        "build",
+        "inspect",
+        "ls",
+        "tag",
+        "rm",
+        "prune",
+        "fsck",
+        "extract",
+        "validate",
+        "index",
+        "push",
+        "pull",
+        "fetch",
+        "attach",
+        "upload",
+        "login",
+        "logout",
+        "mount",
+        "resolve",
+        "umount",
+        "sign",
+        "verify",
+        "referrers",
+    ] {
+        let help = env.run(&[verb, "--help"]);
+        assert!(
+            help.contains("Examples:\n  modelpack "),
+            "{verb} has no examples:\n{help}"
+        );
+        assert!(
+            help.contains("Global options:"),
+            "{verb}: global flags not grouped"
+        );
+    }
+    let help = env.run(&["modelfile", "generate", "--help"]);
+    assert!(
+        help.contains("Examples:") && help.contains("PARAMSIZE, e.g. 8B"),
+        "{help}"
+    );
+}
+
+#[test]
 fn completion_scripts_name_every_verb() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {

@@ -14,6 +14,9 @@ use super::Ctx;
 #[derive(Debug, Subcommand)]
 pub enum ModelfileCommand {
     /// Generate a Modelfile for a model directory
+    #[command(
+        after_help = "Examples:\n  modelpack modelfile generate ./Qwen3-0.6B\n  modelpack modelfile generate --stdout --name qwen3 --family qwen3 ./Qwen3-0.6B\n  modelpack modelfile generate --exclude '*.pth' -O ./Modelfile.qwen ./Qwen3-0.6B"
+    )]
     Generate(GenerateArgs),
 }
 
@@ -31,18 +34,25 @@ pub struct GenerateArgs {
     /// Print the Modelfile to stdout instead of writing it
     #[arg(long)]
     pub stdout: bool,
+    /// NAME: the model's name [default: the directory's name]
     #[arg(short = 'n', long)]
     pub name: Option<String>,
+    /// ARCH: its architecture, e.g. transformer [default: none]
     #[arg(long)]
     pub arch: Option<String>,
+    /// FAMILY: e.g. llama, qwen3 [default: none]
     #[arg(long)]
     pub family: Option<String>,
+    /// FORMAT of the weights, e.g. safetensors, gguf [default: from the weight files' extensions]
     #[arg(long)]
     pub format: Option<String>,
+    /// PARAMSIZE, e.g. 8B, 6.7B, 500M [default: counted from safetensors/GGUF headers]
     #[arg(long)]
     pub param_size: Option<String>,
+    /// PRECISION, e.g. bfloat16 [default: the most common tensor type in the headers]
     #[arg(long)]
     pub precision: Option<String>,
+    /// QUANTIZATION, e.g. Q4_K_M [default: from GGUF headers]
     #[arg(long)]
     pub quantization: Option<String>,
     /// Only consider files matching these globs (repeatable)
