@@ -156,6 +156,11 @@ pub enum Command {
         after_help = "Examples:\n  modelpack referrers --remote registry.example.com/models/qwen3:0.6b"
     )]
     Referrers(crate::commands::referrers::ReferrersArgs),
+    /// Show the effective settings and where each came from
+    Config {
+        #[command(subcommand)]
+        command: crate::commands::config::ConfigCommand,
+    },
     /// Print a shell completion script: `source <(modelpack completion bash)`
     Completion {
         /// bash, zsh, fish, elvish or powershell

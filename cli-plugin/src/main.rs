@@ -83,9 +83,10 @@ fn main() -> ExitCode {
     };
     let ctx = commands::Ctx::new(&args.global, &inv);
     let json = args.global.json;
+    let storage_flag = args.global.storage_dir.is_some();
     let result = runtime.block_on(async {
         tokio::select! {
-            r = commands::run(args.command, ctx) => r,
+            r = commands::run(args.command, ctx, storage_flag) => r,
             _ = cancelled() => Err(anyhow::Error::new(modelpack_common::Error::Cancelled)),
         }
     });

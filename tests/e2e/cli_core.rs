@@ -311,6 +311,33 @@ fn every_verb_has_examples_and_global_options_apart() {
 }
 
 #[test]
+fn config_show_says_where_each_setting_came_from() {
+    let env = Env::new();
+    let cfg = env.path("mp.toml");
+    std::fs::write(
+        &cfg,
+        "[registries.\"harbor.example.com\"]\nlegacy-cnai = true\n",
+    )
+    .unwrap();
+    let out = env
+        .mp()
+        .env("MODELPACK_CONFIG", &cfg)
+        .args(["--json", "config", "show"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["configFile"]["from"], "MODELPACK_CONFIG");
+    assert_eq!(v["configFile"]["exists"], true);
+    assert_eq!(v["storageDir"]["from"], "MODELPACK_HOME");
+    assert_eq!(v["registries"]["harbor.example.com"]["legacyCnai"], true);
+    let text = env.run(&["config", "show"]);
+    assert!(
+        text.contains("storage dir:") && text.contains("(MODELPACK_HOME)"),
+        "{text}"
+    );
+}
+
+#[test]
 fn completion_scripts_name_every_verb() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {

@@ -2,6 +2,7 @@
 
 pub mod attach;
 pub mod build;
+pub mod config;
 pub mod extract;
 pub mod fetch;
 pub mod fsck;
@@ -104,7 +105,7 @@ pub fn parse_ref(s: &str) -> Result<Reference> {
     Ok(s.parse::<Reference>()?)
 }
 
-pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
+pub async fn run(cmd: Command, ctx: Ctx, storage_flag: bool) -> Result<ExitCode> {
     match cmd {
         Command::Build(a) => build::run(a, ctx).await,
         Command::Inspect(a) => inspect::run(a, ctx).await,
@@ -130,6 +131,7 @@ pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
         Command::Sign(a) => sign::run(a, ctx).await,
         Command::Verify(a) => verify::run(a, ctx).await,
         Command::Referrers(a) => referrers::run(a, ctx).await,
+        Command::Config { command } => config::run(command, ctx, storage_flag).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = crate::cli::Cli::command();
