@@ -121,15 +121,23 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     if ctx.out.json {
         ctx.out.print_json(&report)?;
     } else {
-        ctx.out.status(format!(
-            "pulled {} ({} layers: {} downloaded, {} already present; {}, {}/s)",
-            report.reference,
-            report.layers,
-            report.blobs_downloaded,
-            report.blobs_skipped,
-            human_size(report.bytes_received),
-            human_size(bars.throughput() as u64)
-        ));
+        let blobs = report.blobs_downloaded + report.blobs_skipped;
+        ctx.out.status(if report.bytes_received == 0 {
+            format!(
+                "pulled {} ({} layers; all {blobs} blobs already present, nothing downloaded)",
+                report.reference, report.layers
+            )
+        } else {
+            format!(
+                "pulled {} ({} layers; {} of {blobs} blobs downloaded, {} already present; {} at {}/s)",
+                report.reference,
+                report.layers,
+                report.blobs_downloaded,
+                report.blobs_skipped,
+                human_size(report.bytes_received),
+                human_size(bars.throughput() as u64)
+            )
+        });
         if report.chunk_indexes > 0 {
             ctx.out.status(format!(
                 "copied {} chunk index referrer{} along",

@@ -68,14 +68,22 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
         ctx.out.print_json(&report)?;
     } else {
         let uploaded = report.blobs.iter().filter(|b| b.bytes_sent > 0).count();
-        ctx.out.status(format!(
-            "pushed {} ({} blobs: {uploaded} uploaded, {} already there or mounted; {} sent, {}/s)",
-            report.reference,
-            report.blobs.len(),
-            report.blobs.len() - uploaded,
-            human_size(report.bytes_sent),
-            human_size(bars.throughput() as u64)
-        ));
+        ctx.out.status(if report.bytes_sent == 0 {
+            format!(
+                "pushed {} (all {} blobs already in the registry or mounted; nothing uploaded)",
+                report.reference,
+                report.blobs.len()
+            )
+        } else {
+            format!(
+                "pushed {} ({uploaded} of {} blobs uploaded, {} already there or mounted; {} at {}/s)",
+                report.reference,
+                report.blobs.len(),
+                report.blobs.len() - uploaded,
+                human_size(report.bytes_sent),
+                human_size(bars.throughput() as u64)
+            )
+        });
         for r in &report.referrers {
             ctx.out
                 .status(format!("published chunk index referrer {r}"));

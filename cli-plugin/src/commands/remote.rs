@@ -131,12 +131,28 @@ pub struct Bars {
 impl Bars {
     pub fn new(ctx: &Ctx, total_bytes: u64, label: &str) -> Bars {
         let tty = std::io::stderr().is_terminal() && !ctx.out.quiet && !ctx.out.json;
-        let (multi, total) = if tty {
-            let m = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        Bars::drawn_to(
+            tty.then(ProgressDrawTarget::stderr),
+            !tty && !ctx.out.quiet && !ctx.out.json,
+            total_bytes,
+            label,
+        )
+    }
+
+    /// Bars drawn to `target` (`None`: no bars), `plain` lines otherwise.
+    fn drawn_to(
+        target: Option<ProgressDrawTarget>,
+        plain: bool,
+        total_bytes: u64,
+        label: &str,
+    ) -> Bars {
+        let (multi, total) = if let Some(target) = target {
+            let m = MultiProgress::with_draw_target(target);
             let t = m.add(ProgressBar::new(total_bytes));
             t.set_style(
+                // Decimal units, as the summaries (human_size) and docker say them.
                 ProgressStyle::with_template(
-                    "{msg:<28} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+                    "{msg:<28} [{bar:30}] {decimal_bytes}/{decimal_total_bytes} {decimal_bytes_per_sec} eta {eta}",
                 )
                 .expect("template")
                 .progress_chars("=> "),
@@ -150,7 +166,7 @@ impl Bars {
             multi,
             total,
             bars: Default::default(),
-            plain: !tty && !ctx.out.quiet && !ctx.out.json,
+            plain,
             bytes: AtomicU64::new(0),
             started: Instant::now(),
         }
@@ -185,12 +201,29 @@ impl TransferProgress for Bars {
         let name = shown.as_ref();
         if let Some(m) = &self.multi {
             let b = m.insert_before(self.total.as_ref().expect("tty"), ProgressBar::new(size));
+            let width = name_width();
             b.set_style(
-                ProgressStyle::with_template("  {msg:<26} {bytes:>10}/{total_bytes}")
-                    .expect("template"),
+                ProgressStyle::with_template(&format!(
+                    "  {{msg:<{width}}} [{{bar:20}}] {{decimal_bytes:>9}}/{{decimal_total_bytes}}"
+                ))
+                .expect("template")
+                .progress_chars("=> "),
             );
-            b.set_message(short(name));
+            b.set_message(short(name, width));
             self.bars.lock().unwrap().insert(name.to_string(), b);
+        }
+    }
+
+    fn blob_advanced(&self, name: &str, bytes: u64) {
+        let shown = modelpack_common::text::escape_control(name);
+        if let Some(b) = self.bars.lock().unwrap().get(shown.as_ref()) {
+            b.inc(bytes);
+        }
+    }
+
+    fn total(&self, bytes: u64) {
+        if let Some(t) = &self.total {
+            t.set_length(bytes);
         }
     }
 
@@ -206,19 +239,50 @@ impl TransferProgress for Bars {
     }
 }
 
-fn short(name: &str) -> String {
-    if name.chars().count() <= 26 {
+/// Room for a blob's name on this terminal: what the bar and sizes leave of
+/// its width (a 160-column terminal shows `model-00001-of-00003.safetensors` whole).
+fn name_width() -> usize {
+    let cols = console::Term::stderr().size().1 as usize;
+    cols.saturating_sub(48).clamp(16, 80)
+}
+
+/// `name`, or its tail with a leading `…` when it does not fit in `width`.
+fn short(name: &str, width: usize) -> String {
+    if name.chars().count() <= width {
         name.to_string()
     } else {
-        format!(
-            "…{}",
-            name.chars()
-                .rev()
-                .take(25)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<String>()
-        )
+        let tail: Vec<char> = name.chars().rev().take(width.saturating_sub(1)).collect();
+        format!("…{}", tail.into_iter().rev().collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_blob_bar_moves_with_its_own_bytes_and_the_total_learns_its_length() {
+        let bars = Bars::drawn_to(Some(ProgressDrawTarget::hidden()), false, 0, "pulling");
+        bars.total(1000);
+        bars.blob_started("model-00001-of-00003.safetensors", 600);
+        bars.blob_started("config.json", 400);
+        // What the registry code does per blob: advance through that blob's own progress.
+        for _ in 0..3 {
+            Progress::advance(&bars, 100);
+            bars.blob_advanced("model-00001-of-00003.safetensors", 100);
+        }
+        let map = bars.bars.lock().unwrap();
+        assert_eq!(map["model-00001-of-00003.safetensors"].position(), 300);
+        assert_eq!(map["config.json"].position(), 0);
+        let total = bars.total.as_ref().unwrap();
+        assert_eq!((total.position(), total.length()), (300, Some(1000)));
+    }
+
+    #[test]
+    fn names_fit_the_width_from_their_tail() {
+        assert_eq!(short("config.json", 20), "config.json");
+        let s = short("model-00001-of-00003.safetensors", 16);
+        assert_eq!(s.chars().count(), 16);
+        assert!(s.starts_with('…') && s.ends_with(".safetensors"), "{s}");
     }
 }

@@ -34,6 +34,39 @@ pub trait TransferProgress: Progress {
     fn blob_started(&self, _name: &str, _size: u64) {}
     /// A blob is done; `action` says whether bytes moved.
     fn blob_finished(&self, _name: &str, _size: u64, _action: &str) {}
+    /// Bytes of the blob `name` moved (its own bar; `advance` counts them for the total).
+    fn blob_advanced(&self, _name: &str, _bytes: u64) {}
+    /// The bytes the whole transfer will move, once the manifest says (the total bar).
+    fn total(&self, _bytes: u64) {}
+}
+
+/// One blob's progress: every byte counts for the transfer's total and for
+/// that blob's own bar, however many blobs move at once.
+pub(crate) struct BlobProgress<'a> {
+    pub parent: &'a dyn TransferProgress,
+    pub name: &'a str,
+}
+
+impl Progress for BlobProgress<'_> {
+    fn advance(&self, bytes: u64) {
+        self.parent.advance(bytes);
+        self.parent.blob_advanced(self.name, bytes);
+    }
+}
+
+impl TransferProgress for BlobProgress<'_> {
+    fn blob_started(&self, name: &str, size: u64) {
+        self.parent.blob_started(name, size)
+    }
+    fn blob_finished(&self, name: &str, size: u64, action: &str) {
+        self.parent.blob_finished(name, size, action)
+    }
+    fn blob_advanced(&self, name: &str, bytes: u64) {
+        self.parent.blob_advanced(name, bytes)
+    }
+    fn total(&self, bytes: u64) {
+        self.parent.total(bytes)
+    }
 }
 
 /// No progress reporting.
@@ -44,3 +77,43 @@ impl Progress for NoProgress {
 }
 
 impl TransferProgress for NoProgress {}
+
+#[cfg(test)]
+mod progress_tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<(String, u64)>>, std::sync::atomic::AtomicU64);
+
+    impl Progress for Recorder {
+        fn advance(&self, bytes: u64) {
+            self.1
+                .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    impl TransferProgress for Recorder {
+        fn blob_advanced(&self, name: &str, bytes: u64) {
+            self.0.lock().unwrap().push((name.to_string(), bytes));
+        }
+    }
+
+    #[test]
+    fn a_blobs_bytes_reach_its_bar_and_the_total() {
+        let r = Recorder::default();
+        let p = BlobProgress {
+            parent: &r,
+            name: "weights.safetensors",
+        };
+        p.advance(10);
+        p.advance(5);
+        assert_eq!(
+            *r.0.lock().unwrap(),
+            vec![
+                ("weights.safetensors".to_string(), 10),
+                ("weights.safetensors".to_string(), 5)
+            ]
+        );
+        assert_eq!(r.1.load(std::sync::atomic::Ordering::Relaxed), 15);
+    }
+}

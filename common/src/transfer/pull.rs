@@ -110,6 +110,13 @@ pub async fn pull_to_store(
             blobs.push((l.clone(), l.filepath().unwrap_or("layer").to_string()));
         }
     }
+    // The total bar's length: what is not in the store yet.
+    progress.total(
+        blobs
+            .iter()
+            .filter(|(d, _)| !store.has_blob(&d.digest))
+            .fold(0u64, |acc, (d, _)| acc.saturating_add(d.size)),
+    );
     let results: Result<Vec<(bool, u64)>> = stream::iter(blobs.into_iter().map(|(desc, name)| {
         let known = &known;
         let scratch = &scratch;
@@ -127,7 +134,11 @@ pub async fn pull_to_store(
                 progress.blob_finished(&name, desc.size, "exists");
                 return Ok((false, 0));
             }
-            download(client, remote, &desc, scratch, &partial, progress).await?;
+            let blob_progress = super::BlobProgress {
+                parent: progress,
+                name: &name,
+            };
+            download(client, remote, &desc, scratch, &partial, &blob_progress).await?;
             store.commit_partial(scratch, &partial, &desc.digest, desc.size)?;
             progress.blob_finished(&name, desc.size, "downloaded");
             Ok::<_, Error>((true, desc.size))
@@ -285,6 +296,11 @@ pub async fn fetch_to_dir(
             None => by_digest.push((l.clone(), vec![l])),
         }
     }
+    progress.total(
+        by_digest
+            .iter()
+            .fold(0u64, |acc, (d, _)| acc.saturating_add(d.size)),
+    );
     let target = Arc::new(Target::open(
         out,
         &ExtractOptions {
@@ -328,7 +344,11 @@ pub async fn fetch_to_dir(
                 }
                 progress.blob_started(&name, blob.size);
                 let partial = PartialBlob::open(&scratch, &blob.digest).await?;
-                download(client, remote, &blob, &scratch, &partial, progress).await?;
+                let blob_progress = super::BlobProgress {
+                    parent: progress,
+                    name: &name,
+                };
+                download(client, remote, &blob, &scratch, &partial, &blob_progress).await?;
                 let stats = tokio::task::spawn_blocking(move || {
                     let mut stats = ExtractStats::default();
                     let n = pending.len();

@@ -110,7 +110,10 @@ pub async fn push_from_store(
                     size,
                     &store.blob_path(&digest),
                     &candidates,
-                    progress,
+                    &super::BlobProgress {
+                        parent: progress,
+                        name: &name,
+                    },
                 )
                 .await?;
             let (action, bytes_sent) = action(&outcome);
@@ -180,7 +183,17 @@ pub async fn upload_file(
     let known = KnownBlobs::open(store);
     let candidates = known.mount_candidates(&digest, &repository.registry, &repository.repository);
     let outcome = client
-        .push_blob_file(repository, &digest, size, file, &candidates, progress)
+        .push_blob_file(
+            repository,
+            &digest,
+            size,
+            file,
+            &candidates,
+            &super::BlobProgress {
+                parent: progress,
+                name: &name,
+            },
+        )
         .await?;
     let (action, bytes_sent) = action(&outcome);
     known.record(&digest, &repository.registry, &repository.repository);
