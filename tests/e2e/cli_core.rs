@@ -338,6 +338,62 @@ fn config_show_says_where_each_setting_came_from() {
 }
 
 #[test]
+fn json_output_follows_the_contract() {
+    let env = Env::new();
+    let model = env.model("model");
+    let mf = modelfile(&env, &model);
+    let r = "localhost/t/contract:v1";
+    let j = |args: &[&str]| -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        serde_json::from_str(&env.run(&a)).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+    };
+    let built = j(&[
+        "build",
+        "-t",
+        r,
+        "-f",
+        mf.to_str().unwrap(),
+        model.to_str().unwrap(),
+    ]);
+    let digest = built["digest"].as_str().unwrap().to_string();
+    let inspected = j(&["inspect", r]);
+    let listed = j(&["ls"]);
+    let row = &listed.as_array().unwrap()[0];
+    // One artifact, one size, one digest, wherever it is reported.
+    assert_eq!(built["size"], inspected["size"]);
+    assert_eq!(row["size"], inspected["size"]);
+    assert_eq!(row["reference"], r);
+    let out = env.path("out");
+    let objects = vec![
+        ("build", built.clone()),
+        ("inspect", inspected),
+        ("ls[0]", row.clone()),
+        ("tag", j(&["tag", r, "localhost/t/contract:v2"])),
+        ("extract", j(&["extract", r, "-o", out.to_str().unwrap()])),
+        ("validate", j(&["validate", r])),
+        ("referrers", j(&["referrers", r])),
+        (
+            "rm.removed[0]",
+            j(&["rm", "localhost/t/contract:v2"])["removed"][0].clone(),
+        ),
+    ];
+    for (verb, v) in objects {
+        assert!(v["reference"].is_string(), "{verb} has no reference: {v}");
+        assert_eq!(v["digest"], digest.as_str(), "{verb}: {v}");
+        let text = v.to_string();
+        for key in [
+            "files_written",
+            "files_skipped",
+            "bytes_written",
+            "diff_ids",
+        ] {
+            assert!(!text.contains(key), "{verb} has snake_case {key}: {text}");
+        }
+    }
+}
+
+#[test]
 fn completion_scripts_name_every_verb() {
     let env = Env::new();
     for shell in ["bash", "zsh", "fish"] {

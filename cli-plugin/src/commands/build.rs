@@ -254,6 +254,7 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
             "reference": reference.to_string(),
             "digest": p.manifest_digest.to_string(),
             "layers": p.manifest.layers.len(),
+            "size": p.manifest.content_size(),
             "bytes": total,
             "bytesRead": p.bytes_read,
             "layersCached": p.layers_cached,

@@ -31,6 +31,7 @@ pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
     let reference = parse_ref(&args.reference)?;
     let store = ctx.existing_store()?;
     let loaded = store.load_manifest(&reference)?;
+    let digest = loaded.digest.to_string();
     let opts = ExtractOptions {
         apply_metadata: !args.no_metadata,
         concurrency: args.concurrency,
@@ -41,7 +42,7 @@ pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
         super::blocking(move || Ok(extract_from_store(&store, &loaded.manifest, &out, &opts)?))
             .await?;
     if ctx.out.json {
-        ctx.out.print_json(&serde_json::json!({"reference": reference.to_string(), "output": args.output, "stats": stats}))?;
+        ctx.out.print_json(&serde_json::json!({"reference": reference.to_string(), "digest": digest, "output": args.output, "stats": stats}))?;
     } else {
         ctx.out.status(format!(
             "extracted {reference} to {}: {} written, {} unchanged",

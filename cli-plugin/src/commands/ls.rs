@@ -46,6 +46,8 @@ fn ago(created: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
 
 #[derive(Debug, Serialize)]
 pub struct Row {
+    /// `repository:tag`, or `repository@digest` when untagged.
+    pub reference: String,
     pub repository: String,
     pub tag: Option<String>,
     pub digest: String,
@@ -80,15 +82,19 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                     .map(|b| modelpack_common::peer::summarize(&m.manifest, &b));
                 (
                     summary.as_ref().and_then(|s| s.created.clone()),
-                    m.manifest
-                        .content_size()
-                        .saturating_add(m.bytes.len() as u64),
+                    // The one size every verb reports: config + layers.
+                    m.manifest.content_size(),
                     summary.and_then(|s| s.name),
                 )
             }
             Err(_) => (None, 0, None),
         };
+        let reference = match &tag {
+            Some(t) => format!("{repository}:{t}"),
+            None => format!("{repository}@{}", e.descriptor.digest),
+        };
         rows.push(Row {
+            reference,
             repository,
             tag,
             digest: e.descriptor.digest.to_string(),

@@ -22,8 +22,11 @@ pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
     let mut rows = Vec::new();
     for r in &args.references {
         let reference = parse_ref(r)?;
+        let digest = store.resolve(&reference).ok().map(|d| d.digest.to_string());
         let n = store.remove(&reference)?;
-        rows.push(serde_json::json!({"reference": reference.to_string(), "removed": n}));
+        rows.push(
+            serde_json::json!({"reference": reference.to_string(), "digest": digest, "removed": n}),
+        );
         match n {
             0 => {
                 eprintln!(

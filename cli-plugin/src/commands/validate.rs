@@ -33,10 +33,12 @@ fn read(p: &PathBuf) -> Result<Vec<u8>> {
 }
 
 pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
+    let mut digest: Option<String> = None;
     let (what, report): (String, Report) = if let Some(r) = &args.reference {
         let reference = parse_ref(r)?;
         let store = ctx.existing_store()?;
         let loaded = store.load_manifest(&reference)?;
+        digest = Some(loaded.digest.to_string());
         let config = store.read_blob(&loaded.manifest.config.digest)?;
         let sizes = |d: &modelpack_common::Digest| store.blob_size(d);
         let mut report = validate::validate_artifact(&loaded.bytes, &config, &sizes);
@@ -67,7 +69,7 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
         }
     };
     if ctx.out.json {
-        ctx.out.print_json(&serde_json::json!({"reference": what, "input": what, "valid": report.is_valid(), "strict": args.strict, "problems": report.problems}))?;
+        ctx.out.print_json(&serde_json::json!({"reference": what, "digest": digest, "input": what, "valid": report.is_valid(), "strict": args.strict, "problems": report.problems}))?;
     } else {
         // Problems quote values from the artifact; escape them so a crafted
         // annotation cannot rewrite the terminal (and hide other problems).
