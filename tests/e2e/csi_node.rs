@@ -68,7 +68,12 @@ impl Daemon {
             .append(true)
             .open(self.t.join("daemon.log"))
             .unwrap();
-        let child = Command::new(SNAPSHOTTER)
+        let mut cmd = Command::new(SNAPSHOTTER);
+        // A test that wants a node config writes it first.
+        if self.t.join("node.toml").exists() {
+            cmd.arg("--config").arg(self.t.join("node.toml"));
+        }
+        let child = cmd
             .arg("--root")
             .arg(self.t.join("root"))
             .arg("--address")
@@ -659,4 +664,77 @@ fn a_client_sending_the_socket_path_as_authority_is_answered_on_both_sockets() {
         stat.starts_with("NotFound") || stat.starts_with("InvalidArgument"),
         "snapshots socket: {stat}"
     );
+}
+
+#[test]
+fn publish_refuses_models_the_node_signing_policy_does_not_accept() {
+    for t in ["docker-registry", "openssl"] {
+        require_tool(t);
+    }
+    if !is_root() || !Path::new("/dev/fuse").exists() {
+        eprintln!("skipping: the CSI node service mounts, which needs root and /dev/fuse");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let t = dir.path().to_path_buf();
+    let reg = Registry::start(&t.join("reg"), Auth::None);
+    let (key, public) = modelpack_e2e::ec_keypair(&t, "release", "prime256v1", false);
+    std::fs::write(
+        t.join("node.toml"),
+        format!("[signing]\n\"{}\" = [\"{}\"]\n", reg.host, public.display()),
+    )
+    .unwrap();
+    let mp = |args: &[&str]| {
+        ok(
+            Command::new(cli())
+                .env("MODELPACK_HOME", t.join("store"))
+                .env("DOCKER_CONFIG", t.join("clidocker"))
+                .args(args)
+                .output()
+                .unwrap(),
+            &args.join(" "),
+        )
+    };
+    let model = |name: &str| {
+        let m = t.join(name);
+        modelpack_common::modelfile::write_sample_model(&m, 1, 50_000).unwrap();
+        std::fs::write(
+            m.join("config.json"),
+            format!(r#"{{"model_type":"{name}"}}"#),
+        )
+        .unwrap();
+        let r = format!("{}/models/{name}:v1", reg.host);
+        mp(&["build", "-q", "-t", &r, m.to_str().unwrap()]);
+        r
+    };
+    let unsigned = model("unsigned");
+    mp(&["push", "-q", &unsigned]);
+    let signed = model("signed");
+    mp(&["sign", &signed, "--key", key.to_str().unwrap()]);
+    mp(&["push", "-q", &signed]);
+    let daemon = Daemon::start(&t);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut c = rt.block_on(connect(&daemon.csi_sock()));
+    let target = t.join("pods/p/mount");
+    let inline = |r: &str| {
+        publish_req(
+            "v",
+            &target,
+            &[("csi.storage.k8s.io/ephemeral", "true"), ("reference", r)],
+        )
+    };
+    let st = rt
+        .block_on(c.node.node_publish_volume(inline(&unsigned)))
+        .unwrap_err();
+    assert_eq!(st.code(), Code::FailedPrecondition, "{st}");
+    assert!(
+        st.message().contains("signing policy") && st.message().contains("has no signature"),
+        "{st}"
+    );
+    assert!(!target.exists() || modelpack_e2e::files_under(&target).is_empty());
+    rt.block_on(c.node.node_publish_volume(inline(&signed)))
+        .unwrap_or_else(|e| panic!("publish a signed model: {e}\n{}", daemon.log()));
+    assert!(target.join("config.json").exists());
+    rt.block_on(c.node.node_unpublish_volume(unpublish_req("v", &target)))
+        .unwrap();
 }
