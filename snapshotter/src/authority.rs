@@ -106,14 +106,13 @@ where
             tokio::io::copy(&mut client_rx, &mut server_tx).await?;
             return Ok(());
         }
+        // Decided on the first header block: `None` after it means pass-through.
         let mut rewriter: Option<Rewriter> = None;
-        let mut decided = false;
         loop {
             let Some((head, payload)) = read_frame(&mut client_rx).await? else {
                 break;
             };
             let (ty, flags) = (head[3], head[4]);
-            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
             if ty != HEADERS {
                 // SETTINGS, DATA, WINDOW_UPDATE, …: unchanged.
                 server_tx.write_all(&head).await?;
@@ -137,8 +136,8 @@ where
                 end = h[4] & END_HEADERS != 0;
                 conts.push((h, p));
             }
-            if !decided {
-                decided = true;
+            let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+            if rewriter.is_none() {
                 let mut probe = Rewriter::new();
                 let needs = probe.needs_rewrite(&block)?;
                 if needs {
