@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 integration/setup.sh
 export MODELPACK_TEST_PYTHON="$PWD/target/venv/bin/python"
+# Incremental caches for the workspace crates would double their size on disk; CI builds once.
+export CARGO_INCREMENTAL=0
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

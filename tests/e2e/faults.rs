@@ -161,6 +161,9 @@ fn registry_killed_mid_push_then_restarted() {
             .unwrap();
         std::thread::sleep(delay(&mut rng, t_push));
         reg.kill9();
+        if reg.repair_torn_writes() > 0 {
+            eprintln!("trial {i}: the registry tore its own storage (see repair_torn_writes)");
+        }
         reg.restart();
         let (first, hung) = wait_bounded(child, Duration::from_secs(30));
         assert!(
