@@ -193,6 +193,7 @@ fn store_bytes(root: &Path) -> u64 {
 
 #[test]
 fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it() {
+    let _one = crate::one_node();
     for t in ["docker-registry", "htpasswd"] {
         require_tool(t);
     }
@@ -628,6 +629,7 @@ fn rawpath_client(t: &Path) -> Option<PathBuf> {
 
 #[test]
 fn a_client_sending_the_socket_path_as_authority_is_answered_on_both_sockets() {
+    let _one = crate::one_node();
     let dir = tempfile::tempdir().unwrap();
     let t = dir.path().to_path_buf();
     let Some(client) = rawpath_client(&t) else {
@@ -668,6 +670,7 @@ fn a_client_sending_the_socket_path_as_authority_is_answered_on_both_sockets() {
 
 #[test]
 fn publish_refuses_models_the_node_signing_policy_does_not_accept() {
+    let _one = crate::one_node();
     for t in ["docker-registry", "openssl"] {
         require_tool(t);
     }

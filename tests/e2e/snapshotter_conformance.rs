@@ -119,6 +119,7 @@ fn target_dir() -> PathBuf {
 
 #[test]
 fn containerd_snapshotter_testsuite_passes() {
+    let _one = crate::one_node();
     if !is_root() {
         eprintln!(
             "skipping containerd_snapshotter_testsuite_passes: containerd's snapshotter testsuite mounts overlay and bind mounts itself, which needs root"

@@ -14,11 +14,6 @@ use modelpack_e2e::{fails, ok, require_tool};
 
 const SNAPSHOTTER: &str = env!("CARGO_BIN_EXE_modelpack-snapshotter");
 
-/// One containerd node at a time: two in parallel (each with its own root,
-/// state and socket) still share runc's and the shims' host state, and a
-/// rootfs temp mount of one was seen failing while the other tore down.
-static ONE_NODE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 fn cli() -> PathBuf {
     let p = Path::new(SNAPSHOTTER).with_file_name("docker-modelpack");
     assert!(
@@ -216,7 +211,7 @@ fn sha256_of(p: &Path) -> String {
 
 #[test]
 fn containerd_runs_images_and_models_through_the_modelpack_snapshotter() {
-    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::one_node();
     for t in ["containerd", "ctr", "runc", "skopeo", "docker-registry"] {
         require_tool(t);
     }
@@ -431,7 +426,7 @@ fn in_container(
 
 #[test]
 fn containerd_attaches_an_indexed_model_lazily_and_verifies_every_chunk() {
-    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::one_node();
     for t in ["containerd", "ctr", "runc", "skopeo", "docker-registry"] {
         require_tool(t);
     }
@@ -655,7 +650,7 @@ fn nix_is_root() -> bool {
 
 #[test]
 fn containerd_attaches_only_models_the_node_signing_policy_accepts() {
-    let _one = ONE_NODE.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = crate::one_node();
     for t in ["containerd", "ctr", "runc", "docker-registry", "openssl"] {
         require_tool(t);
     }
