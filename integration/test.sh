@@ -12,7 +12,7 @@ export CARGO_INCREMENTAL=0
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 # Tests start their own services on 127.0.0.1; two at a time keeps a 2-core machine responsive.
-cargo test --workspace -- --test-threads 2
+cargo test --workspace --no-fail-fast -- --test-threads 2
 if [ -x integration/bench.sh ]; then
   BENCH_PROFILE=debug integration/bench.sh --size 64M --runs 1 --out target/bench-ci.md
 fi
