@@ -358,7 +358,7 @@ async fn serve(ctx: &Ctx, lazy: &LazyArgs, opened: Opened, dir: &Path) -> Result
         // Detach from the terminal and tell the parent the view is up.
         let _ = nix::unistd::setsid();
         let _ = std::fs::write(server_file(ctx, &dir, "pid"), report.pid.to_string());
-        println!("{}", serde_json::to_string(&report)?);
+        ctx.out.data(serde_json::to_string(&report)?);
     } else {
         ctx.out.status(format!(
             "serving {} at {} ({} of {} layers lazily); unmount with `{} umount {}`",

@@ -58,14 +58,11 @@ fn main() -> ExitCode {
         }
     }
     let display_name: &'static str = Box::leak(inv.display_name.clone().into_boxed_str());
-    let matches = match cli::Cli::command()
-        .name(display_name)
-        .bin_name(display_name)
-        .try_get_matches_from(&inv.args)
-    {
-        Ok(m) => m,
-        Err(e) => e.exit(),
-    };
+    let matches =
+        match in_invoked_name(cli::Cli::command(), display_name).try_get_matches_from(&inv.args) {
+            Ok(m) => m,
+            Err(e) => e.exit(),
+        };
     let args = match cli::Cli::from_arg_matches(&matches) {
         Ok(a) => a,
         Err(e) => e.exit(),
@@ -81,12 +78,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let ctx = commands::Ctx::new(&args.global, &inv);
     let json = args.global.json;
-    let storage_flag = args.global.storage_dir.is_some();
     let result = runtime.block_on(async {
+        let ctx = commands::Ctx::new(&args.global, &inv)?;
         tokio::select! {
-            r = commands::run(args.command, ctx, storage_flag) => r,
+            r = commands::run(args.command, ctx) => r,
             _ = cancelled() => Err(anyhow::Error::new(modelpack_common::Error::Cancelled)),
         }
     });
@@ -94,9 +90,9 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             if json {
-                print_json_error(&e);
+                print_json_error(&e, display_name);
             } else {
-                print_error(&e);
+                print_error(&e, display_name);
             }
             if matches!(
                 e.downcast_ref::<modelpack_common::Error>(),
@@ -123,8 +119,8 @@ async fn cancelled() {
 
 /// Under `--json`: `{"error": {"message", "causes", "hint"}}` on stderr (the
 /// same exit code), so a pipeline parses failures like results.
-fn print_json_error(e: &anyhow::Error) {
-    let full = e.to_string();
+fn print_json_error(e: &anyhow::Error, name: &str) {
+    let full = said_as(&e.to_string(), name);
     let (message, hint) = match full.split_once("\nhint: ") {
         Some((m, h)) => (m.to_string(), Some(h.to_string())),
         None => (full.clone(), None),
@@ -132,7 +128,7 @@ fn print_json_error(e: &anyhow::Error) {
     let causes: Vec<String> = e
         .chain()
         .skip(1)
-        .map(|c| c.to_string())
+        .map(|c| said_as(&c.to_string(), name))
         .filter(|c| !full.contains(c.as_str()))
         .collect();
     let body = serde_json::json!({"error": {"message": message, "causes": causes, "hint": hint}});
@@ -140,15 +136,78 @@ fn print_json_error(e: &anyhow::Error) {
 }
 
 /// `error: …` with the cause chain; a `hint:` line is part of the message where one helps.
-fn print_error(e: &anyhow::Error) {
-    let mut msg = format!("error: {e}");
+fn print_error(e: &anyhow::Error, name: &str) {
+    let mut msg = said_as(&format!("error: {e}"), name);
     for cause in e.chain().skip(1) {
-        let c = cause.to_string();
+        let c = said_as(&cause.to_string(), name);
         if !msg.contains(&c) {
             msg.push_str(&format!("\n  caused by: {c}"));
         }
     }
     eprintln!("{msg}");
+}
+
+/// Hints (in common and here) name the standalone command, `` `modelpack
+/// VERB …` ``; a user who typed `docker modelpack` is told to type that.
+fn said_as(text: &str, name: &str) -> String {
+    let standalone = text.replace("`docker modelpack ", "`modelpack ");
+    if name == "modelpack" {
+        standalone
+    } else {
+        standalone.replace("`modelpack ", &format!("`{name} "))
+    }
+}
+
+/// The CLI definition under the invoked name, its examples included
+/// (written for the standalone `modelpack`).
+fn in_invoked_name(cmd: clap::Command, name: &'static str) -> clap::Command {
+    let mut cmd = cmd.name(name).bin_name(name);
+    if name == "modelpack" {
+        return cmd;
+    }
+    let verbs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for verb in verbs {
+        cmd = cmd.mut_subcommand(verb, |sub| examples_as(sub, name));
+    }
+    cmd
+}
+
+fn examples_as(mut cmd: clap::Command, name: &str) -> clap::Command {
+    if let Some(help) = cmd.get_after_help() {
+        let text = help
+            .to_string()
+            .lines()
+            .map(|line| {
+                // The word `modelpack` as a command (not `docker modelpack`, not a path).
+                let words: Vec<&str> = line.split(' ').collect();
+                let renamed: Vec<&str> = words
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        if *w == "modelpack" && (i == 0 || words[i - 1] != "docker") {
+                            name
+                        } else {
+                            w
+                        }
+                    })
+                    .collect();
+                renamed.join(" ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        cmd = cmd.after_help(text);
+    }
+    let subs: Vec<String> = cmd
+        .get_subcommands()
+        .map(|c| c.get_name().to_string())
+        .collect();
+    for s in subs {
+        cmd = cmd.mut_subcommand(s, |sub| examples_as(sub, name));
+    }
+    cmd
 }
 
 fn init_tracing(verbose: u8, docker_debug: bool) {
@@ -169,4 +228,37 @@ fn init_tracing(verbose: u8, docker_debug: bool) {
         .with_target(false)
         .with_ansi(ansi)
         .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hints_and_examples_use_the_name_the_user_typed() {
+        let hint = "no model\nhint: run `modelpack ls`, or `docker modelpack pull x`";
+        assert_eq!(
+            said_as(hint, "docker modelpack"),
+            "no model\nhint: run `docker modelpack ls`, or `docker modelpack pull x`"
+        );
+        assert_eq!(
+            said_as(hint, "modelpack"),
+            "no model\nhint: run `modelpack ls`, or `modelpack pull x`"
+        );
+        use clap::CommandFactory;
+        let cmd = in_invoked_name(cli::Cli::command(), "docker modelpack");
+        for sub in cmd.get_subcommands() {
+            let Some(help) = sub.get_after_help() else {
+                continue;
+            };
+            let help = help.to_string();
+            for line in help.lines().filter(|l| l.contains("modelpack ")) {
+                assert!(
+                    line.contains("docker modelpack "),
+                    "{}: {line:?} still says the standalone name",
+                    sub.get_name()
+                );
+            }
+        }
+    }
 }

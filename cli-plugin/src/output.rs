@@ -1,5 +1,10 @@
-//! Output for people and for scripts: TTY-aware progress bars on stderr,
-//! plain lines when stderr is not a terminal, JSON on stdout with `--json`.
+//! The one printer for everything a verb shows, so quiet, JSON and TTY
+//! handling live in one place and verbs never `println!`:
+//! - **data** (stdout): what was asked for — digests, tables, reports; always;
+//! - **status** (stderr): what happened — suppressed by `-q` and `--json`;
+//! - **problems** (stderr): errors and warnings about the data — suppressed
+//!   by `--json` only, where they are part of the JSON;
+//! - **JSON** (stdout) under `--json`, and TTY-aware progress bars.
 
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -9,15 +14,15 @@ use serde::Serialize;
 
 /// Per-invocation output settings.
 #[derive(Debug, Clone)]
-pub struct Output {
+pub struct Printer {
     pub json: bool,
     pub quiet: bool,
     pub tty: bool,
 }
 
-impl Output {
+impl Printer {
     pub fn new(json: bool, quiet: bool) -> Self {
-        Output {
+        Printer {
             json,
             quiet,
             tty: std::io::stderr().is_terminal(),
@@ -45,6 +50,19 @@ impl Output {
     /// A status line on stderr (suppressed by --quiet and --json).
     pub fn status(&self, line: impl AsRef<str>) {
         if !self.quiet && !self.json {
+            eprintln!("{}", line.as_ref());
+        }
+    }
+
+    /// A line of the requested data on stdout.
+    pub fn data(&self, line: impl AsRef<str>) {
+        println!("{}", line.as_ref());
+    }
+
+    /// A problem with the data (a failed item, an invalid report) on stderr,
+    /// even under --quiet; under --json the JSON says it instead.
+    pub fn problem(&self, line: impl AsRef<str>) {
+        if !self.json {
             eprintln!("{}", line.as_ref());
         }
     }

@@ -1,16 +1,25 @@
 //! The user's config file: `$MODELPACK_CONFIG`, else
 //! `$XDG_CONFIG_HOME/modelpack/config.toml`, else `~/.config/modelpack/config.toml`.
 //!
-//! Today it holds per-registry settings — which identifier family a
-//! registry needs (Harbor ≤ 2.15 recognises models only by the legacy
-//! `vnd.cnai.*` types) — read by `build` and `push`:
+//! Defaults for every verb, and per-registry settings — the transport
+//! (plain HTTP, a private CA), which identifier family a registry needs
+//! (Harbor ≤ 2.15 recognises models only by the legacy `vnd.cnai.*` types),
+//! the key its models must be signed with:
 //!
 //! ```toml
+//! storage-dir = "/data/modelpack"      # below --storage-dir and $MODELPACK_HOME
+//! concurrency = 8                      # below -c and $MODELPACK_CONCURRENCY
+//!
 //! [registries."harbor.example.com"]
 //! legacy-cnai = true
+//! ca-file = "certs/harbor-ca.pem"      # relative to this file
 //! verify-key = "/etc/modelpack/keys/release.pub"   # pull only signed models
+//!
+//! [registries."registry.lab:5000"]
+//! plain-http = true
 //! ```
 //!
+//! A flag wins over its environment variable, which wins over this file.
 //! Unknown keys are errors naming the file, so a typo does not silently
 //! leave a setting off. A missing default file is no settings; a missing
 //! `$MODELPACK_CONFIG` is an error, since the user asked for that file.
@@ -22,6 +31,7 @@ use serde::Deserialize;
 
 use crate::error::{Error, Result};
 use crate::media::Family;
+use crate::registry::RegistryTransport;
 
 /// The most bytes of config file we read.
 const MAX_CONFIG_FILE: u64 = 1 << 20;
@@ -29,6 +39,12 @@ const MAX_CONFIG_FILE: u64 = 1 << 20;
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
+    /// The store directory when neither `--storage-dir` nor `$MODELPACK_HOME` names one.
+    #[serde(default)]
+    pub storage_dir: Option<PathBuf>,
+    /// Blobs (and layers) moved in parallel when `-c` and `$MODELPACK_CONCURRENCY` are unset.
+    #[serde(default)]
+    pub concurrency: Option<u16>,
     #[serde(default)]
     pub registries: BTreeMap<String, RegistrySettings>,
     /// The file these came from, if any.
@@ -46,7 +62,16 @@ pub struct RegistrySettings {
     /// `pull --verify-key` does), unless the command names another.
     #[serde(default)]
     pub verify_key: Option<PathBuf>,
+    /// Talk plain HTTP to this registry (as `--plain-http` does for one command).
+    #[serde(default)]
+    pub plain_http: bool,
+    /// Trust this CA bundle (PEM) for this registry, beside the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
+
+/// The most blobs in flight a setting may ask for.
+pub const MAX_CONCURRENCY: u16 = 64;
 
 impl Settings {
     /// The config file to read and whether the user named it explicitly.
@@ -95,8 +120,48 @@ impl Settings {
         let mut s: Settings = toml::from_str(&text).map_err(|e| {
             Error::Invalid(format!("{}: {}", path.display(), e.to_string().trim_end()))
         })?;
+        if let Some(n) = s.concurrency
+            && !(1..=MAX_CONCURRENCY).contains(&n)
+        {
+            return Err(Error::Invalid(format!(
+                "{}: concurrency = {n}: must be 1 to {MAX_CONCURRENCY}",
+                path.display()
+            )));
+        }
+        // Relative paths in the file mean relative to the file, not to
+        // wherever a command happens to run.
+        let base = path.parent().unwrap_or(Path::new("."));
+        let anchor = |p: &mut Option<PathBuf>| {
+            if let Some(x) = p.as_mut()
+                && x.is_relative()
+            {
+                *x = base.join(&*x);
+            }
+        };
+        anchor(&mut s.storage_dir);
+        for r in s.registries.values_mut() {
+            anchor(&mut r.verify_key);
+            anchor(&mut r.ca_file);
+        }
         s.source = Some(path.to_path_buf());
         Ok(s)
+    }
+
+    /// The per-registry transport settings, for [`TransportOptions::registries`](crate::registry::TransportOptions).
+    pub fn transport_by_registry(&self) -> BTreeMap<String, RegistryTransport> {
+        self.registries
+            .iter()
+            .filter(|(_, r)| r.plain_http || r.ca_file.is_some())
+            .map(|(host, r)| {
+                (
+                    host.clone(),
+                    RegistryTransport {
+                        plain_http: r.plain_http,
+                        ca_file: r.ca_file.clone(),
+                    },
+                )
+            })
+            .collect()
     }
 
     /// The identifier family `host` (`registry[:port]`) is configured for, if any.
@@ -152,5 +217,34 @@ mod tests {
                 .is_empty()
         );
         assert!(Settings::load_from(&missing, true).is_err());
+    }
+
+    #[test]
+    fn defaults_and_transport_with_paths_relative_to_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("config.toml");
+        std::fs::write(
+            &p,
+            "storage-dir = \"store\"\nconcurrency = 8\n[registries.\"lab:5000\"]\nplain-http = true\n[registries.\"corp.example\"]\nca-file = \"certs/ca.pem\"\n[registries.\"ghcr.io\"]\nlegacy-cnai = true\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(&p, true).unwrap();
+        assert_eq!(s.storage_dir, Some(d.path().join("store")));
+        assert_eq!(s.concurrency, Some(8));
+        let t = s.transport_by_registry();
+        assert_eq!(t.len(), 2, "only registries with transport settings");
+        assert!(t["lab:5000"].plain_http && t["lab:5000"].ca_file.is_none());
+        assert_eq!(
+            t["corp.example"].ca_file,
+            Some(d.path().join("certs/ca.pem"))
+        );
+        for bad in ["concurrency = 0\n", "concurrency = 65\n"] {
+            std::fs::write(&p, bad).unwrap();
+            let err = Settings::load_from(&p, true).unwrap_err().to_string();
+            assert!(
+                err.contains("config.toml") && err.contains("1 to 64"),
+                "{err}"
+            );
+        }
     }
 }

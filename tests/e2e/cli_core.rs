@@ -294,8 +294,9 @@ fn every_verb_has_examples_and_global_options_apart() {
         "referrers",
     ] {
         let help = env.run(&[verb, "--help"]);
+        // Examples in the name the user typed (this binary's own, here).
         assert!(
-            help.contains("Examples:\n  modelpack "),
+            help.contains("Examples:\n  docker-modelpack "),
             "{verb} has no examples:\n{help}"
         );
         assert!(
@@ -334,6 +335,83 @@ fn config_show_says_where_each_setting_came_from() {
     assert!(
         text.contains("storage dir:") && text.contains("(MODELPACK_HOME)"),
         "{text}"
+    );
+
+    // The file's defaults apply below the environment and flags.
+    std::fs::write(
+        &cfg,
+        "storage-dir = \"from-file\"\nconcurrency = 2\n[registries.\"lab.example:5000\"]\nplain-http = true\nca-file = \"lab-ca.pem\"\n",
+    )
+    .unwrap();
+    let show = |envs: &[(&str, &str)]| -> serde_json::Value {
+        let mut c = env.mp();
+        c.env_remove("MODELPACK_HOME")
+            .env_remove("MODELPACK_CONCURRENCY")
+            .env("MODELPACK_CONFIG", &cfg);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        let out = c.args(["--json", "config", "show"]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let v = show(&[]);
+    assert_eq!(
+        v["storageDir"]["value"],
+        env.path("from-file").to_str().unwrap()
+    );
+    assert!(
+        v["storageDir"]["from"]
+            .as_str()
+            .unwrap()
+            .contains("mp.toml"),
+        "{v}"
+    );
+    assert_eq!(v["concurrency"]["value"], 2);
+    let lab = &v["registries"]["lab.example:5000"];
+    assert_eq!(lab["plainHttp"], true);
+    assert_eq!(lab["caFile"], env.path("lab-ca.pem").to_str().unwrap());
+    let v = show(&[
+        ("MODELPACK_CONCURRENCY", "7"),
+        ("MODELPACK_HOME", "/srv/mp"),
+    ]);
+    assert_eq!(v["concurrency"]["value"], 7);
+    assert_eq!(v["concurrency"]["from"], "MODELPACK_CONCURRENCY");
+    assert_eq!(v["storageDir"]["value"], "/srv/mp");
+    // A verb stores where the file says when nothing else does.
+    let model = env.model("model");
+    let mf = modelfile(&env, &model);
+    let out = env
+        .mp()
+        .env_remove("MODELPACK_HOME")
+        .env("MODELPACK_CONFIG", &cfg)
+        .args(["build", "-q", "-t", "localhost/t/file:v1", "-f"])
+        .arg(&mf)
+        .arg(&model)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(env.path("from-file/index.json").is_file());
+    // A bad value is an error naming the file, for every verb.
+    std::fs::write(&cfg, "concurrency = 0\n").unwrap();
+    let out = env
+        .mp()
+        .env("MODELPACK_CONFIG", &cfg)
+        .args(["ls"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("mp.toml") && err.contains("1 to 64"),
+        "{err}"
     );
 }
 

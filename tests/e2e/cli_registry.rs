@@ -110,8 +110,29 @@ fn round_trip_rm_pull_extract_and_no_op_repush() {
         again["bytesSent"], 0,
         "re-push of an unchanged model sends no blob bytes: {again}"
     );
+    // What an interrupted earlier pull would have left: the first MiB of
+    // the largest layer as a partial download, which the next pull resumes.
+    let inspected = env.json(&["inspect", &r]);
+    let largest = inspected["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .max_by_key(|l| l["size"].as_u64().unwrap())
+        .unwrap()
+        .clone();
+    let hex = largest["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:");
+    let blob = std::fs::read(env.path("store/blobs/sha256").join(hex)).unwrap();
     env.run(&["rm", &r]);
     env.run(&["prune"]);
+    std::fs::create_dir_all(env.path("store/tmp")).unwrap();
+    std::fs::write(
+        env.path("store/tmp").join(format!("{hex}.partial")),
+        &blob[..1 << 20],
+    )
+    .unwrap();
     let pulled = env.json(&[
         "pull",
         &r,
@@ -120,9 +141,37 @@ fn round_trip_rm_pull_extract_and_no_op_repush() {
     ]);
     assert_eq!(pulled["digest"], digest.as_str());
     assert_same_tree(&env.model(), &env.path("out"));
+    // Per-blob actions, like push's: the config and every layer came, one resumed.
+    let blobs = pulled["blobs"].as_array().unwrap();
+    assert_eq!(
+        blobs.len(),
+        pulled["blobsDownloaded"].as_u64().unwrap() as usize
+    );
+    assert!(
+        blobs.iter().all(|b| b["action"] == "downloaded"),
+        "{pulled}"
+    );
+    let resumed: Vec<_> = blobs.iter().filter(|b| b["resumedAt"].is_u64()).collect();
+    assert_eq!(resumed.len(), 1, "{pulled}");
+    assert_eq!(resumed[0]["digest"], largest["digest"]);
+    assert_eq!(resumed[0]["resumedAt"], 1 << 20);
+    assert_eq!(
+        resumed[0]["bytesReceived"].as_u64().unwrap(),
+        blob.len() as u64 - (1 << 20)
+    );
+    let total: u64 = blobs.iter().map(|b| b["size"].as_u64().unwrap()).sum();
+    assert_eq!(pulled["bytesReceived"].as_u64().unwrap(), total - (1 << 20));
     // Pull by digest works too and needs no download.
     let by_digest = env.json(&["pull", &format!("{}/models/tiny@{digest}", reg.host)]);
     assert_eq!(by_digest["blobsDownloaded"], 0, "{by_digest}");
+    assert!(
+        by_digest["blobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|b| b["action"] == "exists" && b["bytesReceived"] == 0),
+        "{by_digest}"
+    );
     // Cross-repo mount: a second repository of the same registry gets the blobs without upload.
     env.run(&["tag", &r, &format!("{}/other/tiny:v1", reg.host)]);
     let mounted = env.json(&["push", &format!("{}/other/tiny:v1", reg.host)]);

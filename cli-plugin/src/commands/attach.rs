@@ -40,6 +40,8 @@ pub struct AttachArgs {
     pub output_remote: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
 }
 
 fn parse_kind(s: &str) -> Result<LayerKind, String> {
@@ -66,7 +68,7 @@ pub async fn run(args: AttachArgs, ctx: Ctx) -> Result<ExitCode> {
     let (src, dst) = (parse_ref(&args.source)?, parse_ref(&args.target)?);
     let store = ctx.store()?;
     let (digest, sent) = if args.output_remote {
-        let client = args.registry.client(&ctx)?;
+        let client = args.registry.transfer_client(&ctx, &args.transfer)?;
         attach_remote(
             &client,
             &store,
@@ -112,7 +114,7 @@ pub async fn run(args: AttachArgs, ctx: Ctx) -> Result<ExitCode> {
             "attached {} to {src} as {dst}",
             args.file.display()
         ));
-        println!("{digest}");
+        ctx.out.data(format!("{digest}"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -47,6 +47,8 @@ pub struct BuildArgs {
     pub output_remote: bool,
     #[command(flatten)]
     pub registry: super::remote::RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
     /// descriptor.sourceURL
     #[arg(long)]
     pub source_url: Option<String>,
@@ -115,7 +117,7 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
     } else {
         // A registry configured for the legacy identifiers (Harbor) gets them
         // without a flag, so CI publishing there cannot forget it.
-        let settings = modelpack_common::settings::Settings::load()?;
+        let settings = &ctx.settings;
         let target = super::parse_ref(&args.target)?;
         match settings.family_for(&target.registry) {
             Some(f) => {
@@ -148,7 +150,7 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
         },
         created_at,
         keep_metadata: args.keep_metadata,
-        concurrency: args.registry.concurrency.max(1),
+        concurrency: ctx.concurrency(args.transfer.concurrency),
         chunk_size: (!args.no_chunk_index).then_some(args.chunk_size),
     };
     let descriptor = ModelDescriptor {
@@ -268,7 +270,7 @@ pub async fn run(args: BuildArgs, ctx: Ctx) -> Result<ExitCode> {
             crate::output::human_size(total),
             p.layers_cached
         ));
-        println!("{}", p.manifest_digest);
+        ctx.out.data(format!("{}", p.manifest_digest));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -280,7 +282,7 @@ async fn build_remote(
     plan: Plan,
     total: u64,
 ) -> Result<ExitCode> {
-    let client = args.registry.client(ctx)?;
+    let client = args.registry.transfer_client(ctx, &args.transfer)?;
     let store = ctx.store()?;
     let bars =
         super::remote::Bars::new(ctx, total, &format!("building to {}", reference.repository));
@@ -311,7 +313,7 @@ async fn build_remote(
             crate::output::human_size(report.bytes_sent),
             started.elapsed().as_secs_f64()
         ));
-        println!("{}", report.digest);
+        ctx.out.data(format!("{}", report.digest));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,6 +7,7 @@ use anyhow::Result;
 use clap::Args;
 use modelpack_common::extract::{ExtractOptions, extract_from_store};
 
+use super::remote::Bars;
 use super::{Ctx, parse_ref};
 
 #[derive(Debug, Args)]
@@ -16,9 +17,9 @@ pub struct ExtractArgs {
     /// Directory to restore the files into
     #[arg(short, long, value_name = "DIR")]
     pub output: PathBuf,
-    /// Layers extracted in parallel
-    #[arg(short, long, default_value_t = 4)]
-    pub concurrency: usize,
+    /// Layers extracted in parallel [default: `concurrency` in the config file, else 4]
+    #[arg(short, long, env = "MODELPACK_CONCURRENCY", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: Option<u16>,
     /// Do not apply mode and mtime from the artifact
     #[arg(long)]
     pub no_metadata: bool,
@@ -32,15 +33,20 @@ pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
     let store = ctx.existing_store()?;
     let loaded = store.load_manifest(&reference)?;
     let digest = loaded.digest.to_string();
+    let total: u64 = loaded.manifest.layers.iter().map(|l| l.size).sum();
+    let bars = std::sync::Arc::new(Bars::new(&ctx, total, "extracting"));
     let opts = ExtractOptions {
         apply_metadata: !args.no_metadata,
-        concurrency: args.concurrency,
+        concurrency: ctx.concurrency(args.concurrency),
         force: args.force,
+        progress: Some(bars.clone()),
     };
     let out = args.output.clone();
     let stats =
         super::blocking(move || Ok(extract_from_store(&store, &loaded.manifest, &out, &opts)?))
-            .await?;
+            .await;
+    bars.finish();
+    let stats = stats?;
     if ctx.out.json {
         ctx.out.print_json(&serde_json::json!({"reference": reference.to_string(), "digest": digest, "output": args.output, "stats": stats}))?;
     } else {

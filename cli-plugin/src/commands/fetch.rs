@@ -31,13 +31,16 @@ pub struct FetchArgs {
     pub force: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
 }
 
 pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
-    let client = args.registry.client(&ctx)?;
+    let client = args.registry.transfer_client(&ctx, &args.transfer)?;
     let remote =
-        match super::verify::before_pull(args.verify_key.as_deref(), true, &client, &remote).await?
+        match super::verify::before_pull(&ctx, args.verify_key.as_deref(), true, &client, &remote)
+            .await?
         {
             Some((pinned, _, _, _)) => pinned,
             None => remote,
@@ -49,7 +52,7 @@ pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
         &remote,
         &args.output,
         &args.patterns,
-        args.registry.concurrency,
+        ctx.concurrency(args.transfer.concurrency),
         args.force,
         &bars,
     )

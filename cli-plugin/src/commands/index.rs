@@ -30,11 +30,13 @@ pub struct IndexArgs {
     pub pin: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
 }
 
 pub async fn run(args: IndexArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
-    let client = args.registry.client(&ctx)?;
+    let client = args.registry.transfer_client(&ctx, &args.transfer)?;
     let store = ctx.store()?;
     let bars = Bars::new(&ctx, 0, &format!("indexing {}", remote.repository));
     let report = index_remote(&client, &store, &remote, args.chunk_size, args.pin, &bars).await;
@@ -80,7 +82,7 @@ pub async fn run(args: IndexArgs, ctx: Ctx) -> Result<ExitCode> {
         )),
     }
     if let Some(r) = &report.referrer {
-        println!("{r}");
+        ctx.out.data(format!("{r}"));
     }
     Ok(ExitCode::SUCCESS)
 }

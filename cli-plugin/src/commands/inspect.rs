@@ -134,18 +134,20 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     if ctx.out.json {
         return ctx.out.print_json(o);
     }
-    println!("Reference:     {}", esc(&o.reference));
-    println!("Digest:        {}", o.digest);
-    println!("Kind:          {}", esc(&o.summary.kind));
-    println!(
+    ctx.out
+        .data(format!("Reference:     {}", esc(&o.reference)));
+    ctx.out.data(format!("Digest:        {}", o.digest));
+    ctx.out
+        .data(format!("Kind:          {}", esc(&o.summary.kind)));
+    ctx.out.data(format!(
         "Artifact type: {}",
         esc(o.artifact_type.as_deref().unwrap_or("-"))
-    );
-    println!("Config:        {}", o.config_digest);
+    ));
+    ctx.out.data(format!("Config:        {}", o.config_digest));
     let s = &o.summary;
     let field = |k: &str, v: &Option<String>| {
         if let Some(v) = v {
-            println!("  {k:<13}{}", esc(v));
+            ctx.out.data(format!("  {k:<13}{}", esc(v)));
         }
     };
     field("name", &s.name);
@@ -159,24 +161,25 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     field("quantization", &s.quantization);
     field("license", &s.license);
     field("description", &s.description);
-    println!("Size:          {}", human_size(o.size));
+    ctx.out
+        .data(format!("Size:          {}", human_size(o.size)));
     let indexed = o
         .layers
         .iter()
         .filter(|l| l.chunk_index.index.is_some())
         .count();
     match o.chunk_referrers.as_slice() {
-        [] => println!("Chunk index:   none"),
+        [] => ctx.out.data("Chunk index:   none"),
         refs => {
             for r in refs {
-                println!(
+                ctx.out.data(format!(
                     "Chunk index:   referrer {r} ({indexed} of {} layers indexed)",
                     o.layers.len()
-                );
+                ));
             }
         }
     }
-    println!();
+    ctx.out.data("");
     let rows: Vec<Vec<String>> = o
         .layers
         .iter()
@@ -220,12 +223,14 @@ pub async fn run(args: InspectArgs, ctx: Ctx) -> Result<ExitCode> {
     let store = ctx.existing_store()?;
     let loaded = store.load_manifest(&reference)?;
     if args.manifest {
-        println!("{}", String::from_utf8_lossy(&loaded.bytes));
+        ctx.out
+            .data(format!("{}", String::from_utf8_lossy(&loaded.bytes)));
         return Ok(ExitCode::SUCCESS);
     }
     let config = store.read_blob(&loaded.manifest.config.digest)?;
     if args.config {
-        println!("{}", String::from_utf8_lossy(&config));
+        ctx.out
+            .data(format!("{}", String::from_utf8_lossy(&config)));
         return Ok(ExitCode::SUCCESS);
     }
     let found = local::indexes(&store, &loaded.digest)?;
@@ -255,14 +260,16 @@ async fn run_remote(
     let client = args.registry.client(&ctx)?;
     let fetched = client.get_manifest(&reference).await?;
     if args.manifest {
-        println!("{}", String::from_utf8_lossy(&fetched.bytes));
+        ctx.out
+            .data(format!("{}", String::from_utf8_lossy(&fetched.bytes)));
         return Ok(ExitCode::SUCCESS);
     }
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {reference}"))?;
     let config =
         modelpack_common::transfer::fetch_small_blob(&client, &reference, &manifest.config).await?;
     if args.config {
-        println!("{}", String::from_utf8_lossy(&config));
+        ctx.out
+            .data(format!("{}", String::from_utf8_lossy(&config)));
         return Ok(ExitCode::SUCCESS);
     }
     let subject =

@@ -39,7 +39,8 @@ pub async fn login(args: LoginArgs, ctx: Ctx) -> Result<ExitCode> {
     let mut ra = args.registry_args.clone();
     if ra.password.is_some() {
         // docker's own warning: the password is in the shell history and `ps`.
-        eprintln!("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
+        ctx.out
+            .problem("WARNING! Using --password via the CLI is insecure. Use --password-stdin.");
     }
     let interactive = std::io::stdin().is_terminal();
     if ra.username.is_none() && ra.identity_token.is_none() && interactive {

@@ -117,8 +117,8 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             match &r.tag {
                 // Names come from the store's index.json, i.e. possibly from
                 // a hostile artifact: escaped like the table below.
-                Some(t) => println!("{}:{}", esc(&r.repository), esc(t)),
-                None => println!("{}@{}", esc(&r.repository), r.digest),
+                Some(t) => ctx.out.data(format!("{}:{}", esc(&r.repository), esc(t))),
+                None => ctx.out.data(format!("{}@{}", esc(&r.repository), r.digest)),
             }
         }
     } else {

@@ -52,7 +52,7 @@ pub async fn run(args: PruneArgs, ctx: Ctx) -> Result<ExitCode> {
         )?;
     } else {
         for (d, s) in &freed {
-            println!(
+            ctx.out.data(format!(
                 "{}{d} {}",
                 if args.dry_run {
                     "would delete "
@@ -60,7 +60,7 @@ pub async fn run(args: PruneArgs, ctx: Ctx) -> Result<ExitCode> {
                     "deleted "
                 },
                 human_size(*s)
-            );
+            ));
         }
         ctx.out.status(format!(
             "{} {} blob{} ({})",

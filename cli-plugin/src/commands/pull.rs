@@ -39,15 +39,18 @@ pub struct PullArgs {
     pub containerd_args: crate::containerd::ContainerdArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
 }
 
 pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
-    let client = args.registry.client(&ctx)?;
+    let client = args.registry.transfer_client(&ctx, &args.transfer)?;
     if args.containerd {
         return pull_containerd(&args, &ctx, &client, &remote).await;
     }
     let verified = super::verify::before_pull(
+        &ctx,
         args.verify_key.as_deref(),
         args.extract_from_remote,
         &client,
@@ -66,7 +69,7 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
             &ctx.store()?,
             &remote,
             &dir,
-            args.registry.concurrency,
+            ctx.concurrency(args.transfer.concurrency),
             args.force,
             &bars,
         )
@@ -76,7 +79,7 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
             &client,
             &ctx.store()?,
             &remote,
-            args.registry.concurrency,
+            ctx.concurrency(args.transfer.concurrency),
             &bars,
         )
         .await
@@ -101,15 +104,18 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
         let store = ctx.store()?;
         let manifest = r.manifest.clone().expect("pull returns the manifest");
         let dir = dir.clone();
+        let total = manifest.layers.iter().map(|l| l.size).sum();
+        let bars = std::sync::Arc::new(Bars::new(&ctx, total, "extracting"));
         let opts = ExtractOptions {
-            concurrency: args.registry.concurrency,
+            concurrency: ctx.concurrency(args.transfer.concurrency),
             force: args.force,
+            progress: Some(bars.clone()),
             ..Default::default()
         };
-        r.extract = Some(
-            super::blocking(move || Ok(extract_from_store(&store, &manifest, &dir, &opts)?))
-                .await?,
-        );
+        let extracted =
+            super::blocking(move || Ok(extract_from_store(&store, &manifest, &dir, &opts)?)).await;
+        bars.finish();
+        r.extract = Some(extracted?);
     }
     let report = report?;
     for w in &report.warnings {
@@ -138,6 +144,14 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
                 human_size(bars.throughput() as u64)
             )
         });
+        for b in report.blobs.iter().filter(|b| b.resumed_at.is_some()) {
+            ctx.out.status(format!(
+                "resumed {} at {} of {}",
+                modelpack_common::text::escape_control(&b.name),
+                human_size(b.resumed_at.unwrap_or(0)),
+                human_size(b.size)
+            ));
+        }
         if report.chunk_indexes > 0 {
             ctx.out.status(format!(
                 "copied {} chunk index referrer{} along",
@@ -153,7 +167,7 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
                 x.files_skipped
             ));
         }
-        println!("{}", report.digest);
+        ctx.out.data(format!("{}", report.digest));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -196,7 +210,7 @@ async fn pull_containerd(
             "{remote} is in containerd (namespace {}, snapshotter {}); top chain {top}",
             args.containerd_args.namespace, args.containerd_args.snapshotter
         ));
-        println!("{}", fetched.digest);
+        ctx.out.data(format!("{}", fetched.digest));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,8 @@ pub struct PushArgs {
     pub destination: Option<String>,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
 }
 
 pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
@@ -27,12 +29,12 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
         Some(d) => parse_ref(d)?,
         None => local.clone(),
     };
-    let client = args.registry.client(&ctx)?;
+    let client = args.registry.transfer_client(&ctx, &args.transfer)?;
     let store = ctx.existing_store()?;
     // A registry configured for the legacy identifiers (Harbor ≤ 2.15) gets
     // the model re-labelled: a new manifest (stored locally as the
     // destination), the same blobs.
-    let settings = modelpack_common::settings::Settings::load()?;
+    let settings = &ctx.settings;
     let local = match settings.family_for(&remote.registry) {
         Some(family) => match store_in_family(&store, &local, &remote, family)? {
             Some(digest) => {
@@ -58,7 +60,7 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
         &store,
         &local,
         &remote,
-        args.registry.concurrency,
+        ctx.concurrency(args.transfer.concurrency),
         &bars,
     )
     .await;
@@ -88,7 +90,7 @@ pub async fn run(args: PushArgs, ctx: Ctx) -> Result<ExitCode> {
             ctx.out
                 .status(format!("published chunk index referrer {r}"));
         }
-        println!("{}", report.digest);
+        ctx.out.data(format!("{}", report.digest));
     }
     Ok(ExitCode::SUCCESS)
 }

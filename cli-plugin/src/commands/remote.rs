@@ -36,14 +36,14 @@ pub struct RegistryArgs {
     /// podman/containers auth.json [default: $REGISTRY_AUTH_FILE]
     #[arg(long, value_name = "FILE")]
     pub authfile: Option<PathBuf>,
-    /// Use plain HTTP (loopback registries do by default)
-    #[arg(long)]
+    /// Use plain HTTP (loopback registries do by default; per registry: `plain-http` in the config file)
+    #[arg(long, env = "MODELPACK_PLAIN_HTTP", value_parser = clap::builder::BoolishValueParser::new())]
     pub plain_http: bool,
     /// Skip TLS certificate verification
     #[arg(long)]
     pub insecure: bool,
-    /// Trust this CA bundle (PEM)
-    #[arg(long, value_name = "FILE")]
+    /// Trust this CA bundle (PEM; per registry: `ca-file` in the config file)
+    #[arg(long, env = "MODELPACK_CA_FILE", value_name = "FILE")]
     pub ca_file: Option<PathBuf>,
     /// Client certificate (PEM)
     #[arg(long, value_name = "FILE")]
@@ -54,12 +54,27 @@ pub struct RegistryArgs {
     /// containerd hosts.toml directory for mirrors/CA/plain-http [default: /etc/containerd/certs.d if present]
     #[arg(long, value_name = "DIR")]
     pub hosts_dir: Option<PathBuf>,
-    /// Blobs transferred in parallel
-    #[arg(short = 'c', long, default_value_t = 4)]
-    pub concurrency: usize,
+}
+
+/// Options of the verbs that move blobs (build, push, pull, fetch, upload,
+/// attach, index); the others do not offer them.
+#[derive(Debug, Args, Clone)]
+pub struct TransferArgs {
+    /// Blobs moved in parallel [default: `concurrency` in the config file, else 4]
+    #[arg(short = 'c', long, env = "MODELPACK_CONCURRENCY", value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: Option<u16>,
     /// Upload chunk size in MiB for large blobs (resumable)
     #[arg(long, default_value_t = 64, hide = true)]
     pub chunk_mib: u64,
+}
+
+impl Default for TransferArgs {
+    fn default() -> Self {
+        TransferArgs {
+            concurrency: None,
+            chunk_mib: 64,
+        }
+    }
 }
 
 impl RegistryArgs {
@@ -95,7 +110,13 @@ impl RegistryArgs {
         })
     }
 
+    /// A client for verbs that read manifests and small blobs.
     pub fn client(&self, ctx: &Ctx) -> Result<RegistryClient> {
+        self.transfer_client(ctx, &TransferArgs::default())
+    }
+
+    /// A client that moves blobs with `transfer`'s concurrency and chunk size.
+    pub fn transfer_client(&self, ctx: &Ctx, transfer: &TransferArgs) -> Result<RegistryClient> {
         let creds = Arc::new(CredentialStore::new(self.credential_options(ctx)?));
         let hosts_dir = self.hosts_dir.clone().or_else(|| {
             let d = PathBuf::from("/etc/containerd/certs.d");
@@ -108,9 +129,10 @@ impl RegistryArgs {
             cert_file: self.cert_file.clone(),
             key_file: self.key_file.clone(),
             hosts_dir,
-            concurrency: self.concurrency.max(1),
-            chunk_size: self.chunk_mib.max(1) << 20,
+            concurrency: ctx.concurrency(transfer.concurrency),
+            chunk_size: transfer.chunk_mib.clamp(1, 4096) << 20,
             retries: 5,
+            registries: ctx.settings.transport_by_registry(),
             ..Default::default()
         };
         Ok(RegistryClient::new(opts, creds)?)

@@ -97,6 +97,6 @@ pub async fn run(args: ResolveArgs, ctx: Ctx) -> Result<ExitCode> {
         path,
         format,
     };
-    println!("{}", serde_json::to_string(&r)?);
+    ctx.out.data(serde_json::to_string(&r)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -29,10 +29,10 @@ pub async fn run(args: RmArgs, ctx: Ctx) -> Result<ExitCode> {
         );
         match n {
             0 => {
-                eprintln!(
+                ctx.out.problem(format!(
                     "error: {reference} is not in the local store\nhint: run `{} ls` to see stored models",
                     ctx.display_name
-                );
+                ));
                 failed = true;
             }
             n => ctx.out.status(format!(

@@ -76,7 +76,7 @@ pub async fn run(args: SignArgs, ctx: Ctx) -> Result<ExitCode> {
                 .map(|o| format!(", bundle in {}", o.display()))
                 .unwrap_or_default()
         ));
-        println!("{sig}");
+        ctx.out.data(format!("{sig}"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use modelpack_common::transfer::upload_file;
+use modelpack_common::transfer::{BlobAction, upload_file};
 
 use super::remote::{Bars, RegistryArgs};
 use super::{Ctx, parse_ref};
+use crate::output::human_size;
 
 #[derive(Debug, Args)]
 pub struct UploadArgs {
@@ -20,11 +21,13 @@ pub struct UploadArgs {
     pub repo: String,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub transfer: super::remote::TransferArgs,
 }
 
 pub async fn run(args: UploadArgs, ctx: Ctx) -> Result<ExitCode> {
     let repo = parse_ref(&args.repo)?;
-    let client = args.registry.client(&ctx)?;
+    let client = args.registry.transfer_client(&ctx, &args.transfer)?;
     let size = std::fs::metadata(&args.file).map(|m| m.len()).unwrap_or(0);
     let bars = Bars::new(&ctx, size, "uploading");
     let report = upload_file(&client, &ctx.store()?, &args.file, &repo, &bars).await;
@@ -33,13 +36,27 @@ pub async fn run(args: UploadArgs, ctx: Ctx) -> Result<ExitCode> {
     if ctx.out.json {
         ctx.out.print_json(&report)?;
     } else {
-        ctx.out.status(format!(
-            "{} {} to {}",
-            report.action.as_str(),
-            args.file.display(),
-            repo.name()
-        ));
-        println!("{}", report.digest);
+        let file = args.file.display();
+        ctx.out.status(match report.action {
+            BlobAction::Uploaded => format!(
+                "uploaded {file} ({}) to {} as {}: a `modelpack build --output-remote` of it there skips the upload",
+                human_size(report.size),
+                repo.name(),
+                report.digest
+            ),
+            BlobAction::Mounted => format!(
+                "{file} was already in another repository of {}: mounted into {} as {}, nothing uploaded",
+                repo.registry,
+                repo.name(),
+                report.digest
+            ),
+            BlobAction::Exists => format!(
+                "{file} is already in {} as {}: nothing uploaded",
+                repo.name(),
+                report.digest
+            ),
+        });
+        ctx.out.data(format!("{}", report.digest));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -74,7 +74,7 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
         // Problems quote values from the artifact; escape them so a crafted
         // annotation cannot rewrite the terminal (and hide other problems).
         for p in &report.problems {
-            println!("{}", esc(&p.to_string()));
+            ctx.out.data(format!("{}", esc(&p.to_string())));
         }
         let what = esc(&what);
         if report.is_valid() {
@@ -88,7 +88,7 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
                 }
             ));
         } else {
-            eprintln!(
+            ctx.out.problem(format!(
                 "{what}: invalid ({} error{})",
                 report.errors().count(),
                 if report.errors().count() == 1 {
@@ -96,12 +96,12 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
                 } else {
                     "s"
                 }
-            );
+            ));
         }
     }
     let warnings_fail = args.strict && report.warnings().next().is_some();
     if warnings_fail && report.is_valid() && !ctx.out.json {
-        eprintln!("--strict: warnings count as failures");
+        ctx.out.problem("--strict: warnings count as failures");
     }
     Ok(if report.is_valid() && !warnings_fail {
         ExitCode::SUCCESS

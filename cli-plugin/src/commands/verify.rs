@@ -166,13 +166,14 @@ pub type Verified = (
 /// reference and whether the files must still be checked after download
 /// (tar layers, whose files are known only from their bytes).
 pub async fn before_pull(
+    ctx: &Ctx,
     verify_key: Option<&std::path::Path>,
     straight_to_dir: bool,
     client: &modelpack_common::registry::RegistryClient,
     remote: &modelpack_common::Reference,
 ) -> Result<Option<Verified>> {
     use modelpack_common::signing;
-    let settings = modelpack_common::settings::Settings::load()?;
+    let settings = &ctx.settings;
     let Some(key_path) = verify_key
         .map(std::path::Path::to_path_buf)
         .or_else(|| settings.verify_key_for(&remote.registry).map(PathBuf::from))

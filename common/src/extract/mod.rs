@@ -41,12 +41,13 @@ use crate::digest::{COPY_BUF, Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Descriptor, Manifest};
 use crate::media::{self, LayerFormat, LayerType};
+use crate::registry::Progress;
 use crate::store::Store;
 
 /// The xattr recording which layer a file came from, so re-extracts can skip it.
 pub const XATTR_DIGEST: &str = "user.modelpack.digest";
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExtractOptions {
     /// Apply mode and mtime from the metadata annotation / tar headers.
     pub apply_metadata: bool,
@@ -54,6 +55,38 @@ pub struct ExtractOptions {
     /// Replace files already in the output whose content differs (else such
     /// an extraction is refused before anything is written).
     pub force: bool,
+    /// Told of every blob byte read, and of a skipped layer's whole size, so
+    /// a bar over the layers' total reaches its end.
+    pub progress: Option<Arc<dyn Progress>>,
+}
+
+impl std::fmt::Debug for ExtractOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExtractOptions")
+            .field("apply_metadata", &self.apply_metadata)
+            .field("concurrency", &self.concurrency)
+            .field("force", &self.force)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// A blob reader that reports each read to the extraction's progress.
+struct Reported<'a, R> {
+    inner: R,
+    progress: Option<&'a dyn Progress>,
+    seen: u64,
+}
+
+impl<R: Read> Read for Reported<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.seen += n as u64;
+        if let Some(p) = self.progress {
+            p.advance(n as u64);
+        }
+        Ok(n)
+    }
 }
 
 impl Default for ExtractOptions {
@@ -62,6 +95,7 @@ impl Default for ExtractOptions {
             apply_metadata: true,
             concurrency: 4,
             force: false,
+            progress: None,
         }
     }
 }
@@ -280,13 +314,24 @@ impl Target {
 
     /// Extracts one layer whose verified-or-not blob bytes come from `blob`.
     pub fn extract_layer(&self, layer: &Descriptor, blob: File) -> Result<ExtractStats> {
-        match layer_format(layer) {
-            LayerFormat::Raw => self.extract_raw(layer, blob),
-            format => tarball::extract_tar(self, layer, blob, format),
+        let progress = self.opts.progress.as_deref();
+        let mut reader = Reported {
+            inner: blob,
+            progress,
+            seen: 0,
+        };
+        let result = match layer_format(layer) {
+            LayerFormat::Raw => self.extract_raw(layer, &mut reader),
+            format => tarball::extract_tar(self, layer, &mut reader, format),
+        };
+        // A skipped layer is read not at all; the bar still covers its bytes.
+        if let (Some(p), Ok(_)) = (progress, &result) {
+            p.advance(layer.size.saturating_sub(reader.seen));
         }
+        result
     }
 
-    fn extract_raw(&self, layer: &Descriptor, blob: File) -> Result<ExtractStats> {
+    fn extract_raw(&self, layer: &Descriptor, blob: impl Read) -> Result<ExtractStats> {
         let name = layer_name(layer);
         let rel = raw_rel_path(layer)?;
         self.claims.file(&name, &rel)?;
@@ -372,7 +417,7 @@ impl Target {
     fn extract_raw_unclaimed(
         &self,
         layer: &Descriptor,
-        blob: File,
+        blob: impl Read,
         dir: &ConfinedDir,
         fname: &OsStr,
     ) -> Result<ExtractStats> {

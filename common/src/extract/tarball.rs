@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::fs::File;
 use std::io::{self, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,7 +70,7 @@ impl Stage<'_> {
 pub(super) fn extract_tar(
     target: &Target,
     layer: &Descriptor,
-    blob: File,
+    blob: impl Read,
     format: LayerFormat,
 ) -> Result<ExtractStats> {
     let name = layer_name(layer);

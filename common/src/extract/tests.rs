@@ -245,6 +245,16 @@ fn benign_tar_with_dirs_links_and_gzip_extracts() {
     );
 }
 
+#[derive(Default)]
+struct Counted(std::sync::atomic::AtomicU64);
+
+impl crate::registry::Progress for Counted {
+    fn advance(&self, bytes: u64) {
+        self.0
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 #[test]
 fn store_round_trip_reproduces_files() {
     use crate::pack::{PackFile, PackOptions, pack_to_store};
@@ -294,13 +304,22 @@ fn store_round_trip_reproduces_files() {
         )
         .unwrap();
         let out = tempfile::tempdir().unwrap();
-        extract_from_store(
-            &store,
-            &packed.manifest,
-            out.path(),
-            &ExtractOptions::default(),
-        )
-        .unwrap();
+        // Progress covers every layer byte, on a first extract and on one
+        // that skips what is already there.
+        let counted = Arc::new(Counted::default());
+        let with_progress = ExtractOptions {
+            progress: Some(counted.clone()),
+            ..Default::default()
+        };
+        let layer_bytes: u64 = packed.manifest.layers.iter().map(|l| l.size).sum();
+        for round in 1..=2u64 {
+            extract_from_store(&store, &packed.manifest, out.path(), &with_progress).unwrap();
+            assert_eq!(
+                counted.0.load(std::sync::atomic::Ordering::Relaxed),
+                round * layer_bytes,
+                "{format}, extract {round}"
+            );
+        }
         for f in &files {
             assert_eq!(
                 fs::read(out.path().join(&f.rel_path)).unwrap(),

@@ -208,7 +208,8 @@ pub fn endpoints_for(registry: &str, opts: &TransportOptions) -> Result<Vec<Endp
     } else {
         registry
     };
-    let plain = opts.plain_http || is_loopback_host(host);
+    let own = opts.registries.get(registry).cloned().unwrap_or_default();
+    let plain = opts.plain_http || own.plain_http || is_loopback_host(host);
     let global_cas: Vec<String> = opts
         .ca_file
         .iter()
@@ -228,6 +229,7 @@ pub fn endpoints_for(registry: &str, opts: &TransportOptions) -> Result<Vec<Endp
     let mut server = format!("{}://{host}", if plain { "http" } else { "https" });
     let mut server_insecure = opts.insecure;
     let mut server_cas = global_cas.clone();
+    server_cas.extend(own.ca_file.iter().map(|p| p.display().to_string()));
     if let Some(cfg) = &cfg {
         if let Some(s) = &cfg.server {
             server = s.trim_end_matches('/').to_string();
@@ -339,5 +341,39 @@ mod tests {
         assert_eq!(eps[0].origin, "http://127.0.0.1:65001");
         let hub = endpoints_for("docker.io", &TransportOptions::default()).unwrap();
         assert_eq!(hub[0].cred_host, "docker.io");
+    }
+
+    #[test]
+    fn a_registry_own_settings_apply_to_it_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let missing_ca = d.path().join("no-such-ca.pem");
+        let mut registries = std::collections::BTreeMap::new();
+        registries.insert(
+            "lab.example:5000".to_string(),
+            crate::registry::RegistryTransport {
+                plain_http: true,
+                ca_file: None,
+            },
+        );
+        registries.insert(
+            "corp.example".to_string(),
+            crate::registry::RegistryTransport {
+                plain_http: false,
+                ca_file: Some(missing_ca.clone()),
+            },
+        );
+        let opts = TransportOptions {
+            registries,
+            ..Default::default()
+        };
+        let lab = endpoints_for("lab.example:5000", &opts).unwrap();
+        assert_eq!(lab[0].base, "http://lab.example:5000");
+        let other = endpoints_for("other.example", &opts).unwrap();
+        assert_eq!(other[0].base, "https://other.example");
+        // The CA is read for its registry only (a missing file there is an error naming it).
+        let Err(err) = endpoints_for("corp.example", &opts) else {
+            panic!("a missing CA file was not read");
+        };
+        assert!(err.to_string().contains("no-such-ca.pem"), "{err}");
     }
 }

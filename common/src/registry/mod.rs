@@ -51,6 +51,18 @@ pub struct TransportOptions {
     /// A config is a small JSON document; the manifest that names it is
     /// hostile input and may claim any size.
     pub max_config_size: u64,
+    /// Settings for one registry (from the config file), on top of the above.
+    pub registries: std::collections::BTreeMap<String, RegistryTransport>,
+}
+
+/// One registry's own transport settings: they add to the command's flags
+/// (a flag's plain HTTP or CA applies to every registry).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryTransport {
+    pub plain_http: bool,
+    /// A CA bundle trusted for this registry's own server (not its mirrors,
+    /// which hosts.toml configures).
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for TransportOptions {
@@ -66,6 +78,7 @@ impl Default for TransportOptions {
             chunk_size: 64 << 20,
             retries: 5,
             max_config_size: 4 << 20,
+            registries: Default::default(),
         }
     }
 }

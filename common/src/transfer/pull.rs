@@ -37,9 +37,73 @@ pub struct PullReport {
     /// Referrers refused (malformed, oversize, not describing this model).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What happened to each blob, like push's `blobs`.
+    pub blobs: Vec<PulledBlob>,
     #[serde(skip)]
     pub manifest: Option<Manifest>,
     pub extract: Option<ExtractStats>,
+}
+
+/// One blob of a pull: what was done with it and how many bytes came.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PulledBlob {
+    pub digest: Digest,
+    pub size: u64,
+    /// The file path it holds (`config` for the config).
+    pub name: String,
+    /// `exists` (already stored), `unchanged` (already extracted) or `downloaded`.
+    pub action: &'static str,
+    pub bytes_received: u64,
+    /// Where the download picked up an earlier attempt's partial file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed_at: Option<u64>,
+}
+
+impl PulledBlob {
+    fn kept(desc: &Descriptor, name: &str, action: &'static str) -> PulledBlob {
+        PulledBlob {
+            digest: desc.digest.clone(),
+            size: desc.size,
+            name: name.to_string(),
+            action,
+            bytes_received: 0,
+            resumed_at: None,
+        }
+    }
+
+    fn downloaded(desc: &Descriptor, name: &str, resumed_at: Option<u64>) -> PulledBlob {
+        PulledBlob {
+            bytes_received: desc.size - resumed_at.unwrap_or(0),
+            resumed_at,
+            ..PulledBlob::kept(desc, name, "downloaded")
+        }
+    }
+}
+
+impl PullReport {
+    fn new(
+        remote: &Reference,
+        digest: Digest,
+        manifest: Manifest,
+        layers: usize,
+        blobs: Vec<PulledBlob>,
+    ) -> PullReport {
+        let downloaded = blobs.iter().filter(|b| b.action == "downloaded").count();
+        PullReport {
+            reference: remote.to_string(),
+            digest,
+            layers,
+            blobs_downloaded: downloaded,
+            blobs_skipped: blobs.len() - downloaded,
+            bytes_received: blobs.iter().map(|b| b.bytes_received).sum(),
+            chunk_indexes: 0,
+            warnings: Vec::new(),
+            blobs,
+            manifest: Some(manifest),
+            extract: None,
+        }
+    }
 }
 
 /// Fetches and parses a model manifest; an index, or a manifest that is no
@@ -117,14 +181,14 @@ pub async fn pull_to_store(
             .filter(|(d, _)| !store.has_blob(&d.digest))
             .fold(0u64, |acc, (d, _)| acc.saturating_add(d.size)),
     );
-    let results: Result<Vec<(bool, u64)>> = stream::iter(blobs.into_iter().map(|(desc, name)| {
+    let results: Result<Vec<PulledBlob>> = stream::iter(blobs.into_iter().map(|(desc, name)| {
         let known = &known;
         let scratch = &scratch;
         async move {
             known.record(&desc.digest, &remote.registry, &remote.repository);
             if store.has_blob(&desc.digest) {
                 progress.blob_finished(&name, desc.size, "exists");
-                return Ok((false, 0));
+                return Ok(PulledBlob::kept(&desc, &name, "exists"));
             }
             progress.blob_started(&name, desc.size);
             let partial = PartialBlob::open(scratch, &desc.digest).await?;
@@ -132,16 +196,17 @@ pub async fn pull_to_store(
                 // Another pull finished it while we waited for its lock.
                 let _ = scratch.remove_file(&partial.name);
                 progress.blob_finished(&name, desc.size, "exists");
-                return Ok((false, 0));
+                return Ok(PulledBlob::kept(&desc, &name, "exists"));
             }
             let blob_progress = super::BlobProgress {
                 parent: progress,
                 name: &name,
             };
-            download(client, remote, &desc, scratch, &partial, &blob_progress).await?;
+            let resumed_at =
+                download(client, remote, &desc, scratch, &partial, &blob_progress).await?;
             store.commit_partial(scratch, &partial, &desc.digest, desc.size)?;
             progress.blob_finished(&name, desc.size, "downloaded");
-            Ok::<_, Error>((true, desc.size))
+            Ok::<_, Error>(PulledBlob::downloaded(&desc, &name, resumed_at))
         }
     }))
     .buffer_unordered(concurrency.max(1))
@@ -164,17 +229,11 @@ pub async fn pull_to_store(
             Ok(r) => r,
             Err(e) => (0, vec![format!("chunk index referrers not copied: {e}")]),
         };
+    let layers = manifest.layers.len();
     Ok(PullReport {
         chunk_indexes,
         warnings,
-        reference: remote.to_string(),
-        digest,
-        layers: manifest.layers.len(),
-        blobs_downloaded: results.iter().filter(|r| r.0).count(),
-        blobs_skipped: results.iter().filter(|r| !r.0).count(),
-        bytes_received: results.iter().map(|r| r.1).sum(),
-        manifest: Some(manifest),
-        extract: None,
+        ..PullReport::new(remote, digest, manifest, layers, results)
     })
 }
 
@@ -208,7 +267,14 @@ async fn download(
     scratch: &ConfinedDir,
     partial: &PartialBlob,
     progress: &dyn TransferProgress,
-) -> Result<()> {
+) -> Result<Option<u64>> {
+    // What an earlier, interrupted attempt left (the client re-hashes and continues it).
+    let resumed_at = partial
+        .file
+        .metadata()
+        .map(|m| m.len())
+        .ok()
+        .filter(|&n| n > 0 && n < desc.size);
     let r = client
         .pull_blob_to_file(
             remote,
@@ -222,7 +288,7 @@ async fn download(
     if let Err(Error::DigestMismatch { .. } | Error::SizeMismatch { .. }) = &r {
         let _ = scratch.remove_file(&partial.name);
     }
-    r
+    r.map(|()| resumed_at)
 }
 
 /// Streams `remote`'s files straight into `out` (nothing kept in the store
@@ -311,7 +377,7 @@ pub async fn fetch_to_dir(
     target.check_overwrites(&selected)?;
     let _lease = store.lease()?;
     let scratch = Arc::new(store.scratch()?);
-    let results: Result<Vec<(bool, u64, ExtractStats)>> =
+    let results: Result<Vec<(PulledBlob, ExtractStats)>> =
         stream::iter(by_digest.into_iter().map(|(blob, users)| {
             let target = target.clone();
             let scratch = scratch.clone();
@@ -334,8 +400,7 @@ pub async fn fetch_to_dir(
                     .collect();
                 if pending.is_empty() {
                     return Ok((
-                        false,
-                        0,
+                        PulledBlob::kept(&blob, &name, "unchanged"),
                         ExtractStats {
                             files_skipped: 1,
                             ..Default::default()
@@ -348,7 +413,9 @@ pub async fn fetch_to_dir(
                     parent: progress,
                     name: &name,
                 };
-                download(client, remote, &blob, &scratch, &partial, &blob_progress).await?;
+                let resumed_at =
+                    download(client, remote, &blob, &scratch, &partial, &blob_progress).await?;
+                let pulled = PulledBlob::downloaded(&blob, &name, resumed_at);
                 let stats = tokio::task::spawn_blocking(move || {
                     let mut stats = ExtractStats::default();
                     let n = pending.len();
@@ -369,7 +436,7 @@ pub async fn fetch_to_dir(
                 .await
                 .map_err(|e| Error::Invalid(format!("extract worker failed: {e}")))??;
                 progress.blob_finished(&name, blob.size, "downloaded");
-                Ok::<_, Error>((true, blob.size, stats))
+                Ok::<_, Error>((pulled, stats))
             }
         }))
         .buffer_unordered(concurrency.max(1))
@@ -378,20 +445,14 @@ pub async fn fetch_to_dir(
     let results = results.inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
     target.sweep_stale_temps();
     let mut stats = ExtractStats::default();
-    for (_, _, s) in &results {
-        stats.add(s);
+    let mut blobs = Vec::with_capacity(results.len());
+    for (b, s) in results {
+        stats.add(&s);
+        blobs.push(b);
     }
     Ok(PullReport {
-        reference: remote.to_string(),
-        digest,
-        layers: selected.len(),
-        blobs_downloaded: results.iter().filter(|r| r.0).count(),
-        blobs_skipped: results.iter().filter(|r| !r.0).count(),
-        bytes_received: results.iter().map(|r| r.1).sum(),
-        chunk_indexes: 0,
-        warnings: Vec::new(),
-        manifest: Some(manifest),
         extract: Some(stats),
+        ..PullReport::new(remote, digest, manifest, selected.len(), blobs)
     })
 }
 
