@@ -8,6 +8,8 @@ integration/setup.sh
 export MODELPACK_TEST_PYTHON="$PWD/target/venv/bin/python"
 # Incremental caches for the workspace crates would double their size on disk; CI builds once.
 export CARGO_INCREMENTAL=0
+# Snapshot tests (insta) compare only; a deliberate change is accepted locally with `cargo insta review`.
+export INSTA_UPDATE=no
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

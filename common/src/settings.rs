@@ -100,6 +100,15 @@ impl Settings {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !must_exist => {
                 return Ok(Settings::default());
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NotFound {
+                    what: format!("config file {} (named by $MODELPACK_CONFIG)", path.display()),
+                    hint: Some(
+                        "create it, or unset MODELPACK_CONFIG to read ~/.config/modelpack/config.toml"
+                            .into(),
+                    ),
+                });
+            }
             Err(e) => return Err(Error::io("open config file", path, e)),
         };
         let mut text = Vec::new();

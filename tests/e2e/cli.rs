@@ -5,6 +5,7 @@
 mod chunk_index;
 mod cli_core;
 mod cli_registry;
+mod cli_text;
 mod faults;
 mod hostile;
 mod interop;
