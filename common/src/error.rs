@@ -97,7 +97,13 @@ pub enum Error {
 
     /// Registry returned an error or could not be reached.
     #[error("registry {registry}: {message}")]
-    Registry { registry: String, message: String },
+    Registry {
+        registry: String,
+        message: String,
+        /// The HTTP status the registry answered, when it answered at all
+        /// (`None`: the connection failed, or the reply made no sense).
+        status: Option<u16>,
+    },
 
     /// Authentication failed or is required. Never contains a secret.
     #[error("authentication required for {registry}: {message}{hint}", hint = hint_suffix(.hint))]
@@ -167,6 +173,69 @@ impl Error {
     }
 }
 
+/// What kind of failure an [`Error`] is, for callers that answer in another
+/// protocol's terms: the snapshotter and CSI service pick gRPC codes (which
+/// containerd and kubelet turn into retry-or-give-up decisions), the CLI its
+/// hints. One mapping, here, beside the variants it classifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request itself is wrong (a reference, a digest, a Modelfile, a setting).
+    InvalidArgument,
+    /// The named model, blob or file does not exist (locally or in the registry).
+    NotFound,
+    /// The artifact or chunk index was refused by a check: retrying will not help.
+    Refused,
+    /// Bytes did not match their digest or size: corrupt in transit or at rest.
+    Corrupt,
+    /// Credentials are missing, wrong, or not allowed this repository.
+    PermissionDenied,
+    /// The registry (or a filesystem) could not serve now; a retry may succeed.
+    Unavailable,
+    /// Something from outside was larger than a bound.
+    TooLarge,
+    Cancelled,
+    /// Our own state (the store, a local file) failed.
+    Internal,
+}
+
+impl Error {
+    pub fn kind(&self) -> ErrorKind {
+        use std::io::ErrorKind as Io;
+        match self {
+            Error::Io { source, .. } => match source.kind() {
+                Io::NotFound => ErrorKind::NotFound,
+                Io::PermissionDenied => ErrorKind::PermissionDenied,
+                Io::StorageFull | Io::QuotaExceeded => ErrorKind::Unavailable,
+                _ => ErrorKind::Internal,
+            },
+            Error::Modelfile { .. }
+            | Error::Workspace(_)
+            | Error::InvalidReference { .. }
+            | Error::InvalidDigest { .. }
+            | Error::Invalid(_) => ErrorKind::InvalidArgument,
+            Error::NotFound { .. } => ErrorKind::NotFound,
+            Error::Json { .. }
+            | Error::WeightHeader { .. }
+            | Error::Artifact(_)
+            | Error::UnsafePath { .. }
+            | Error::Validation(_)
+            | Error::ChunkIndex { .. } => ErrorKind::Refused,
+            Error::DigestMismatch { .. } | Error::SizeMismatch { .. } => ErrorKind::Corrupt,
+            Error::Auth { .. } | Error::Credentials(_) => ErrorKind::PermissionDenied,
+            Error::Registry { status, .. } => match status {
+                Some(404) => ErrorKind::NotFound,
+                Some(401 | 403) => ErrorKind::PermissionDenied,
+                Some(413) => ErrorKind::TooLarge,
+                Some(s) if (400..500).contains(s) && *s != 408 && *s != 429 => ErrorKind::Refused,
+                _ => ErrorKind::Unavailable,
+            },
+            Error::TooLarge { .. } => ErrorKind::TooLarge,
+            Error::Store { .. } => ErrorKind::Internal,
+            Error::Cancelled => ErrorKind::Cancelled,
+        }
+    }
+}
+
 /// Extension to attach a path to `std::io::Result`.
 pub trait IoContext<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T>;
@@ -175,5 +244,34 @@ pub trait IoContext<T> {
 impl<T> IoContext<T> for std::io::Result<T> {
     fn ctx(self, op: &'static str, path: impl Into<PathBuf>) -> Result<T> {
         self.map_err(|e| Error::io(op, path, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_follow_the_structure_not_the_message() {
+        let reg = |status| Error::Registry {
+            registry: "r".into(),
+            message: "m".into(),
+            status,
+        };
+        assert_eq!(reg(Some(404)).kind(), ErrorKind::NotFound);
+        assert_eq!(reg(Some(401)).kind(), ErrorKind::PermissionDenied);
+        assert_eq!(reg(Some(400)).kind(), ErrorKind::Refused);
+        assert_eq!(reg(Some(429)).kind(), ErrorKind::Unavailable);
+        assert_eq!(reg(Some(503)).kind(), ErrorKind::Unavailable);
+        assert_eq!(reg(None).kind(), ErrorKind::Unavailable);
+        let io = |k| Error::io("open", "/x", std::io::Error::from(k));
+        assert_eq!(io(std::io::ErrorKind::NotFound).kind(), ErrorKind::NotFound);
+        assert_eq!(io(std::io::ErrorKind::Other).kind(), ErrorKind::Internal);
+        let bad = Error::DigestMismatch {
+            what: "layer".into(),
+            expected: "a".into(),
+            actual: "b".into(),
+        };
+        assert_eq!(bad.kind(), ErrorKind::Corrupt);
     }
 }

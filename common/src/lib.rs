@@ -41,5 +41,5 @@ pub mod validate;
 pub mod view;
 
 pub use digest::Digest;
-pub use error::{Error, Result};
+pub use error::{Error, ErrorKind, Result};
 pub use reference::Reference;

@@ -19,6 +19,7 @@
 //! never fetched again. Once every blob of a chain is complete, a new View
 //! uses the plain hardlinked layout (no FUSE).
 
+use modelpack_common::error::IoContext;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -182,7 +183,9 @@ impl LazyViews {
             return why_not("no bound chunk index");
         };
         let bytes = match self.cas.has(&bound) {
-            true => std::fs::read(self.cas.blob_path(&bound))?,
+            true => {
+                std::fs::read(self.cas.blob_path(&bound)).ctx("read", self.cas.blob_path(&bound))?
+            }
             false => {
                 let what = format!("chunk index {bound} of {}", parsed.reference);
                 let bytes = self
@@ -222,7 +225,8 @@ impl LazyViews {
             return Ok(b.clone());
         }
         let digest: Digest = format!("sha256:{blob}").parse()?;
-        let bytes = std::fs::read(self.cas.blob_path(index))?;
+        let bytes =
+            std::fs::read(self.cas.blob_path(index)).ctx("read", self.cas.blob_path(index))?;
         let idx = LayerIndex::parse(&bytes, &index.to_string())?;
         let reference: Reference = reference.parse()?;
         let source = Arc::new(RegistryBlob::new(
@@ -270,11 +274,14 @@ impl LazyViews {
                 let (backing, offset) = if !is_lazy(r) {
                     // An eager layer: its files are laid out in its own directory.
                     let p = layer_fs(r.id).join(&f.filepath);
-                    (Backing::Complete(Arc::new(std::fs::File::open(&p)?)), 0)
+                    (
+                        Backing::Complete(Arc::new(std::fs::File::open(&p).ctx("open", &p)?)),
+                        0,
+                    )
                 } else if self.cas.has(&digest) {
                     let p = self.cas.blob_path(&digest);
                     (
-                        Backing::Complete(Arc::new(std::fs::File::open(&p)?)),
+                        Backing::Complete(Arc::new(std::fs::File::open(&p).ctx("open", &p)?)),
                         f.offset,
                     )
                 } else {
@@ -316,7 +323,7 @@ impl LazyViews {
         )
         .map_err(|e| SnapError::Internal(format!("view {id}: {e}")))?;
         detach(dir);
-        std::fs::create_dir_all(dir)?;
+        std::fs::create_dir_all(dir).ctx("create", dir)?;
         let mounted = modelpack_fs::mount(fs, dir).map_err(|e| {
             SnapError::Internal(format!("mount the lazy view at {}: {e}", dir.display()))
         })?;

@@ -7,6 +7,7 @@
 //! record its chunk digests, commit it under the chainID and answer
 //! ALREADY_EXISTS — containerd never downloads or unpacks it.
 
+use modelpack_common::error::IoContext;
 use std::collections::BTreeMap;
 
 use modelpack_common::cas::source::copy_source;
@@ -123,7 +124,7 @@ async fn prepare_inner(
         // Committed without fetching: its View is served by the FUSE view.
         keep.insert(LABEL_CHUNK_INDEX.into(), layer.index.to_string());
         let id = s.meta.update(|t| t.next_id())?;
-        std::fs::create_dir_all(s.fs(id))?;
+        std::fs::create_dir_all(s.fs(id)).ctx("create", s.fs(id))?;
         if let Err(e) = s.commit_prepared(model_record(id, &target, parent, keep, layer.files)) {
             let _ = std::fs::remove_dir_all(s.dir(id));
             if matches!(e, SnapError::AlreadyExists(_)) {
@@ -143,7 +144,7 @@ async fn prepare_inner(
                 .map_err(|e| SnapError::Internal(e.to_string()))??;
             s.meta.put_chunks(digest.hex(), &chunks)?;
         }
-        std::fs::metadata(&blob)?.len()
+        std::fs::metadata(&blob).ctx("stat", &blob)?.len()
     } else {
         // One pass: the download is hashed whole and in chunks as it is
         // written; the ingest verifies size and digest before the rename.
@@ -168,7 +169,7 @@ async fn prepare_inner(
         .insert("org.cncf.model.filepath".into(), filepath.clone());
     let id = s.meta.update(|t| t.next_id())?;
     let fs = s.fs(id);
-    std::fs::create_dir_all(&fs)?;
+    std::fs::create_dir_all(&fs).ctx("create", &fs)?;
     let placed = (|| -> Result<Vec<ModelFile>> {
         if extract::layer_format(&desc) == LayerFormat::Raw {
             let file = modelpack_common::view::raw_layer_file(&parsed)?;

@@ -4,6 +4,7 @@
 //! parentless snapshot, and a read-only bind of one merged directory for a view
 //! of a model chain. Keys are opaque (`<ns>/<seq>/<key>` from containerd).
 
+use modelpack_common::error::IoContext;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -49,7 +50,7 @@ pub fn now_nanos() -> i128 {
 
 impl Snapshots {
     pub fn open(root: &Path) -> Result<Snapshots> {
-        std::fs::create_dir_all(root.join("snapshots"))?;
+        std::fs::create_dir_all(root.join("snapshots")).ctx("create", root.join("snapshots"))?;
         let cas = modelpack_common::cas::Cas::open(root)?;
         let meta = Meta::open(&root.join("metadata.redb"))?;
         let s = Snapshots {
@@ -141,9 +142,9 @@ impl Snapshots {
         }
         let id = self.meta.update(|t| t.next_id())?;
         let dir = self.dir(id);
-        std::fs::create_dir_all(dir.join("fs"))?;
+        std::fs::create_dir_all(dir.join("fs")).ctx("create", dir.join("fs"))?;
         if kind == Kind::Active {
-            std::fs::create_dir_all(dir.join("work"))?;
+            std::fs::create_dir_all(dir.join("work")).ctx("create", dir.join("work"))?;
         }
         let chain = self.chain(parent)?;
         if kind == Kind::View && chain.iter().any(|r| !r.model.is_empty()) {
@@ -417,7 +418,10 @@ impl Snapshots {
         let records = self.meta.all()?;
         let ids: std::collections::HashSet<String> =
             records.iter().map(|r| r.id.to_string()).collect();
-        for e in std::fs::read_dir(self.root.join("snapshots"))?.flatten() {
+        for e in std::fs::read_dir(self.root.join("snapshots"))
+            .ctx("list", self.root.join("snapshots"))?
+            .flatten()
+        {
             if !ids.contains(&e.file_name().to_string_lossy().to_string()) {
                 crate::lazy::detach(&e.path().join("fs"));
                 let _ = std::fs::remove_dir_all(e.path());
@@ -468,7 +472,10 @@ impl Snapshots {
             }
         }
         let in_flight = self.in_flight.lock().unwrap().clone();
-        for e in std::fs::read_dir(self.root.join("blobs/sha256"))?.flatten() {
+        for e in std::fs::read_dir(self.root.join("blobs/sha256"))
+            .ctx("list", self.root.join("blobs/sha256"))?
+            .flatten()
+        {
             let name = e.file_name().to_string_lossy().to_string();
             if !used.contains(name.as_str()) && !in_flight.contains_key(&name) {
                 let _ = std::fs::remove_file(e.path());
@@ -506,7 +513,7 @@ fn merge_model_files(s: &Snapshots, chain: &[Record], dest: &Path) -> Result<()>
 
 pub fn link_file(src: &Path, dst: &Path) -> Result<()> {
     if let Some(p) = dst.parent() {
-        std::fs::create_dir_all(p)?;
+        std::fs::create_dir_all(p).ctx("create", p)?;
     }
     let _ = std::fs::remove_file(dst);
     std::fs::hard_link(src, dst).or_else(|_| std::fs::copy(src, dst).map(|_| ()))?;

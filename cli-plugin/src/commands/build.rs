@@ -7,11 +7,10 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use modelpack_common::config::{ModelDescriptor, ModelSettings, rfc3339};
-use modelpack_common::manifest::{Annotations, Descriptor};
+use modelpack_common::manifest::Descriptor;
 use modelpack_common::media::{self, Family, LayerFormat};
 use modelpack_common::modelfile::{self, GenerateOptions, Modelfile};
-use modelpack_common::pack::{PackFile, PackOptions, pack_to_store};
+use modelpack_common::pack::{BuildPlan as Plan, BuildRequest, pack_to_store, plan_build};
 
 use super::{Ctx, parse_ref};
 
@@ -74,44 +73,14 @@ fn parse_format(s: &str) -> Result<LayerFormat, String> {
         .map_err(|e: modelpack_common::Error| e.to_string())
 }
 
-/// A resolved build: the files and the config fields, shared with `--output-remote`.
-pub struct Plan {
-    pub files: Vec<PackFile>,
-    pub descriptor: ModelDescriptor,
-    pub settings: ModelSettings,
-    pub annotations: Annotations,
-    pub opts: PackOptions,
-}
-
+/// The build as common plans it, after the CLI's part: finding or
+/// generating the Modelfile and picking the identifier family.
 pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
     let context = &args.context;
     if !context.is_dir() {
         anyhow::bail!("build context {} is not a directory", context.display());
     }
     let (mf, text, generated) = load_modelfile(args.modelfile.as_deref(), context, ctx)?;
-    let resolved = modelfile::resolve(context, &mf)?;
-    let files: Vec<PackFile> = resolved
-        .into_iter()
-        .map(|f| {
-            let untested = generated && modelfile::classify(&f.rel_path, f.size).1;
-            PackFile {
-                rel_path: f.rel_path,
-                abs_path: f.abs_path,
-                kind: f.kind,
-                size: f.size,
-                mode: f.mode,
-                untested,
-            }
-        })
-        .collect();
-    if !files
-        .iter()
-        .any(|f| f.kind == modelpack_common::media::LayerKind::Weight)
-    {
-        ctx.out.status(
-            "warning: no MODEL layers: is this a model? (the Modelfile names no weight file)",
-        );
-    }
     let family = if args.legacy_cnai {
         Family::Cnai
     } else {
@@ -131,52 +100,23 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
             None => Family::Cncf,
         }
     };
-    let epoch = PackOptions::source_date_epoch()?;
-    let created_at = if args.no_creation_time {
-        None
-    } else {
-        Some(rfc3339(
-            epoch.unwrap_or_else(|| chrono::Utc::now().timestamp()),
-        ))
-    };
-    let opts = PackOptions {
+    let request = BuildRequest {
         family,
         format: args.layer_format,
-        // Files keep their own dates unless the build asked to be reproducible.
-        mtime: match (epoch, args.no_creation_time) {
-            (Some(t), _) => Some(t),
-            (None, true) => Some(0),
-            (None, false) => None,
-        },
-        created_at,
+        no_creation_time: args.no_creation_time,
         keep_metadata: args.keep_metadata,
         concurrency: ctx.concurrency(args.transfer.concurrency),
         chunk_size: (!args.no_chunk_index).then_some(args.chunk_size),
-    };
-    let descriptor = ModelDescriptor {
-        name: mf.name.clone(),
-        family: mf.family.clone(),
         source_url: args.source_url.clone(),
-        revision: args.source_revision.clone(),
-        ..Default::default()
+        source_revision: args.source_revision.clone(),
     };
-    let settings = ModelSettings {
-        architecture: mf.arch.clone(),
-        format: mf.format.clone(),
-        param_size: mf.param_size.clone(),
-        precision: mf.precision.clone(),
-        quantization: mf.quantization.clone(),
-        capabilities: None,
-    };
-    let mut annotations = Annotations::new();
-    annotations.insert(family.modelfile_annotation().to_string(), text);
-    Ok(Plan {
-        files,
-        descriptor,
-        settings,
-        annotations,
-        opts,
-    })
+    let plan = plan_build(context, &mf, text, generated, &request)?;
+    if !plan.has_weights() {
+        ctx.out.status(
+            "warning: no MODEL layers: is this a model? (the Modelfile names no weight file)",
+        );
+    }
+    Ok(plan)
 }
 
 fn load_modelfile(

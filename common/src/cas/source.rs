@@ -299,6 +299,7 @@ impl BlobSource for MemoryBlob {
             }
             if cut.is_some_and(|n| n < body.len()) {
                 items.push(Err(Error::Registry {
+                    status: None,
                     registry: "memory".into(),
                     message: "connection reset (injected)".into(),
                 }));

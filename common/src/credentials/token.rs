@@ -242,12 +242,14 @@ impl TokenCache {
         }
         if !status.is_success() {
             return Err(Error::Registry {
+                status: None,
                 registry: registry.into(),
                 message: format!("token service {realm} answered {status}"),
             });
         }
         let bytes = read_capped(registry, realm, resp).await?;
         let body: TokenResponse = serde_json::from_slice(&bytes).map_err(|e| Error::Registry {
+            status: None,
             registry: registry.into(),
             message: format!("token service {realm} sent an unreadable answer: {e}"),
         })?;
@@ -256,6 +258,7 @@ impl TokenCache {
             .or(body.access_token)
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Registry {
+                status: None,
                 registry: registry.into(),
                 message: format!("token service {realm} sent no token"),
             })?;
@@ -319,6 +322,7 @@ async fn read_capped(registry: &str, realm: &Url, resp: reqwest::Response) -> Re
 
 fn net_err(registry: &str, realm: &Url, e: reqwest::Error) -> Error {
     Error::Registry {
+        status: None,
         registry: registry.into(),
         message: format!(
             "cannot reach the token service {realm}: {}",

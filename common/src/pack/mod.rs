@@ -11,9 +11,11 @@
 
 mod cache;
 mod layer;
+mod plan;
 
 pub use cache::{DigestCache, get_index, put_index};
 pub use layer::{Encoded, LayerEncoding, encode_layer, finish_index, layer_media_type};
+pub use plan::{BuildPlan, BuildRequest, plan_build};
 
 use std::path::PathBuf;
 use std::sync::Mutex;

@@ -49,6 +49,7 @@ fn location(
         .map(|l| absolute(ep, l))
         .ok_or_else(|| {
             Attempt::from(Error::Registry {
+                status: None,
                 registry: r.registry.clone(),
                 message: "upload response has no Location header".into(),
             })
@@ -604,6 +605,7 @@ impl RegistryClient {
                         .and_then(|v| v.trim().parse::<u64>().ok());
                     if start.is_some_and(|s| s != offset) {
                         return Err(Attempt::from(Error::Registry {
+                            status: None,
                             registry: r.registry.clone(),
                             message: format!(
                                 "{}: the server sent a range starting at {}",

@@ -221,6 +221,7 @@ impl RegistryClient {
             let bytes = super::read_capped(&r.registry, resp, MAX_TAG_LIST, &what).await?;
             let t: Tags = serde_json::from_slice(&bytes).map_err(|e| {
                 Attempt::from(Error::Registry {
+                    status: None,
                     registry: r.registry.clone(),
                     message: format!("unreadable tag list: {e}"),
                 })

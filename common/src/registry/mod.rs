@@ -189,6 +189,7 @@ fn connect_failure(e: &reqwest::Error) -> Option<ConnectFailure> {
 pub(crate) fn transient(registry: &str, e: reqwest::Error) -> Attempt {
     Attempt {
         err: Error::Registry {
+            status: None,
             registry: registry.into(),
             message: format!("connection failed: {}", e.without_url()),
         },
@@ -359,6 +360,7 @@ impl RegistryClient {
         let (client, req) = build(&ep.client, &ep.base).build_split();
         let mut req = req.map_err(|e| {
             Attempt::from(Error::Registry {
+                status: None,
                 registry: r.registry.clone(),
                 message: format!("cannot build a request: {}", e.without_url()),
             })
@@ -390,6 +392,7 @@ impl RegistryClient {
                     {
                         Attempt {
                             err: Error::Registry {
+                                status: None,
                                 registry: r.registry.clone(),
                                 message: format!(
                                     "cannot connect to {hostport} (connection refused) — is the registry running?"
@@ -400,6 +403,7 @@ impl RegistryClient {
                     }
                     Some(ConnectFailure::Unresolvable) => Attempt {
                         err: Error::Registry {
+                            status: None,
                             registry: r.registry.clone(),
                             message: format!("cannot resolve {host} — is the registry name right?"),
                         },
@@ -568,6 +572,7 @@ pub(crate) async fn status_error(r: &Reference, what: &str, resp: Response) -> A
             )),
         },
         _ => Error::Registry {
+            status: Some(status.as_u16()),
             registry: r.registry.clone(),
             message: format!("{what}: {status} {}", detail.trim()),
         },

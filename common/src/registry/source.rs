@@ -90,6 +90,7 @@ impl BlobSource for RegistryBlob {
                                 .and_then(|v| v.trim().parse::<u64>().ok());
                             if start != Some(offset) {
                                 return Err(Attempt::from(Error::Registry {
+                                    status: None,
                                     registry: r.registry.clone(),
                                     message: format!(
                                         "{}: the server answered with Content-Range {:?}",
@@ -132,6 +133,7 @@ impl BlobSource for RegistryBlob {
                             None => return None,
                             Some(Err(e)) => {
                                 let err = Error::Registry {
+                                    status: None,
                                     registry: registry.clone(),
                                     message: format!("connection failed: {}", e.without_url()),
                                 };

@@ -207,6 +207,7 @@ pub async fn attach_remote(
         }
         if !client.mount_blob(dst, &l.digest, &src.repository).await? {
             return Err(Error::Registry {
+                status: None,
                 registry: dst.registry.clone(),
                 message: format!(
                     "could not mount {} from {} into {}",

@@ -11,6 +11,7 @@
 //! (no registry needed for what is present) and each target bound again.
 //! The snapshotter's GC asks [`Volumes::blobs_in_use`] what to keep.
 
+use modelpack_common::error::IoContext;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -52,25 +53,19 @@ pub enum VolumeError {
     Internal(String),
 }
 
+/// By the failure's kind: what kubelet should not retry unchanged
+/// (a bad reference, a refused artifact) is InvalidArgument, what may pass
+/// later (registry down, bytes corrupt in transit) Unavailable.
 impl From<modelpack_common::Error> for VolumeError {
     fn from(e: modelpack_common::Error) -> Self {
-        use modelpack_common::Error as E;
+        use modelpack_common::ErrorKind as K;
         let msg = e.to_string();
-        match e {
-            E::InvalidReference { .. } | E::InvalidDigest { .. } | E::Invalid(_) => {
-                VolumeError::Invalid(msg)
-            }
-            E::Artifact(_) | E::UnsafePath { .. } | E::Validation(_) | E::TooLarge { .. } => {
-                VolumeError::Invalid(msg)
-            }
-            E::NotFound { .. } => VolumeError::NotFound(msg),
-            E::Auth { .. } | E::Credentials(_) => VolumeError::PermissionDenied(msg),
-            E::Registry { .. }
-            | E::DigestMismatch { .. }
-            | E::SizeMismatch { .. }
-            | E::ChunkIndex { .. }
-            | E::Cancelled => VolumeError::Unavailable(msg),
-            _ => VolumeError::Internal(msg),
+        match e.kind() {
+            K::InvalidArgument | K::Refused | K::TooLarge => VolumeError::Invalid(msg),
+            K::NotFound => VolumeError::NotFound(msg),
+            K::PermissionDenied => VolumeError::PermissionDenied(msg),
+            K::Unavailable | K::Corrupt | K::Cancelled => VolumeError::Unavailable(msg),
+            K::Internal => VolumeError::Internal(msg),
         }
     }
 }
@@ -137,11 +132,12 @@ impl Volumes {
         policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
     ) -> VResult<Volumes> {
         let dir = root.join("csi");
-        std::fs::create_dir_all(dir.join("views"))?;
+        std::fs::create_dir_all(dir.join("views")).ctx("create", dir.join("views"))?;
         let store = Store::open(root)?;
         let state = match std::fs::metadata(dir.join("volumes.json")) {
             Ok(m) if m.len() <= MAX_STATE => {
-                let bytes = std::fs::read(dir.join("volumes.json"))?;
+                let bytes = std::fs::read(dir.join("volumes.json"))
+                    .ctx("read", dir.join("volumes.json"))?;
                 serde_json::from_slice(&bytes).map_err(|e| {
                     VolumeError::Internal(format!("{}: {e}", dir.join("volumes.json").display()))
                 })?
@@ -386,7 +382,7 @@ impl Volumes {
         .map_err(|e| VolumeError::Invalid(format!("{}: {e}", att.reference)))?;
         let dir = self.view_dir(key);
         crate::lazy::detach(&dir);
-        std::fs::create_dir_all(&dir)?;
+        std::fs::create_dir_all(&dir).ctx("create", &dir)?;
         let mounted = modelpack_fs::mount(fs, &dir)
             .map_err(|e| VolumeError::Internal(format!("mount {}: {e}", dir.display())))?;
         let lazy_files = files.iter().any(|f| matches!(f.backing, Backing::Lazy(_)));
