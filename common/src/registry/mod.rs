@@ -581,4 +581,6 @@ pub(crate) async fn status_error(r: &Reference, what: &str, resp: Response) -> A
 }
 
 #[cfg(test)]
+mod branch_tests;
+#[cfg(test)]
 mod tests;
