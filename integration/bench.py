@@ -371,16 +371,46 @@ def main():
                 if cold:
                     drop_caches()
 
-            def attach(i):
-                n = nodes[2 * i]
-                mnt = os.path.join(n.t, "mnt")
-                script = (f"set -e; {BIN} -q pull --containerd --address {n.sock} --namespace bench {reg.host}/bench/m:v1; "
-                          f"{BIN} -q mount --containerd --address {n.sock} --namespace bench {reg.host}/bench/m:v1 {mnt}; "
-                          + shlex.join(n.ctr("run", "--rm", "--snapshotter", "modelpack", "--mount", f"type=bind,src={mnt},dst=/models,options=rbind:ro", image, f"first{i}", "/bin/sh", "-c", "head -c1 /models/config.json"))
+            def attach_of(name, mnt_name):
+                def attach(i):
+                    n = nodes[2 * i]
+                    mnt = os.path.join(n.t, mnt_name)
+                    ref = f"{reg.host}/bench/{name}:v1"
+                    script = (f"set -e; {BIN} -q pull --containerd --address {n.sock} --namespace bench {ref}; "
+                              f"{BIN} -q mount --containerd --address {n.sock} --namespace bench {ref} {mnt}; "
+                              + shlex.join(n.ctr("run", "--rm", "--snapshotter", "modelpack", "--mount", f"type=bind,src={mnt},dst=/models,options=rbind:ro", image, f"{mnt_name}{i}", "/bin/sh", "-c", "head -c1 /models/config.json"))
+                              + " > /dev/null")
+                    return sh(script, env=dict(env, MODELPACK_HOME=store))
+                return attach
+
+            # Eager: a model without a chunk index is fetched whole at Prepare
+            # (every layer's download started by the first Prepare, so the
+            # chain's one-by-one Prepares overlap).
+            ours(["build", "--no-chunk-index", "-t", f"{reg.host}/bench/eager:v1", "-f", mf, model], store)
+            ours(["push", f"{reg.host}/bench/eager:v1"], store)
+            eager_nodes = []
+
+            def new_eager_node(i):
+                n = Node(work, 100 + len(eager_nodes))
+                eager_nodes.append(n)
+                subprocess.run(n.ctr("image", "pull", "--plain-http", "--snapshotter", "modelpack", image), check=True, stdout=subprocess.DEVNULL)
+                if cold:
+                    drop_caches()
+
+            def eager_attach(i):
+                n = eager_nodes[-1]
+                mnt = os.path.join(n.t, "mnt-eager")
+                ref = f"{reg.host}/bench/eager:v1"
+                script = (f"set -e; {BIN} -q pull --containerd --address {n.sock} --namespace bench {ref}; "
+                          f"{BIN} -q mount --containerd --address {n.sock} --namespace bench {ref} {mnt}; "
+                          + shlex.join(n.ctr("run", "--rm", "--snapshotter", "modelpack", "--mount", f"type=bind,src={mnt},dst=/models,options=rbind:ro", image, f"eager{i}", "/bin/sh", "-c", "head -c1 /models/config.json"))
                           + " > /dev/null")
                 return sh(script, env=dict(env, MODELPACK_HOME=store))
 
-            case("pull --containerd + mount + first byte in a container", attach, "curl -o (blobs only)", curl_get, prepare=new_node, cold_run=False)
+            case("eager pull --containerd (no chunk index) + mount + first byte", eager_attach, "curl -o (blobs only)", curl_get, prepare=new_eager_node, cold_run=False)
+            for n in eager_nodes:
+                n.stop()
+            case("pull --containerd + mount + first byte in a container", attach_of("m", "mnt"), "curl -o (blobs only)", curl_get, prepare=new_node, cold_run=False)
             last = nodes[-1]
             mnt = os.path.join(last.t, "mnt")
             case("read every file through the mount", lambda i: sh(f"find {mnt}/ -type f -exec cat {{}} + > /dev/null"),

@@ -262,7 +262,9 @@ async fn serve(node: Node) -> Result<()> {
         chunk_size,
         lazy,
         cri: Default::default(),
-        lock: tokio::sync::Mutex::new(()),
+        chains: Default::default(),
+        blobs: Default::default(),
+        prefetching: Default::default(),
         policy,
     });
     let incoming = listen(&address)?;

@@ -6,9 +6,16 @@
 //! (a hardlink to the blob for raw layers, a safe extract for tar layers),
 //! record its chunk digests, commit it under the chainID and answer
 //! ALREADY_EXISTS — containerd never downloads or unpacks it.
+//!
+//! containerd prepares a chain one layer after another (each needs its
+//! parent committed), so the first eager Prepare of a model also starts the
+//! download of the model's other layers in the background (bounded by the
+//! transport's concurrency): the later Prepares find their blob fetched or
+//! wait on its one download. Locks are per chain ID and per blob, never global.
 
 use modelpack_common::error::IoContext;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use modelpack_common::cas::source::copy_source;
 use modelpack_common::chunk::index_file;
@@ -34,10 +41,30 @@ pub struct ModelFetcher {
     pub cri: crate::cri::CriViews,
     /// The lazy path (None: every model layer is fetched at Prepare).
     pub lazy: Option<std::sync::Arc<crate::lazy::LazyViews>>,
-    /// One model layer materialised at a time: concurrent prepares of the same chainID share the result.
-    pub lock: tokio::sync::Mutex<()>,
+    /// Concurrent Prepares of one chain ID wait for the first and share its result.
+    pub chains: KeyedLocks,
+    /// One download per blob: a Prepare and a background fetch of the same blob wait on each other.
+    pub blobs: KeyedLocks,
+    /// Manifests whose layers are being fetched in the background.
+    pub prefetching: std::sync::Mutex<HashSet<String>>,
     /// Models from the registries it lists must be signed (`[signing]`).
     pub policy: Option<std::sync::Arc<modelpack_common::signing::policy::NodePolicy>>,
+}
+
+/// Async locks by name, created on first use and dropped once nobody holds them.
+#[derive(Default)]
+pub struct KeyedLocks(std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl KeyedLocks {
+    pub async fn lock(&self, key: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut map = self.0.lock().unwrap();
+            // Only the map holds these: no one has or waits for them.
+            map.retain(|_, m| Arc::strong_count(m) > 1);
+            map.entry(key.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
 }
 
 /// Refuses a model the node's signing policy does not accept.
@@ -72,8 +99,8 @@ pub async fn check_policy(
 
 /// Materialises the layer and commits it; returns the AlreadyExists the protocol expects.
 pub async fn prepare_model(
-    s: &Snapshots,
-    f: &ModelFetcher,
+    s: &Arc<Snapshots>,
+    f: &Arc<ModelFetcher>,
     parent: &str,
     labels: BTreeMap<String, String>,
 ) -> SnapError {
@@ -84,8 +111,8 @@ pub async fn prepare_model(
 }
 
 async fn prepare_inner(
-    s: &Snapshots,
-    f: &ModelFetcher,
+    s: &Arc<Snapshots>,
+    f: &Arc<ModelFetcher>,
     parent: &str,
     labels: BTreeMap<String, String>,
 ) -> Result<String> {
@@ -94,7 +121,7 @@ async fn prepare_inner(
     let parsed = ModelLayerLabels::parse(&labels, parent)
         .map_err(|e| SnapError::InvalidArgument(e.to_string()))?;
     let target = parsed.chain_id.to_string();
-    let _g = f.lock.lock().await;
+    let _g = f.chains.lock(&target).await;
     if s.meta.get(&target)?.is_some() {
         return Ok(target);
     }
@@ -135,35 +162,10 @@ async fn prepare_inner(
         tracing::info!(target = %target, digest = %digest, path = %filepath, index = %layer.index, "model layer committed lazily");
         return Ok(target);
     }
-    let size = if blob.exists() {
-        // Stored blobs were verified when they arrived; reuse (node-level dedup).
-        if s.meta.chunks(digest.hex())?.is_none() {
-            let (b2, cs) = (blob.clone(), f.chunk_size);
-            let (_, chunks) = tokio::task::spawn_blocking(move || index_file(&b2, cs))
-                .await
-                .map_err(|e| SnapError::Internal(e.to_string()))??;
-            s.meta.put_chunks(digest.hex(), &chunks)?;
-        }
-        std::fs::metadata(&blob).ctx("stat", &blob)?.len()
-    } else {
-        // One pass: the download is hashed whole and in chunks as it is
-        // written; the ingest verifies size and digest before the rename.
-        let source = RegistryBlob::new(
-            f.client.clone(),
-            reference.clone(),
-            digest.clone(),
-            parsed.layer_size,
-        );
-        let mut ingest = s.cas.ingest(Some(f.chunk_size))?;
-        let retries = f.client.options().retries;
-        // The ingest writes synchronously into its buffered temp file; the
-        // stream itself is async, so this stays on the runtime.
-        copy_source(&source, &mut ingest, retries, &|_| {}).await?;
-        let done = ingest.commit(Some(&digest), Some(parsed.layer_size))?;
-        let chunks = done.chunks.expect("the ingest was asked to chunk");
-        s.meta.put_chunks(digest.hex(), &chunks)?;
-        done.size
-    };
+    if let Some(manifest) = &parsed.manifest_digest {
+        prefetch_siblings(s, f, &reference, manifest, &digest);
+    }
+    let size = fetch_blob(s, f, &reference, &digest, parsed.layer_size).await?;
     let mut desc = Descriptor::new(media_type.clone(), digest.clone(), size);
     desc.annotations
         .insert("org.cncf.model.filepath".into(), filepath.clone());
@@ -235,6 +237,104 @@ async fn prepare_inner(
         .unwrap_or_default();
     tracing::info!(target = %target, digest = %digest, path = %filepath, manifest = %manifest, "model layer committed");
     Ok(target)
+}
+
+/// Puts blob `digest` into the node store (verified, its chunks recorded)
+/// unless it is there; returns its size. One download per blob at a time:
+/// whoever comes second finds it stored, or fetches again if the first failed.
+async fn fetch_blob(
+    s: &Snapshots,
+    f: &ModelFetcher,
+    reference: &modelpack_common::Reference,
+    digest: &modelpack_common::Digest,
+    size: u64,
+) -> Result<u64> {
+    let _one = f.blobs.lock(digest.hex()).await;
+    let _in_flight = s.in_flight(digest.hex());
+    let blob = s.blob_path(digest.hex());
+    if blob.exists() {
+        // Stored blobs were verified when they arrived; reuse (node-level dedup).
+        if s.meta.chunks(digest.hex())?.is_none() {
+            let (b2, cs) = (blob.clone(), f.chunk_size);
+            let (_, chunks) = tokio::task::spawn_blocking(move || index_file(&b2, cs))
+                .await
+                .map_err(|e| SnapError::Internal(e.to_string()))??;
+            s.meta.put_chunks(digest.hex(), &chunks)?;
+        }
+        return Ok(std::fs::metadata(&blob).ctx("stat", &blob)?.len());
+    }
+    // One pass: the download is hashed whole and in chunks as it is
+    // written; the ingest verifies size and digest before the rename.
+    let source = RegistryBlob::new(f.client.clone(), reference.clone(), digest.clone(), size);
+    let mut ingest = s.cas.ingest(Some(f.chunk_size))?;
+    let retries = f.client.options().retries;
+    // The ingest writes synchronously into its buffered temp file; the
+    // stream itself is async, so this stays on the runtime.
+    copy_source(&source, &mut ingest, retries, &|_| {}).await?;
+    let done = ingest.commit(Some(digest), Some(size))?;
+    let chunks = done.chunks.expect("the ingest was asked to chunk");
+    s.meta.put_chunks(digest.hex(), &chunks)?;
+    Ok(done.size)
+}
+
+/// Starts fetching the other layers of `manifest` (once per manifest at a
+/// time), so containerd's one-by-one Prepares of the chain overlap their
+/// downloads. The manifest is fetched by digest, so its bytes are verified;
+/// every blob is verified by [`fetch_blob`]. Failures only cost the head
+/// start: each Prepare fetches its own layer if it is still missing.
+fn prefetch_siblings(
+    s: &Arc<Snapshots>,
+    f: &Arc<ModelFetcher>,
+    reference: &modelpack_common::Reference,
+    manifest: &modelpack_common::Digest,
+    this_layer: &modelpack_common::Digest,
+) {
+    if !f.prefetching.lock().unwrap().insert(manifest.to_string()) {
+        return;
+    }
+    let (s, f) = (s.clone(), f.clone());
+    let pinned = reference.with_digest(manifest.clone());
+    let this_layer = this_layer.clone();
+    tokio::spawn(async move {
+        use futures::StreamExt;
+        let result = async {
+            let fetched = f.client.get_manifest(&pinned).await?;
+            let m = modelpack_common::manifest::Manifest::parse(
+                &fetched.bytes,
+                &format!("manifest of {pinned}"),
+            )?;
+            let mut seen = HashSet::from([this_layer.clone()]);
+            let layers: Vec<_> = m
+                .layers
+                .into_iter()
+                .filter(|l| seen.insert(l.digest.clone()))
+                .filter(|l| !s.blob_path(l.digest.hex()).exists())
+                .collect();
+            let concurrency = f.client.options().concurrency.max(1);
+            futures::stream::iter(layers)
+                .for_each_concurrent(concurrency, |l| {
+                    let (s, f, pinned) = (&s, &f, &pinned);
+                    async move {
+                        if let Err(e) = fetch_blob(s, f, pinned, &l.digest, l.size).await {
+                            tracing::warn!(digest = %l.digest, "background layer fetch failed (its Prepare fetches it): {e}");
+                        }
+                    }
+                })
+                .await;
+            Ok::<_, SnapError>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(manifest = %pinned, "background fetch of the model's layers not started: {e}");
+        }
+        f.prefetching.lock().unwrap().remove(
+            &pinned
+                .digest
+                .as_ref()
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+        );
+    });
 }
 
 #[cfg(test)]

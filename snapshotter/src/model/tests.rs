@@ -61,7 +61,9 @@ fn fetcher() -> ModelFetcher {
         chunk_size: 4096,
         lazy: None,
         cri: Default::default(),
-        lock: tokio::sync::Mutex::new(()),
+        chains: Default::default(),
+        blobs: Default::default(),
+        prefetching: Default::default(),
         policy: None,
     }
 }
@@ -94,13 +96,13 @@ fn model_labels(
 async fn model_layers_are_fetched_verified_deduplicated_and_viewed_as_one_directory() {
     let reg = registry();
     let r: Reference = format!("{}/models/a:v1", reg.host).parse().unwrap();
-    let f = fetcher();
+    let f = Arc::new(fetcher());
     let shared = vec![7u8; 20_000];
     let own = b"tokenizer".to_vec();
     let d_shared = f.client.push_blob_bytes(&r, &shared).await.unwrap();
     let d_own = f.client.push_blob_bytes(&r, &own).await.unwrap();
     let root = tempfile::tempdir().unwrap();
-    let s = Snapshots::open(root.path()).unwrap();
+    let s = Arc::new(Snapshots::open(root.path()).unwrap());
     // Model 1: two layers. Every model Prepare answers AlreadyExists.
     let (l1, chain1) = model_labels(
         &r.to_string(),
@@ -183,7 +185,7 @@ async fn model_layers_are_fetched_verified_deduplicated_and_viewed_as_one_direct
 async fn a_blob_with_wrong_bytes_fails_and_commits_nothing() {
     let reg = registry();
     let r: Reference = format!("{}/models/b:v1", reg.host).parse().unwrap();
-    let f = fetcher();
+    let f = Arc::new(fetcher());
     let real = f
         .client
         .push_blob_bytes(&r, b"the real bytes")
@@ -191,7 +193,7 @@ async fn a_blob_with_wrong_bytes_fails_and_commits_nothing() {
         .unwrap();
     let _ = real;
     let root = tempfile::tempdir().unwrap();
-    let s = Snapshots::open(root.path()).unwrap();
+    let s = Arc::new(Snapshots::open(root.path()).unwrap());
     // Ask for a digest the registry does not have: a not-found error, nothing committed.
     let wrong = Digest::of(b"other bytes");
     let (labels, c) = model_labels(&r.to_string(), "", &wrong, 11, "x.bin");
@@ -268,13 +270,14 @@ async fn a_layer_with_a_bound_index_commits_without_fetching_and_cri_labels_find
     let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let (md, d, id) = push_indexed_model(&f, &r, &data).await;
     let root = tempfile::tempdir().unwrap();
-    let s = Snapshots::open(root.path()).unwrap();
+    let s = Arc::new(Snapshots::open(root.path()).unwrap());
     f.lazy = Some(Arc::new(crate::lazy::LazyViews::new(
         crate::lazy::LazyOptions::default(),
         s.cas.clone(),
         f.client.clone(),
         tokio::runtime::Handle::current(),
     )));
+    let f = Arc::new(f);
 
     // CRI's labels alone (what containerd's CRI plugin sends) are enough:
     // our labels are derived from the verified manifest and config.
@@ -347,4 +350,84 @@ async fn a_layer_with_a_bound_index_commits_without_fetching_and_cri_labels_find
     ordinary.insert(crate::cri::CRI_IMAGE_REF.into(), ir.to_string());
     ordinary.insert(crate::cri::CRI_MANIFEST_DIGEST.into(), imd.to_string());
     assert!(f.cri.model_labels(&f.client, &ordinary, "").await.is_none());
+}
+
+#[tokio::test]
+async fn the_first_eager_prepare_fetches_the_other_layers_in_the_background() {
+    let reg = registry();
+    let r: Reference = format!("{}/models/eager:v1", reg.host).parse().unwrap();
+    let f = Arc::new(fetcher());
+    let layers: Vec<Vec<u8>> = (0..3u8).map(|i| vec![i + 1; 50_000]).collect();
+    let mut digests = Vec::new();
+    for l in &layers {
+        digests.push(f.client.push_blob_bytes(&r, l).await.unwrap());
+    }
+    let config = br#"{"descriptor":{},"config":{},"modelfs":{"type":"layers","diffIds":[]}}"#;
+    let cd = f.client.push_blob_bytes(&r, config).await.unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.model.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": digests.iter().enumerate().map(|(i, d)| serde_json::json!({
+            "mediaType": "application/vnd.cncf.model.weight.v1.raw",
+            "digest": d.to_string(), "size": 50_000,
+            "annotations": {"org.cncf.model.filepath": format!("w{i}.safetensors")}
+        })).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let md = f
+        .client
+        .put_manifest(&r, &manifest, "application/vnd.oci.image.manifest.v1+json")
+        .await
+        .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let s = Arc::new(Snapshots::open(root.path()).unwrap());
+    let labels = |parent: &str, i: usize| {
+        let (mut l, chain) = model_labels(
+            &r.to_string(),
+            parent,
+            &digests[i],
+            50_000,
+            &format!("w{i}.safetensors"),
+        );
+        l.insert(
+            modelpack_common::labels::LABEL_MANIFEST.into(),
+            md.to_string(),
+        );
+        (l, chain)
+    };
+    let (l0, c0) = labels("", 0);
+    assert!(matches!(
+        prepare_model(&s, &f, "", l0).await,
+        SnapError::AlreadyExists(_)
+    ));
+    // Before containerd asks for layers 1 and 2, they are being fetched (or are there).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !digests.iter().all(|d| s.blob_path(d.hex()).exists()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other layers were not fetched in the background"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let (l1, c1) = labels(&c0, 1);
+    assert!(matches!(
+        prepare_model(&s, &f, &c0, l1).await,
+        SnapError::AlreadyExists(_)
+    ));
+    let (l2, c2) = labels(&c1, 2);
+    assert!(matches!(
+        prepare_model(&s, &f, &c1, l2).await,
+        SnapError::AlreadyExists(_)
+    ));
+    assert_eq!(s.stat(&c2).unwrap().kind, Kind::Committed);
+    for (d, bytes) in digests.iter().zip(&layers) {
+        assert_eq!(
+            &std::fs::read(s.blob_path(d.hex())).unwrap(),
+            bytes,
+            "verified and stored once"
+        );
+        assert!(s.meta.chunks(d.hex()).unwrap().is_some(), "chunks recorded");
+    }
 }
