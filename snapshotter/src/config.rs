@@ -46,6 +46,8 @@ pub struct Config {
     pub root: Option<PathBuf>,
     pub address: Option<PathBuf>,
     pub concurrency: Option<usize>,
+    /// No longer used (eager layers are not re-chunked on the node); accepted
+    /// so existing files load, with a warning.
     pub chunk_size: Option<u64>,
     #[serde(default)]
     pub registry: RegistryConfig,

@@ -92,11 +92,14 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let chunk_size = modelpack_common::chunk::check_chunk_size(
-        cfg.chunk_size
-            .unwrap_or(modelpack_common::chunk::DEFAULT_CHUNK_SIZE),
-    )
-    .context("chunk_size in the config file")?;
+    if let Some(n) = cfg.chunk_size {
+        // Accepted so existing config files still load; eager layers are
+        // hashed once and lazy ones use the model's own chunk index.
+        modelpack_common::chunk::check_chunk_size(n).context("chunk_size in the config file")?;
+        eprintln!(
+            "warning: chunk_size in the config file is no longer used (eager layers are not re-chunked on the node)"
+        );
+    }
     let lazy = cfg
         .lazy_options(&root)
         .context("the lazy attach settings")?;
@@ -133,7 +136,6 @@ fn main() -> Result<()> {
         root,
         address,
         concurrency: cfg.concurrency.unwrap_or(4),
-        chunk_size,
         reg: cfg.registry,
         lazy_opts: lazy,
         csi_opts: csi,
@@ -146,7 +148,6 @@ struct Node {
     root: PathBuf,
     address: PathBuf,
     concurrency: usize,
-    chunk_size: u64,
     reg: config::RegistryConfig,
     lazy_opts: lazy::LazyOptions,
     csi_opts: Option<(PathBuf, csi::CsiOptions)>,
@@ -173,7 +174,6 @@ async fn serve(node: Node) -> Result<()> {
         root,
         address,
         concurrency,
-        chunk_size,
         reg,
         lazy_opts,
         csi_opts,
@@ -259,7 +259,6 @@ async fn serve(node: Node) -> Result<()> {
     }
     let fetcher = Arc::new(model::ModelFetcher {
         client,
-        chunk_size,
         lazy,
         cri: Default::default(),
         chains: Default::default(),

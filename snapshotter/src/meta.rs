@@ -101,29 +101,8 @@ impl Meta {
         Ok(out)
     }
 
-    pub fn put_chunks(
-        &self,
-        blob: &str,
-        index: &modelpack_common::chunk::ChunkIndex,
-    ) -> Result<()> {
-        let tx = self.db.begin_write().map_err(db_err)?;
-        {
-            let mut t = tx.open_table(CHUNKS).map_err(db_err)?;
-            let bytes = serde_json::to_vec(index).map_err(db_err)?;
-            t.insert(blob, bytes.as_slice()).map_err(db_err)?;
-        }
-        tx.commit().map_err(db_err)
-    }
-
-    pub fn chunks(&self, blob: &str) -> Result<Option<modelpack_common::chunk::ChunkIndex>> {
-        let tx = self.db.begin_read().map_err(db_err)?;
-        let t = tx.open_table(CHUNKS).map_err(db_err)?;
-        Ok(match t.get(blob).map_err(db_err)? {
-            Some(v) => Some(serde_json::from_slice(v.value()).map_err(db_err)?),
-            None => None,
-        })
-    }
-
+    /// Chunk digest records of eager blobs, which earlier versions kept and
+    /// nothing reads: GC drops them with their blob.
     pub fn drop_chunks(&self, blob: &str) -> Result<()> {
         let tx = self.db.begin_write().map_err(db_err)?;
         tx.open_table(CHUNKS)

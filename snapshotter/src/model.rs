@@ -4,7 +4,7 @@
 //! content-addressed store (verified; a blob already there is reused, so a
 //! file shared by two models is stored once), lay it out at its filepath
 //! (a hardlink to the blob for raw layers, a safe extract for tar layers),
-//! record its chunk digests, commit it under the chainID and answer
+//! commit it under the chainID and answer
 //! ALREADY_EXISTS — containerd never downloads or unpacks it.
 //!
 //! containerd prepares a chain one layer after another (each needs its
@@ -18,7 +18,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use modelpack_common::cas::source::copy_source;
-use modelpack_common::chunk::index_file;
 use modelpack_common::extract::{self, ExtractOptions};
 use modelpack_common::labels::{LABEL_CHUNK_INDEX, ModelLayerLabels};
 use modelpack_common::manifest::Descriptor;
@@ -36,7 +35,6 @@ pub fn is_model_prepare(labels: &BTreeMap<String, String>) -> bool {
 
 pub struct ModelFetcher {
     pub client: RegistryClient,
-    pub chunk_size: u64,
     /// ModelPack manifests met through CRI's remote-snapshot labels.
     pub cri: crate::cri::CriViews,
     /// The lazy path (None: every model layer is fetched at Prepare).
@@ -239,7 +237,7 @@ async fn prepare_inner(
     Ok(target)
 }
 
-/// Puts blob `digest` into the node store (verified, its chunks recorded)
+/// Puts blob `digest` into the node store (verified)
 /// unless it is there; returns its size. One download per blob at a time:
 /// whoever comes second finds it stored, or fetches again if the first failed.
 async fn fetch_blob(
@@ -254,26 +252,19 @@ async fn fetch_blob(
     let blob = s.blob_path(digest.hex());
     if blob.exists() {
         // Stored blobs were verified when they arrived; reuse (node-level dedup).
-        if s.meta.chunks(digest.hex())?.is_none() {
-            let (b2, cs) = (blob.clone(), f.chunk_size);
-            let (_, chunks) = tokio::task::spawn_blocking(move || index_file(&b2, cs))
-                .await
-                .map_err(|e| SnapError::Internal(e.to_string()))??;
-            s.meta.put_chunks(digest.hex(), &chunks)?;
-        }
         return Ok(std::fs::metadata(&blob).ctx("stat", &blob)?.len());
     }
-    // One pass: the download is hashed whole and in chunks as it is
-    // written; the ingest verifies size and digest before the rename.
+    // One pass, one hash per byte: the download is hashed as it is written
+    // and the ingest verifies size and digest before the rename. (An eager
+    // layer needs no chunk digests: lazy reads use the model's own chunk
+    // index, and a whole verified blob is served as it is.)
     let source = RegistryBlob::new(f.client.clone(), reference.clone(), digest.clone(), size);
-    let mut ingest = s.cas.ingest(Some(f.chunk_size))?;
+    let mut ingest = s.cas.ingest(None)?;
     let retries = f.client.options().retries;
     // The ingest writes synchronously into its buffered temp file; the
     // stream itself is async, so this stays on the runtime.
     copy_source(&source, &mut ingest, retries, &|_| {}).await?;
     let done = ingest.commit(Some(digest), Some(size))?;
-    let chunks = done.chunks.expect("the ingest was asked to chunk");
-    s.meta.put_chunks(digest.hex(), &chunks)?;
     Ok(done.size)
 }
 
