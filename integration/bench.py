@@ -383,9 +383,9 @@ def main():
                 if cold:
                     drop_caches()
 
-            def attach_of(name, mnt_name):
+            def attach_of(name, mnt_name, node_of=lambda i: nodes[2 * i]):
                 def attach(i):
-                    n = nodes[2 * i]
+                    n = node_of(i)
                     mnt = os.path.join(n.t, mnt_name)
                     ref = f"{reg.host}/bench/{name}:v1"
                     script = (f"set -e; {BIN} -q pull --containerd --address {n.sock} --namespace bench {ref}; "
@@ -409,17 +409,7 @@ def main():
                 if cold:
                     drop_caches()
 
-            def eager_attach(i):
-                n = eager_nodes[-1]
-                mnt = os.path.join(n.t, "mnt-eager")
-                ref = f"{reg.host}/bench/eager:v1"
-                script = (f"set -e; {BIN} -q pull --containerd --address {n.sock} --namespace bench {ref}; "
-                          f"{BIN} -q mount --containerd --address {n.sock} --namespace bench {ref} {mnt}; "
-                          + shlex.join(n.ctr("run", "--rm", "--snapshotter", "modelpack", "--mount", f"type=bind,src={mnt},dst=/models,options=rbind:ro", image, f"eager{i}", "/bin/sh", "-c", "head -c1 /models/config.json"))
-                          + " > /dev/null")
-                return sh(script, env=dict(env, MODELPACK_HOME=store))
-
-            case("eager pull --containerd (no chunk index) + mount + first byte", eager_attach, "curl -o (blobs only)", curl_get, prepare=new_eager_node, cold_run=False)
+            case("eager pull --containerd (no chunk index) + mount + first byte", attach_of("eager", "mnt-eager", lambda i: eager_nodes[-1]), "curl -o (blobs only)", curl_get, prepare=new_eager_node, cold_run=False)
             for n in eager_nodes:
                 n.stop()
             case("pull --containerd + mount + first byte in a container", attach_of("m", "mnt"), "curl -o (blobs only)", curl_get, prepare=new_node, cold_run=False)
