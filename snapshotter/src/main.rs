@@ -96,8 +96,8 @@ fn main() -> Result<()> {
         // Accepted so existing config files still load; eager layers are
         // hashed once and lazy ones use the model's own chunk index.
         modelpack_common::chunk::check_chunk_size(n).context("chunk_size in the config file")?;
-        eprintln!(
-            "warning: chunk_size in the config file is no longer used (eager layers are not re-chunked on the node)"
+        tracing::warn!(
+            "chunk_size in the config file is no longer used (eager layers are not re-chunked on the node)"
         );
     }
     let lazy = cfg

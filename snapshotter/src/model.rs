@@ -283,7 +283,7 @@ fn prefetch_siblings(
     if !f.prefetching.lock().unwrap().insert(manifest.to_string()) {
         return;
     }
-    let (s, f) = (s.clone(), f.clone());
+    let (s, f, key) = (s.clone(), f.clone(), manifest.to_string());
     let pinned = reference.with_digest(manifest.clone());
     let this_layer = this_layer.clone();
     tokio::spawn(async move {
@@ -318,13 +318,7 @@ fn prefetch_siblings(
         if let Err(e) = result {
             tracing::warn!(manifest = %pinned, "background fetch of the model's layers not started: {e}");
         }
-        f.prefetching.lock().unwrap().remove(
-            &pinned
-                .digest
-                .as_ref()
-                .map(|d| d.to_string())
-                .unwrap_or_default(),
-        );
+        f.prefetching.lock().unwrap().remove(&key);
     });
 }
 

@@ -138,50 +138,71 @@ fn build(env: &Env, reference: &str) {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 }
 
+/// Every verb and sub-verb. `help_of_every_verb` checks it against the
+/// commands the CLI lists, so a new verb without a snapshot fails there.
+pub(crate) const VERBS: &[&str] = &[
+    "build",
+    "inspect",
+    "ls",
+    "tag",
+    "rm",
+    "prune",
+    "fsck",
+    "extract",
+    "validate",
+    "modelfile generate",
+    "index",
+    "push",
+    "pull",
+    "fetch",
+    "attach",
+    "upload",
+    "login",
+    "logout",
+    "mount",
+    "resolve",
+    "umount",
+    "sign",
+    "verify",
+    "referrers",
+    "config show",
+    "completion",
+    "version",
+];
+
+/// The command names of a help text's `Commands:` section (`help` left out).
+fn listed_commands(help: &str) -> Vec<String> {
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        // Wrapped descriptions are indented further than the names.
+        .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect()
+}
+
 #[test]
 fn help_of_every_verb() {
     let env = Env::new();
-    use clap_like::VERBS;
+    let top = env.seen(&["--help"]);
+    let mut listed = listed_commands(&top);
+    let mut known: Vec<String> = VERBS
+        .iter()
+        .map(|v| v.split(' ').next().unwrap().to_string())
+        .collect();
+    listed.sort();
+    known.sort();
+    known.dedup();
+    assert_eq!(listed, known, "VERBS is not the CLI's list of commands");
     redacted(&env, || {
-        insta::assert_snapshot!("help", env.seen(&["--help"]));
+        insta::assert_snapshot!("help", top);
         for verb in VERBS {
             let args: Vec<&str> = verb.split(' ').chain(["--help"]).collect();
             insta::assert_snapshot!(format!("help-{}", verb.replace(' ', "-")), env.seen(&args));
         }
     });
-}
-
-/// Every verb and sub-verb, so a new one without a snapshot fails here.
-mod clap_like {
-    pub const VERBS: &[&str] = &[
-        "build",
-        "inspect",
-        "ls",
-        "tag",
-        "rm",
-        "prune",
-        "fsck",
-        "extract",
-        "validate",
-        "modelfile generate",
-        "index",
-        "push",
-        "pull",
-        "fetch",
-        "attach",
-        "upload",
-        "login",
-        "logout",
-        "mount",
-        "resolve",
-        "umount",
-        "sign",
-        "verify",
-        "referrers",
-        "config show",
-        "completion",
-        "version",
-    ];
 }
 
 #[test]

@@ -39,10 +39,11 @@ pub async fn run(args: UploadArgs, ctx: Ctx) -> Result<ExitCode> {
         let file = args.file.display();
         ctx.out.status(match report.action {
             BlobAction::Uploaded => format!(
-                "uploaded {file} ({}) to {} as {}: a `modelpack build --output-remote` of it there skips the upload",
+                "uploaded {file} ({}) to {} as {}: a `{} build --output-remote` of it there skips the upload",
                 human_size(report.size),
                 repo.name(),
-                report.digest
+                report.digest,
+                ctx.display_name
             ),
             BlobAction::Mounted => format!(
                 "{file} was already in another repository of {}: mounted into {} as {}, nothing uploaded",
