@@ -136,6 +136,61 @@ const TTL: Duration = Duration::from_secs(3600);
 /// Chunks fetched together by one readahead request.
 const READAHEAD_GROUP: u64 = 4;
 
+thread_local! {
+    /// Each FUSE thread's buffer for reads answered from verified chunks.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Readahead within one file of a lazy blob.
+struct Readahead {
+    blob: Arc<SparseBlob>,
+    /// Groups in flight (apart from demanded reads).
+    permits: Arc<tokio::sync::Semaphore>,
+    /// Groups already scheduled: `(blob address, group)`.
+    scheduled: Arc<std::sync::Mutex<std::collections::HashSet<(usize, u64)>>>,
+}
+
+impl Readahead {
+    /// After a sequential read ending at blob offset `end` (the demanded
+    /// bytes already answered): the rest of the current group of chunks and
+    /// the next groups up to `ahead` chunks, each group fetched by one task
+    /// with one ranged read (few large requests; in parallel, bounded by
+    /// their own semaphore so they never hold up demanded reads), each group
+    /// scheduled once, none past `file_end`.
+    fn schedule(self, rt: &tokio::runtime::Handle, end: u64, file_end: u64, ahead: u64) {
+        if ahead == 0 || end >= file_end {
+            return;
+        }
+        let blob = &self.blob;
+        let cs = blob.index().chunk_size;
+        let group = READAHEAD_GROUP.min(ahead);
+        let cur = (end - 1) / cs / group;
+        let last = (file_end - 1) / cs;
+        for g in cur..=cur + ahead.div_ceil(group) {
+            let first = g * group;
+            if first > last {
+                break;
+            }
+            let n = group.min(last + 1 - first);
+            if (first..first + n).all(|j| blob.has_chunk(j as usize)) {
+                continue;
+            }
+            let key = (Arc::as_ptr(blob) as usize, g);
+            if !self.scheduled.lock().unwrap().insert(key) {
+                continue;
+            }
+            let (blob, permits, scheduled) =
+                (blob.clone(), self.permits.clone(), self.scheduled.clone());
+            rt.spawn(async move {
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    let _ = blob.ensure_chunks(first as usize, n as usize).await;
+                }
+                scheduled.lock().unwrap().remove(&key);
+            });
+        }
+    }
+}
+
 impl ModelFs {
     /// The kernel's handle on a file that is a whole, complete, verified
     /// blob (a raw layer's file), registered once per inode; `None` for
@@ -329,18 +384,48 @@ impl Filesystem for ModelFs {
                 }
             }
             Backing::Lazy(blob) => {
-                let blob = blob.clone();
-                let sem = self.inflight.clone();
-                let timeout = self.opts.read_timeout;
-                let stats = self.stats.clone();
-                let path = f.path.clone();
-                let file_end = f.offset + f.size;
                 let ahead = if sequential {
                     self.opts.readahead_chunks
                 } else {
                     0
                 };
-                let (readahead, scheduled) = (self.readahead.clone(), self.scheduled.clone());
+                let file_end = f.offset + f.size;
+                let readahead = Readahead {
+                    blob: blob.clone(),
+                    permits: self.readahead.clone(),
+                    scheduled: self.scheduled.clone(),
+                };
+                // Already verified (readahead got there first): answer on this
+                // thread, no task, no wait.
+                let mut pending = Some(reply);
+                READ_BUF.with_borrow_mut(|buf| {
+                    let Some(done) = blob.read_verified_at(at, len, buf) else {
+                        return;
+                    };
+                    let reply = pending.take().expect("answered once");
+                    match done {
+                        Ok(()) => {
+                            self.stats
+                                .bytes_served
+                                .fetch_add(buf.len() as u64, Ordering::Relaxed);
+                            reply.data(buf);
+                        }
+                        Err(e) => {
+                            tracing::error!(path = %f.path.display(), offset = at, "read failed: {e}");
+                            self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                            reply.error(Errno::EIO);
+                        }
+                    }
+                });
+                let Some(reply) = pending else {
+                    return readahead.schedule(&self.rt, at + len, file_end, ahead);
+                };
+                let blob = blob.clone();
+                let sem = self.inflight.clone();
+                let timeout = self.opts.read_timeout;
+                let stats = self.stats.clone();
+                let path = f.path.clone();
+                let rt = self.rt.clone();
                 self.rt.spawn(async move {
                     let got = {
                         let Ok(_permit) = sem.clone().acquire_owned().await else {
@@ -364,40 +449,7 @@ impl Filesystem for ModelFs {
                             reply.error(Errno::EIO);
                         }
                     }
-                    // Readahead within the file, after the demanded read was
-                    // answered: the rest of the current group of chunks and
-                    // the next groups, each group fetched by one task with one
-                    // ranged read (few large requests; in parallel, bounded by
-                    // their own semaphore so they never hold up demanded
-                    // reads), each group scheduled once.
-                    if ahead > 0 && at + len < file_end {
-                        let cs = blob.index().chunk_size;
-                        let group = READAHEAD_GROUP.min(ahead);
-                        let cur = (at + len - 1) / cs / group;
-                        let last = (file_end - 1) / cs;
-                        for g in cur..=cur + ahead.div_ceil(group) {
-                            let first = g * group;
-                            if first > last {
-                                break;
-                            }
-                            let n = group.min(last + 1 - first);
-                            if (first..first + n).all(|j| blob.has_chunk(j as usize)) {
-                                continue;
-                            }
-                            let key = (Arc::as_ptr(&blob) as usize, g);
-                            if !scheduled.lock().unwrap().insert(key) {
-                                continue;
-                            }
-                            let (blob, readahead, scheduled) =
-                                (blob.clone(), readahead.clone(), scheduled.clone());
-                            tokio::spawn(async move {
-                                if let Ok(_permit) = readahead.acquire_owned().await {
-                                    let _ = blob.ensure_chunks(first as usize, n as usize).await;
-                                }
-                                scheduled.lock().unwrap().remove(&key);
-                            });
-                        }
-                    }
+                    readahead.schedule(&rt, at + len, file_end, ahead);
                 });
             }
         }

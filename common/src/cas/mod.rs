@@ -13,6 +13,7 @@
 //! - data is hashed once, as it is written: [`Ingest`] computes the whole
 //!   digest and the chunk digests from the same stream.
 
+pub mod buffers;
 mod ingest;
 mod partial;
 pub mod source;

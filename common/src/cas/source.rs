@@ -39,9 +39,23 @@ pub trait BlobSource: Send + Sync {
 /// Reads a range fully into memory, refusing more than `len` bytes and
 /// failing on fewer. Meant for chunks (bounded by the chunk size).
 pub async fn read_range_to_vec(src: &dyn BlobSource, offset: u64, len: u64) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    read_range_into(src, offset, len, &mut out).await?;
+    Ok(out)
+}
+
+/// [`read_range_to_vec`] into a caller's buffer (cleared first; a reused
+/// buffer's pages are already mapped).
+pub async fn read_range_into(
+    src: &dyn BlobSource,
+    offset: u64,
+    len: u64,
+    out: &mut Vec<u8>,
+) -> Result<()> {
     let want = usize::try_from(len)
         .map_err(|_| Error::Invalid(format!("range of {len} bytes is too large for memory")))?;
-    let mut out = Vec::with_capacity(want);
+    out.clear();
+    out.reserve_exact(want);
     let mut stream = src.read_range(offset, len).await?;
     while let Some(piece) = stream.next().await {
         let piece = piece?;
@@ -61,7 +75,7 @@ pub async fn read_range_to_vec(src: &dyn BlobSource, offset: u64, len: u64) -> R
             actual: out.len() as u64,
         });
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Streams a whole blob from `src` into `sink` (an [`super::Ingest`] or any

@@ -342,3 +342,62 @@ async fn a_window_of_missing_chunks_is_fetched_in_one_request_and_a_bad_one_is_l
     assert_eq!(blob.read_at(0, bytes.len() as u64).await.unwrap(), bytes);
     assert!(cas.has(src.digest()));
 }
+
+#[tokio::test]
+async fn chunks_landing_out_of_order_still_promote_with_the_right_digest() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 6 + 77) as usize);
+    {
+        // One chunk stored by an earlier process: reused after the restart,
+        // so the digest must pick it up from the file.
+        let (_src, blob) = sparse(&cas, &bytes).await;
+        blob.read_at(CS * 3, 1).await.unwrap();
+    }
+    let (src, blob) = sparse(&cas, &bytes).await;
+    for i in [6u64, 4, 5, 0, 2, 1] {
+        blob.read_at(i * CS, 1).await.unwrap();
+        assert!(
+            !blob.is_complete(),
+            "chunk 3 is not verified in this process yet"
+        );
+    }
+    blob.read_at(CS * 3, 1).await.unwrap();
+    assert!(blob.is_complete());
+    assert_eq!(src.requests(), 6, "the reused chunk was not fetched");
+    assert_eq!(std::fs::read(cas.blob_path(src.digest())).unwrap(), bytes);
+}
+
+#[test]
+fn the_whole_digest_prefix_hashes_in_order_and_catches_up_from_the_file() {
+    use std::os::unix::fs::FileExt;
+    let d = tempfile::tempdir().unwrap();
+    let bytes = data((CS * 3) as usize);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(d.path().join("blob"))
+        .unwrap();
+    file.write_all_at(&bytes, 0).unwrap();
+    let index = index_of(&bytes);
+    let chunk = |i: usize| &bytes[i * CS as usize..(i + 1) * CS as usize];
+    let mut p = sparse::Prefix::default();
+    p.land(0, Some(chunk(0)));
+    p.land(2, Some(chunk(2)));
+    assert!(!p.can_catch_up(), "chunk 2 waits for chunk 1");
+    p.land(1, Some(chunk(1)));
+    assert!(p.can_catch_up());
+    p.catch_up(&index, &file, d.path()).unwrap();
+    assert_eq!(p.next, 3);
+    assert_eq!(std::mem::take(&mut p.hasher).finish(), Digest::of(&bytes));
+    // Caught-up chunks come from the file: bytes changed there show in the digest.
+    file.write_all_at(b"zz", CS * 2).unwrap();
+    let mut q = sparse::Prefix::default();
+    q.land(2, None);
+    q.land(0, Some(chunk(0)));
+    q.land(1, Some(chunk(1)));
+    q.catch_up(&index, &file, d.path()).unwrap();
+    assert_ne!(q.hasher.finish(), Digest::of(&bytes));
+}
