@@ -16,6 +16,7 @@
 pub mod buffers;
 mod ingest;
 mod partial;
+pub mod sink;
 pub mod source;
 pub mod sparse;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use reqwest::StatusCode;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::digest::{Digest, Hasher};
 use crate::error::{Error, IoContext, Result};
@@ -442,10 +442,11 @@ impl RegistryClient {
             progress.advance(have);
             tracing::info!("resuming {d} at byte {have} of {size}");
         }
-        let partial_path = shown;
-        let mut file = tokio::fs::File::from_std(partial.try_clone().ctx("open", shown)?);
-        file.set_len(have).await.ctx("truncate", shown)?;
-        file.seek(SeekFrom::Start(have)).await.ctx("seek", shown)?;
+        partial.set_len(have).ctx("truncate", shown)?;
+        let mut file = partial.try_clone().ctx("open", shown)?;
+        std::io::Seek::seek(&mut file, SeekFrom::Start(have)).ctx("seek", shown)?;
+        // Writes and the hash run on the sink's thread; this task only receives.
+        let mut sink = crate::cas::sink::FileSink::start(file, hasher, shown.to_path_buf())?;
         let eps = self.endpoints(&r.registry)?;
         let pull_eps: Vec<&Endpoint> = eps.iter().filter(|e| e.pull).collect();
         let mut ep_index = 0;
@@ -470,13 +471,7 @@ impl RegistryClient {
                     StatusCode::OK => {
                         if start > 0 {
                             // The server ignored Range: start over.
-                            file.set_len(0).await.map_err(|e| {
-                                Attempt::from(Error::io("truncate", partial_path, e))
-                            })?;
-                            file.seek(SeekFrom::Start(0))
-                                .await
-                                .map_err(|e| Attempt::from(Error::io("seek", partial_path, e)))?;
-                            hasher = Hasher::new();
+                            sink.restart().await.map_err(Attempt::from)?;
                             have = 0;
                         }
                     }
@@ -502,23 +497,22 @@ impl RegistryClient {
                             actual: total,
                         }));
                     }
-                    file.write_all(&chunk)
-                        .await
-                        .map_err(|e| Attempt::from(Error::io("write", partial_path, e)))?;
-                    hasher.update(&chunk);
-                    have += chunk.len() as u64;
-                    progress.advance(chunk.len() as u64);
+                    let n = chunk.len() as u64;
+                    sink.write(chunk).await.map_err(Attempt::from)?;
+                    have += n;
+                    progress.advance(n);
                 }
                 Ok(())
             }
             .await;
-            file.flush().await.ctx("write", partial_path)?;
             match res {
                 Ok(()) if size == 0 || have == size => break,
                 Ok(()) => {
                     // Stream ended early: treat like a dropped connection.
                     failures += 1;
                     if failures > self.options().retries {
+                        // Every queued byte on disk before the caller looks at the file.
+                        let _ = sink.finish().await;
                         return Err(Error::SizeMismatch {
                             what: format!("layer {d} from {r}"),
                             expected: size,
@@ -544,6 +538,7 @@ impl RegistryClient {
                         .await;
                 }
                 Err(a) => {
+                    let _ = sink.finish().await;
                     if let Error::SizeMismatch { .. } = a.err {
                         let _ = partial.set_len(0);
                     }
@@ -551,8 +546,7 @@ impl RegistryClient {
                 }
             }
         }
-        drop(file);
-        let actual = hasher.finish();
+        let actual = sink.finish().await?.finish();
         if &actual != d {
             let _ = partial.set_len(0);
             return Err(Error::DigestMismatch {
