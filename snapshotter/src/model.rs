@@ -17,7 +17,6 @@ use modelpack_common::error::IoContext;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use modelpack_common::cas::source::copy_source;
 use modelpack_common::extract::{self, ExtractOptions};
 use modelpack_common::labels::{LABEL_CHUNK_INDEX, ModelLayerLabels};
 use modelpack_common::manifest::Descriptor;
@@ -261,9 +260,8 @@ async fn fetch_blob(
     let source = RegistryBlob::new(f.client.clone(), reference.clone(), digest.clone(), size);
     let mut ingest = s.cas.ingest(None)?;
     let retries = f.client.options().retries;
-    // The ingest writes synchronously into its buffered temp file; the
-    // stream itself is async, so this stays on the runtime.
-    copy_source(&source, &mut ingest, retries, &|_| {}).await?;
+    // The task receives; the ingest's writes and hash run on threads of their own.
+    ingest.fill_from(&source, retries, &|_| {}).await?;
     let done = ingest.commit(Some(digest), Some(size))?;
     Ok(done.size)
 }

@@ -62,6 +62,34 @@ impl Ingest {
         self.hasher.len()
     }
 
+    /// Fills the blob from `src` (see [`super::source::copy_source`]) with
+    /// the writes and the hash on threads of their own, so a download is
+    /// not bound by one core. Ingests that also chunk copy on this task.
+    pub async fn fill_from(
+        &mut self,
+        src: &dyn super::source::BlobSource,
+        retries: u32,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<u64> {
+        if self.chunker.is_some() {
+            return super::source::copy_source(src, self, retries, progress).await;
+        }
+        let w = self.file.as_mut().expect("not committed");
+        w.flush().ctx("write", &self.shown)?;
+        // A second handle on the same open file: it shares the offset, and
+        // `self.file` stays for commit and for the temp file's removal on drop.
+        let file = w.get_ref().try_clone().ctx("open", &self.shown)?;
+        let mut sink = super::sink::FileSink::start(
+            file,
+            std::mem::take(&mut self.hasher),
+            self.shown.clone(),
+        )?;
+        let copied = super::source::copy_source_into(src, &mut sink, retries, progress).await;
+        // Always wait: every queued byte is in the file before anyone looks at it.
+        self.hasher = sink.finish().await?;
+        copied
+    }
+
     /// Flushes, fsyncs, checks the size and digest against what the caller
     /// expects (when given) and renames the blob into place. On a mismatch
     /// the temp file is removed and nothing appears in the store.

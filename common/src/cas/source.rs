@@ -78,12 +78,46 @@ pub async fn read_range_into(
     Ok(())
 }
 
+/// Where [`copy_source_into`] puts a blob's bytes, in order.
+pub trait ByteSink: Send {
+    fn put(&mut self, bytes: Bytes) -> impl std::future::Future<Output = Result<()>> + Send;
+}
+
+/// A synchronous writer as a sink (it writes on the calling task).
+struct WriteSink<'a>(&'a mut (dyn Write + Send), String);
+
+impl ByteSink for WriteSink<'_> {
+    async fn put(&mut self, bytes: Bytes) -> Result<()> {
+        self.0
+            .write_all(&bytes)
+            .map_err(|e| Error::io("write", &self.1, e))
+    }
+}
+
+impl ByteSink for super::sink::FileSink {
+    async fn put(&mut self, bytes: Bytes) -> Result<()> {
+        self.write(bytes).await
+    }
+}
+
 /// Streams a whole blob from `src` into `sink` (an [`super::Ingest`] or any
 /// hashing writer), resuming from the bytes already written when the stream
 /// breaks off, at most `retries` times. Never writes more than `src.size()`.
 pub async fn copy_source(
     src: &dyn BlobSource,
     sink: &mut (dyn Write + Send),
+    retries: u32,
+    progress: &(dyn Fn(u64) + Send + Sync),
+) -> Result<u64> {
+    let mut sink = WriteSink(sink, src.describe());
+    copy_source_into(src, &mut sink, retries, progress).await
+}
+
+/// [`copy_source`] into any [`ByteSink`] (a [`super::sink::FileSink`]
+/// writes and hashes on threads of its own).
+pub async fn copy_source_into(
+    src: &dyn BlobSource,
+    sink: &mut impl ByteSink,
     retries: u32,
     progress: &(dyn Fn(u64) + Send + Sync),
 ) -> Result<u64> {
@@ -104,10 +138,10 @@ pub async fn copy_source(
                             actual: total,
                         });
                     }
-                    sink.write_all(&b)
-                        .map_err(|e| Error::io("write", src.describe(), e))?;
+                    let n = b.len() as u64;
+                    sink.put(b).await?;
                     have = total;
-                    progress(b.len() as u64);
+                    progress(n);
                 }
                 Err(e) => {
                     broke = Some(e);

@@ -110,6 +110,41 @@ async fn copy_source_resumes_after_cuts_and_reads_the_source_once() {
     assert!(err.to_string().contains("in-memory blob"), "{err}");
 }
 
+#[tokio::test]
+async fn fill_from_writes_on_threads_resumes_and_commits_only_the_right_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data(700_000);
+    let src = MemoryBlob::new(bytes.clone());
+    src.set_fault(Fault::CutAfter(150_000));
+    let mut w = cas.ingest(None).unwrap();
+    let n = w.fill_from(&src, 10, &|_| {}).await.unwrap();
+    assert_eq!(n, bytes.len() as u64);
+    assert_eq!(w.written(), n, "the hash saw every byte");
+    let got = w.commit(Some(src.digest()), Some(n)).unwrap();
+    assert_eq!(std::fs::read(cas.blob_path(&got.digest)).unwrap(), bytes);
+    assert_eq!(
+        src.bytes_served(),
+        n,
+        "resumes start where the reply broke off"
+    );
+    // Wrong bytes: the commit refuses them and nothing is stored or left behind.
+    let src = MemoryBlob::new(data(300_000));
+    src.set_fault(Fault::Corrupt(1234));
+    let mut w = cas.ingest(None).unwrap();
+    w.fill_from(&src, 2, &|_| {}).await.unwrap();
+    assert!(w.commit(Some(src.digest()), Some(300_000)).is_err());
+    assert!(!cas.has(src.digest()));
+    assert!(tmp_names(&cas).is_empty(), "{:?}", tmp_names(&cas));
+    // A source that keeps breaking off: an error, and the temp file goes with the ingest.
+    let src = MemoryBlob::new(data(300_000));
+    src.set_fault(Fault::CutAfter(1000));
+    let mut w = cas.ingest(None).unwrap();
+    assert!(w.fill_from(&src, 2, &|_| {}).await.is_err());
+    drop(w);
+    assert!(tmp_names(&cas).is_empty(), "{:?}", tmp_names(&cas));
+}
+
 async fn sparse(cas: &Cas, bytes: &[u8]) -> (Arc<MemoryBlob>, SparseBlob) {
     let src = Arc::new(MemoryBlob::new(bytes.to_vec()));
     let blob = SparseBlob::open(cas, index_of(bytes), src.clone()).unwrap();

@@ -3,7 +3,7 @@
 //! second attach needs no registry for what is present), planned by
 //! [`super::plan`]. Layer bytes are not fetched here.
 
-use crate::cas::{BlobSource, Cas, copy_source};
+use crate::cas::{BlobSource, Cas};
 use crate::chunkindex::local;
 use crate::chunkindex::trust::assess;
 use crate::config::ModelConfig;
@@ -197,7 +197,7 @@ pub async fn fetch_whole(cas: &Cas, src: &dyn BlobSource) -> Result<()> {
         return Ok(());
     }
     let mut ingest = cas.ingest(None)?;
-    copy_source(src, &mut ingest, 5, &|_| {}).await?;
+    ingest.fill_from(src, 5, &|_| {}).await?;
     ingest.commit(Some(src.digest()), Some(src.size()))?;
     Ok(())
 }
