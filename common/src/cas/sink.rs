@@ -16,9 +16,9 @@ use bytes::Bytes;
 use crate::digest::Hasher;
 use crate::error::{Error, IoContext, Result};
 
-/// Buffers queued for the thread (hyper hands over ≤ 64 KiB at a time, so
-/// at most a few MiB wait in memory).
-const QUEUE: usize = 64;
+/// Buffers queued for each thread (hyper hands over ≤ 64 KiB at a time, so
+/// at most a few MiB per download wait in memory).
+const QUEUE: usize = 32;
 
 #[derive(Clone)]
 enum Msg {
@@ -69,6 +69,8 @@ pub struct FileSink {
     tx: Option<tokio::sync::mpsc::Sender<Msg>>,
     done: Option<tokio::sync::oneshot::Receiver<Result<Hasher>>>,
     shown: PathBuf,
+    /// Why the thread stopped, once a send found it gone (later sends fail the same way).
+    stopped: Option<String>,
 }
 
 impl FileSink {
@@ -131,6 +133,7 @@ impl FileSink {
             tx: Some(tx),
             done: Some(done),
             shown,
+            stopped: None,
         })
     }
 
@@ -146,16 +149,22 @@ impl FileSink {
     }
 
     async fn send(&mut self, msg: Msg) -> Result<()> {
-        let tx = self.tx.as_ref().expect("not finished");
+        let shown = self.shown.clone();
+        let stopped =
+            move |why: &str| Error::io("write", &shown, std::io::Error::other(why.to_string()));
+        if let Some(why) = &self.stopped {
+            return Err(stopped(why));
+        }
+        let tx = self.tx.as_ref().expect("stopped is set when tx is taken");
         if tx.send(msg).await.is_err() {
             // The thread has stopped: its result has the reason.
-            return Err(self.finish_inner().await.err().unwrap_or_else(|| {
-                Error::io(
-                    "write",
-                    &self.shown,
-                    std::io::Error::other("writer stopped"),
-                )
-            }));
+            let err = self
+                .finish_inner()
+                .await
+                .err()
+                .unwrap_or_else(|| stopped("the writer stopped"));
+            self.stopped = Some(err.to_string());
+            return Err(err);
         }
         Ok(())
     }
@@ -168,6 +177,8 @@ impl FileSink {
 
     async fn finish_inner(&mut self) -> Result<Hasher> {
         drop(self.tx.take());
+        self.stopped
+            .get_or_insert_with(|| "the writer was finished".into());
         let Some(done) = self.done.take() else {
             return Err(Error::io(
                 "write",
@@ -232,10 +243,10 @@ mod tests {
                 break;
             }
         }
-        let err = match err {
-            Some(e) => e,
-            None => sink.finish().await.err().expect("the write failed"),
-        };
+        let err = err.expect("a write reports the thread's failure");
         assert!(err.to_string().contains("ro"), "{err}");
+        // Later writes (a retry, the next mirror) fail the same way instead of panicking.
+        assert!(sink.write(Bytes::from_static(b"x")).await.is_err());
+        assert!(sink.finish().await.is_err());
     }
 }

@@ -481,8 +481,9 @@ impl SparseBlob {
 
     /// With the locks of `run` (consecutive chunks) held: one ranged read
     /// into a pooled buffer, then — on a blocking thread, since hashing
-    /// 16 MiB takes milliseconds — verify and write each chunk and feed the
-    /// whole-blob digest, then mark the written chunks present.
+    /// 16 MiB takes milliseconds — verify and write each chunk, mark the
+    /// written ones present, and feed them to the whole-blob digest in the
+    /// background.
     async fn fetch_run(&self, run: &[usize]) -> Result<()> {
         let (off, _) = self.index.range(run[0]);
         let (last_off, last_len) = self.index.range(*run.last().expect("a run has chunks"));
@@ -494,12 +495,7 @@ impl SparseBlob {
             return Err(e);
         }
         self.fetch_stats.record(started.elapsed(), want);
-        let (index, data, shown, prefix) = (
-            self.index.clone(),
-            self.data.clone(),
-            self.shown.clone(),
-            self.prefix.clone(),
-        );
+        let (index, data, shown) = (self.index.clone(), self.data.clone(), self.shown.clone());
         let chunks = run.to_vec();
         let writing = self.writing.clone();
         let (buf, stored, written) = tokio::task::spawn_blocking(move || {
@@ -521,18 +517,20 @@ impl SparseBlob {
                     written = Err(e);
                     break;
                 }
-                prefix.lock().unwrap().land(i, Some(chunk));
                 stored.push((i, Stored::Written));
             }
             (buf, stored, written)
         })
         .await
         .map_err(|e| Error::Invalid(format!("write task failed: {e}")))?;
-        POOL.give(buf);
         let mut first_err = None;
+        let mut landed = Vec::with_capacity(stored.len());
         for (i, outcome) in stored {
             match outcome {
-                Stored::Written => self.mark_present(i),
+                Stored::Written => {
+                    self.mark_present(i);
+                    landed.push(i);
+                }
                 Stored::Refused(e) => {
                     let (c_off, _) = self.index.range(i);
                     tracing::error!(
@@ -548,8 +546,10 @@ impl SparseBlob {
                 }
             }
         }
+        // Readers of these chunks go on now; the whole-blob digest takes
+        // their bytes afterwards, off their path.
+        self.spawn_feed(buf, off, landed);
         written?;
-        self.spawn_catch_up();
         match first_err {
             Some(e) => Err(e),
             None => Ok(()),
@@ -568,6 +568,33 @@ impl SparseBlob {
             // Best effort: a lost bit only costs a refetch.
             let _ = bm.write_all_at(&[byte], BITMAP_HEADER + (i / 8) as u64);
         }
+    }
+
+    /// Feeds the verified, written chunks `landed` of a fetched run (`buf`
+    /// starts at blob offset `off`) to the whole-blob digest, catches up on
+    /// chunks that had landed out of order, and returns the buffer to the pool.
+    fn spawn_feed(&self, buf: Vec<u8>, off: u64, landed: Vec<usize>) {
+        let (index, data, shown, prefix) = (
+            self.index.clone(),
+            self.data.clone(),
+            self.shown.clone(),
+            self.prefix.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            {
+                let mut p = prefix.lock().unwrap();
+                for i in landed {
+                    let (c_off, c_len) = index.range(i);
+                    let at = (c_off - off) as usize;
+                    p.land(i, Some(&buf[at..at + c_len as usize]));
+                }
+                if let Err(e) = p.catch_up(&index, &data, &shown) {
+                    // Promotion hashes whatever is left from the file and reports it.
+                    tracing::debug!("whole-blob digest catch-up deferred: {e}");
+                }
+            }
+            POOL.give(buf);
+        });
     }
 
     /// When chunks that landed out of order now follow the digest's prefix,
