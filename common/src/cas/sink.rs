@@ -16,9 +16,17 @@ use bytes::Bytes;
 use crate::digest::Hasher;
 use crate::error::{Error, IoContext, Result};
 
-/// Buffers queued for each thread (hyper hands over ≤ 64 KiB at a time, so
-/// at most a few MiB per download wait in memory).
-const QUEUE: usize = 32;
+/// Bytes received but not yet hashed, per download: the memory bound
+/// whatever size of buffers the HTTP stack hands over (counted in KiB).
+const IN_FLIGHT_KIB: usize = 4 << 10;
+
+/// Messages queued for each thread (the byte budget is the real bound).
+const QUEUE: usize = 256;
+
+/// The budget a buffer of `len` bytes takes.
+fn kib(len: usize) -> u32 {
+    len.div_ceil(1024).clamp(1, IN_FLIGHT_KIB) as u32
+}
 
 #[derive(Clone)]
 enum Msg {
@@ -67,6 +75,8 @@ impl Writeback {
 /// A file being filled in order by a writer thread that also hashes.
 pub struct FileSink {
     tx: Option<tokio::sync::mpsc::Sender<Msg>>,
+    /// KiB that may be queued (taken on write, given back once hashed).
+    budget: std::sync::Arc<tokio::sync::Semaphore>,
     done: Option<tokio::sync::oneshot::Receiver<Result<Hasher>>>,
     shown: PathBuf,
     /// Why the thread stopped, once a send found it gone (later sends fail the same way).
@@ -80,13 +90,19 @@ impl FileSink {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(QUEUE);
         let (done_tx, done) = tokio::sync::oneshot::channel();
         let path = shown.clone();
+        let budget = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT_KIB));
+        let returned = budget.clone();
+        let closer = budget.clone();
         let (hash_tx, hash_rx) = std::sync::mpsc::sync_channel::<Msg>(QUEUE);
         let hashing = std::thread::Builder::new()
             .name("blob-hash".into())
             .spawn(move || {
                 for msg in hash_rx {
                     match msg {
-                        Msg::Data(b) => hasher.update(&b),
+                        Msg::Data(b) => {
+                            hasher.update(&b);
+                            returned.add_permits(kib(b.len()) as usize);
+                        }
                         Msg::Restart => hasher = Hasher::new(),
                     }
                 }
@@ -118,6 +134,8 @@ impl FileSink {
                     file.flush().ctx("write", &path)
                 };
                 let wrote = run();
+                // A writer waiting for budget wakes up and finds the thread gone.
+                closer.close();
                 drop(hash_tx);
                 let hashed = hashing.join().map_err(|_| {
                     Error::io(
@@ -131,6 +149,7 @@ impl FileSink {
             .ctx("start a writer thread for", &shown)?;
         Ok(FileSink {
             tx: Some(tx),
+            budget,
             done: Some(done),
             shown,
             stopped: None,
@@ -140,6 +159,13 @@ impl FileSink {
     /// Queues bytes (waits while the queue is full). An error means the
     /// thread stopped; [`FileSink::finish`] says why.
     pub async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        // Returned by the hashing thread; a budget closed never happens (we hold it).
+        if let Ok(p) = self.budget.acquire_many(kib(bytes.len())).await {
+            p.forget();
+        }
         self.send(Msg::Data(bytes)).await
     }
 
@@ -248,5 +274,44 @@ mod tests {
         // Later writes (a retry, the next mirror) fail the same way instead of panicking.
         assert!(sink.write(Bytes::from_static(b"x")).await.is_err());
         assert!(sink.finish().await.is_err());
+    }
+
+    #[tokio::test]
+    async fn memory_in_flight_is_bounded_and_a_dead_writer_never_hangs_the_sender() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("ro");
+        std::fs::write(&p, b"").unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let mut sink = FileSink::start(f, Hasher::new(), p.clone()).unwrap();
+        // Each buffer is a quarter of the budget: without the thread giving
+        // budget back, the fifth would wait forever.
+        let big = Bytes::from(vec![7u8; IN_FLIGHT_KIB * 1024 / 4]);
+        let res = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            for _ in 0..16 {
+                sink.write(big.clone()).await?;
+            }
+            Ok::<(), Error>(())
+        })
+        .await
+        .expect("a write after the thread failed returns instead of waiting");
+        let err = match res {
+            Err(e) => e,
+            Ok(()) => sink
+                .finish()
+                .await
+                .err()
+                .expect("the failure surfaces at the latest at finish"),
+        };
+        assert!(err.to_string().contains("ro"), "{err}");
+
+        // A working sink moves far more than the budget through it.
+        let p2 = d.path().join("ok");
+        let f = std::fs::File::create(&p2).unwrap();
+        let mut sink = FileSink::start(f, Hasher::new(), p2.clone()).unwrap();
+        for _ in 0..16 {
+            sink.write(big.clone()).await.unwrap();
+        }
+        assert_eq!(sink.finish().await.unwrap().len(), 16 * big.len() as u64);
+        assert_eq!(std::fs::metadata(&p2).unwrap().len(), 16 * big.len() as u64);
     }
 }

@@ -601,21 +601,9 @@ impl SparseBlob {
     /// hashes them in the background (the reader that completed the gap
     /// does not wait for it).
     fn spawn_catch_up(&self) {
-        if !self.prefix.lock().unwrap().can_catch_up() {
-            return;
+        if self.prefix.lock().unwrap().can_catch_up() {
+            self.spawn_feed(Vec::new(), 0, Vec::new());
         }
-        let (index, data, shown, prefix) = (
-            self.index.clone(),
-            self.data.clone(),
-            self.shown.clone(),
-            self.prefix.clone(),
-        );
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = prefix.lock().unwrap().catch_up(&index, &data, &shown) {
-                // Promotion hashes whatever is left from the file and reports it.
-                tracing::debug!("whole-blob digest catch-up deferred: {e}");
-            }
-        });
     }
 
     /// With the chunk's lock held: reuse what a previous process stored if it
