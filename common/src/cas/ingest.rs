@@ -90,6 +90,82 @@ impl Ingest {
         copied
     }
 
+    /// Appends up to `len` bytes of `src` (from its current position) with
+    /// `copy_file_range` — one copy inside the kernel, as `cp` makes, instead
+    /// of `read` + `write`'s two copies through this process — and hashes
+    /// what landed by mapping it from the temp file (no copy either), so the
+    /// digest is of exactly the bytes stored. `observe` sees the same bytes
+    /// (a chunk indexer, progress). Falls back to a plain copy where the
+    /// kernel refuses (another filesystem type, an old kernel). Returns the
+    /// bytes copied (fewer than `len` when `src` ended early).
+    pub fn copy_from_file(
+        &mut self,
+        src: &File,
+        len: u64,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64> {
+        const SEGMENT: u64 = 8 << 20;
+        let w = self.file.as_mut().expect("not committed");
+        w.flush().ctx("write", &self.shown)?;
+        let out = w.get_ref();
+        let mut copied = 0u64;
+        while copied < len {
+            let want = SEGMENT.min(len - copied) as usize;
+            let n = match rustix::fs::copy_file_range(src, None, out, None, want) {
+                Ok(0) => break,
+                Ok(n) => n as u64,
+                Err(e) if copied == 0 || is_unsupported(e) => {
+                    tracing::debug!("copy_file_range refused ({e}); copying through memory");
+                    return self.copy_through_memory(src, len, copied, observe);
+                }
+                Err(e) => return Err(Error::io("copy into", &self.shown, e.into())),
+            };
+            // memmap2 aligns the offset to a page itself.
+            // SAFETY: the temp file is ours (private scratch dir, locked);
+            // nothing truncates it while the map lives, and the map is
+            // read-only and dropped before the next write.
+            let map = unsafe {
+                memmap2::MmapOptions::new()
+                    .offset(self.hasher.len())
+                    .len(n as usize)
+                    .map(out)
+            }
+            .ctx("map", &self.shown)?;
+            let bytes = &map[..];
+            self.hasher.update(bytes);
+            if let Some(c) = self.chunker.as_mut() {
+                c.update(bytes);
+            }
+            observe(bytes);
+            copied += n;
+        }
+        Ok(copied)
+    }
+
+    fn copy_through_memory(
+        &mut self,
+        mut src: &File,
+        len: u64,
+        mut copied: u64,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64> {
+        use std::io::Read;
+        let mut buf = vec![0u8; COPY_BUF];
+        while copied < len {
+            let want = (COPY_BUF as u64).min(len - copied) as usize;
+            let n = match src.read(&mut buf[..want]) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io("read", &self.shown, e)),
+            };
+            self.write_all(&buf[..n]).ctx("write", &self.shown)?;
+            observe(&buf[..n]);
+            copied += n as u64;
+        }
+        Ok(copied)
+    }
+
     /// Flushes, fsyncs, checks the size and digest against what the caller
     /// expects (when given) and renames the blob into place. On a mismatch
     /// the temp file is removed and nothing appears in the store.
@@ -151,6 +227,12 @@ impl Write for Ingest {
     fn flush(&mut self) -> io::Result<()> {
         self.file.as_mut().expect("not committed").flush()
     }
+}
+
+/// Errors after which a plain copy may still work.
+fn is_unsupported(e: rustix::io::Errno) -> bool {
+    use rustix::io::Errno;
+    [Errno::XDEV, Errno::NOSYS, Errno::INVAL, Errno::OPNOTSUPP].contains(&e)
 }
 
 impl Drop for Ingest {

@@ -145,6 +145,57 @@ async fn fill_from_writes_on_threads_resumes_and_commits_only_the_right_bytes() 
     assert!(tmp_names(&cas).is_empty(), "{:?}", tmp_names(&cas));
 }
 
+#[test]
+fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path().join("cas")).unwrap();
+    // Larger than one 8 MiB segment, not a multiple of a page, after a
+    // prefix written the ordinary way (the maps start mid-page).
+    let bytes = data((9 << 20) + 12_345);
+    let src_path = d.path().join("src");
+    std::fs::write(&src_path, &bytes).unwrap();
+    let src = std::fs::File::open(&src_path).unwrap();
+    let mut w = cas.ingest(Some(CS)).unwrap();
+    w.write_all(b"head").unwrap();
+    let mut seen = Vec::new();
+    let n = w
+        .copy_from_file(&src, bytes.len() as u64, &mut |b| seen.extend_from_slice(b))
+        .unwrap();
+    assert_eq!(n, bytes.len() as u64);
+    assert_eq!(
+        seen, bytes,
+        "the observer sees every copied byte once, in order"
+    );
+    let mut all = b"head".to_vec();
+    all.extend_from_slice(&bytes);
+    let got = w
+        .commit(Some(&Digest::of(&all)), Some(all.len() as u64))
+        .unwrap();
+    assert_eq!(std::fs::read(cas.blob_path(&got.digest)).unwrap(), all);
+    assert_eq!(got.chunks.unwrap(), index_of(&all));
+
+    // A source that ends early: fewer bytes, reported, nothing hidden.
+    let src = std::fs::File::open(&src_path).unwrap();
+    let mut w = cas.ingest(None).unwrap();
+    let n = w
+        .copy_from_file(&src, bytes.len() as u64 + 10, &mut |_| {})
+        .unwrap();
+    assert_eq!(n, bytes.len() as u64);
+
+    // Where the kernel refuses copy_file_range (not a regular file), a plain copy.
+    let zero = std::fs::File::open("/dev/zero").unwrap();
+    let mut w = cas.ingest(None).unwrap();
+    let mut seen = 0u64;
+    let n = w
+        .copy_from_file(&zero, 100_000, &mut |b| seen += b.len() as u64)
+        .unwrap();
+    assert_eq!((n, seen), (100_000, 100_000));
+    let got = w
+        .commit(Some(&Digest::of(&vec![0u8; 100_000])), None)
+        .unwrap();
+    assert_eq!(got.size, 100_000);
+}
+
 async fn sparse(cas: &Cas, bytes: &[u8]) -> (Arc<MemoryBlob>, SparseBlob) {
     let src = Arc::new(MemoryBlob::new(bytes.to_vec()));
     let blob = SparseBlob::open(cas, index_of(bytes), src.clone()).unwrap();

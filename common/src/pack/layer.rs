@@ -102,22 +102,57 @@ pub fn finish_index(
     }
 }
 
+/// A raw layer straight into the store: the file's bytes are copied by the
+/// kernel into the blob's temp file and hashed from there
+/// ([`crate::store::BlobWriter::copy_from_file`]), the chunk index fed from
+/// the same bytes. Returns the indexer to finish with [`finish_index`].
+pub fn encode_raw_into_store(
+    file: &PackFile,
+    opts: &PackOptions,
+    out: &mut crate::store::BlobWriter,
+    progress: &dyn Fn(u64),
+) -> Result<Option<Indexer>> {
+    let src = open_checked(file)?;
+    let mut indexer = opts
+        .chunk_size
+        .map(|cs| Indexer::threaded(cs, IndexFormat::Raw));
+    let copied = out.copy_from_file(&src, file.size, &mut |b| {
+        if let Some(ix) = &mut indexer {
+            ix.update(b);
+        }
+        progress(b.len() as u64);
+    })?;
+    if copied != file.size {
+        return Err(changed_while_building(file, copied));
+    }
+    Ok(indexer)
+}
+
+fn open_checked(file: &PackFile) -> Result<File> {
+    let src = File::open(&file.abs_path).ctx("open", &file.abs_path)?;
+    let actual = src.metadata().ctx("stat", &file.abs_path)?.len();
+    if actual != file.size {
+        return Err(changed_while_building(file, actual));
+    }
+    Ok(src)
+}
+
+fn changed_while_building(file: &PackFile, actual: u64) -> Error {
+    Error::Workspace(format!(
+        "{} changed while building ({} bytes expected, {} found)",
+        file.abs_path.display(),
+        file.size,
+        actual
+    ))
+}
+
 fn encode_into(
     file: &PackFile,
     opts: &PackOptions,
     blob: &mut dyn Write,
     progress: &dyn Fn(u64),
 ) -> Result<(Option<Digest>, Option<Indexer>)> {
-    let src = File::open(&file.abs_path).ctx("open", &file.abs_path)?;
-    let actual = src.metadata().ctx("stat", &file.abs_path)?.len();
-    if actual != file.size {
-        return Err(Error::Workspace(format!(
-            "{} changed while building ({} bytes expected, {} found)",
-            file.abs_path.display(),
-            file.size,
-            actual
-        )));
-    }
+    let src = open_checked(file)?;
     let reader = ProgressReader {
         inner: src,
         progress,

@@ -268,18 +268,23 @@ pub fn pack_to_store(
                         let mut w = store.blob_writer()?;
                         // The blob writer hashes what it stores: each byte is read and hashed once.
                         let temp = w.temp_path().to_path_buf();
-                        let (diff_id, indexer) =
-                            layer::encode_layer_unhashed(file, opts, &mut w, &|n| {
-                                bytes_read.fetch_add(n, Ordering::Relaxed);
-                                progress(n)
-                            })
-                            .map_err(|e| match e {
-                                // A full disk is the store's problem, not the source file's: name the store.
-                                Error::Io { source, .. } if source.raw_os_error() == Some(28) => {
-                                    Error::io("write to the store", temp.clone(), source)
-                                }
-                                e => e,
-                            })?;
+                        let counted = |n| {
+                            bytes_read.fetch_add(n, Ordering::Relaxed);
+                            progress(n)
+                        };
+                        let encoded = if opts.format == crate::media::LayerFormat::Raw {
+                            layer::encode_raw_into_store(file, opts, &mut w, &counted)
+                                .map(|ix| (None, ix))
+                        } else {
+                            layer::encode_layer_unhashed(file, opts, &mut w, &counted)
+                        };
+                        let (diff_id, indexer) = encoded.map_err(|e| match e {
+                            // A full disk is the store's problem, not the source file's: name the store.
+                            Error::Io { source, .. } if source.raw_os_error() == Some(28) => {
+                                Error::io("write to the store", temp.clone(), source)
+                            }
+                            e => e,
+                        })?;
                         let (digest, size) = w.commit(None)?;
                         let chunks = match layer::finish_index(indexer, file, opts, &digest, size) {
                             Some(i) => Some(store.put_bytes(&i.to_bytes())?),

@@ -26,6 +26,16 @@ impl BlobWriter {
         self.0.written()
     }
 
+    /// See [`Ingest::copy_from_file`].
+    pub fn copy_from_file(
+        &mut self,
+        src: &std::fs::File,
+        len: u64,
+        observe: &mut dyn FnMut(&[u8]),
+    ) -> Result<u64> {
+        self.0.copy_from_file(src, len, observe)
+    }
+
     /// Fsyncs, checks the digest against `expected` (when given) and renames
     /// the blob into place. Returns the digest and size. On mismatch the temp
     /// file is removed and nothing appears in the store.
