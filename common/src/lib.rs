@@ -23,6 +23,7 @@ pub mod credentials;
 pub mod digest;
 pub mod error;
 pub mod extract;
+pub mod kcopy;
 pub mod labels;
 pub mod lazy;
 pub mod manifest;

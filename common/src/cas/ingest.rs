@@ -104,42 +104,21 @@ impl Ingest {
         len: u64,
         observe: &mut dyn FnMut(&[u8]),
     ) -> Result<u64> {
-        const SEGMENT: u64 = 8 << 20;
         let w = self.file.as_mut().expect("not committed");
         w.flush().ctx("write", &self.shown)?;
-        let out = w.get_ref();
-        let mut copied = 0u64;
-        while copied < len {
-            let want = SEGMENT.min(len - copied) as usize;
-            let n = match rustix::fs::copy_file_range(src, None, out, None, want) {
-                Ok(0) => break,
-                Ok(n) => n as u64,
-                Err(e) if copied == 0 || is_unsupported(e) => {
-                    tracing::debug!("copy_file_range refused ({e}); copying through memory");
-                    return self.copy_through_memory(src, len, copied, observe);
-                }
-                Err(e) => return Err(Error::io("copy into", &self.shown, e.into())),
-            };
-            // memmap2 aligns the offset to a page itself.
-            // SAFETY: the temp file is ours (private scratch dir, locked);
-            // nothing truncates it while the map lives, and the map is
-            // read-only and dropped before the next write.
-            let map = unsafe {
-                memmap2::MmapOptions::new()
-                    .offset(self.hasher.len())
-                    .len(n as usize)
-                    .map(out)
+        let (hasher, chunker) = (&mut self.hasher, &mut self.chunker);
+        let at = hasher.len();
+        let done = crate::kcopy::copy_mapped(src, w.get_ref(), at, len, &self.shown, &mut |b| {
+            hasher.update(b);
+            if let Some(c) = chunker.as_mut() {
+                c.update(b);
             }
-            .ctx("map", &self.shown)?;
-            let bytes = &map[..];
-            self.hasher.update(bytes);
-            if let Some(c) = self.chunker.as_mut() {
-                c.update(bytes);
-            }
-            observe(bytes);
-            copied += n;
+            observe(b);
+        })?;
+        if done.unsupported {
+            return self.copy_through_memory(src, len, done.copied, observe);
         }
-        Ok(copied)
+        Ok(done.copied)
     }
 
     fn copy_through_memory(
@@ -227,12 +206,6 @@ impl Write for Ingest {
     fn flush(&mut self) -> io::Result<()> {
         self.file.as_mut().expect("not committed").flush()
     }
-}
-
-/// Errors after which a plain copy may still work.
-fn is_unsupported(e: rustix::io::Errno) -> bool {
-    use rustix::io::Errno;
-    [Errno::XDEV, Errno::NOSYS, Errno::INVAL, Errno::OPNOTSUPP].contains(&e)
 }
 
 impl Drop for Ingest {

@@ -321,7 +321,14 @@ impl Target {
             seen: 0,
         };
         let result = match layer_format(layer) {
-            LayerFormat::Raw => self.extract_raw(layer, &mut reader),
+            LayerFormat::Raw => {
+                let r = self.extract_raw(layer, &reader.inner, progress);
+                if let Ok(st) = &r {
+                    // Reported while copying (a skipped file was not read).
+                    reader.seen = st.bytes_written;
+                }
+                r
+            }
             format => tarball::extract_tar(self, layer, &mut reader, format),
         };
         // A skipped layer is read not at all; the bar still covers its bytes.
@@ -331,7 +338,12 @@ impl Target {
         result
     }
 
-    fn extract_raw(&self, layer: &Descriptor, blob: impl Read) -> Result<ExtractStats> {
+    fn extract_raw(
+        &self,
+        layer: &Descriptor,
+        blob: &File,
+        progress: Option<&dyn Progress>,
+    ) -> Result<ExtractStats> {
         let name = layer_name(layer);
         let rel = raw_rel_path(layer)?;
         self.claims.file(&name, &rel)?;
@@ -349,7 +361,7 @@ impl Target {
                 });
             }
             refuse_dir_in_way(&dir, fname, &name)?;
-            self.extract_raw_unclaimed(layer, blob, &dir, fname)
+            self.extract_raw_unclaimed(layer, blob, &dir, fname, progress)
         })();
         if result.is_err() {
             self.undo(created);
@@ -400,7 +412,7 @@ impl Target {
                 Err(Error::Io { source, .. }) if source.raw_os_error() == Some(18) => {
                     // EXDEV: the store and the output are on different filesystems.
                     let f = scratch.open_file(scratch_name, false)?;
-                    let r = self.extract_raw_unclaimed(layer, f, &dir, fname);
+                    let r = self.extract_raw_unclaimed(layer, &f, &dir, fname, None);
                     let _ = scratch.remove_file(scratch_name);
                     r
                 }
@@ -417,13 +429,14 @@ impl Target {
     fn extract_raw_unclaimed(
         &self,
         layer: &Descriptor,
-        blob: impl Read,
+        blob: &File,
         dir: &ConfinedDir,
         fname: &OsStr,
+        progress: Option<&dyn Progress>,
     ) -> Result<ExtractStats> {
         let (tmp, mut file) = dir.create_temp("modelpack")?;
         let guard = TempGuard::new(dir, &tmp);
-        let written = copy_verified(blob, &mut file, layer, &dir.shown(&tmp))?;
+        let written = copy_verified(blob, &mut file, layer, &dir.shown(&tmp), progress)?;
         self.finish_file(&file, layer, &dir.shown(&tmp))?;
         file.sync_all().ctx("fsync", dir.shown(&tmp))?;
         drop(file);
@@ -548,29 +561,53 @@ fn refuse_dir_in_way(dir: &ConfinedDir, fname: &OsStr, layer: &str) -> Result<()
     Ok(())
 }
 
-/// Copies `src` into `file` while hashing; fails unless digest and size match the layer.
-fn copy_verified(src: impl Read, file: &mut File, layer: &Descriptor, shown: &Path) -> Result<u64> {
-    let mut r = HashingReader::new(src);
-    let mut buf = vec![0u8; COPY_BUF];
-    let mut w = io::BufWriter::with_capacity(COPY_BUF, file);
-    let mut seen = 0u64;
-    loop {
-        let n = r.read(&mut buf).ctx("read layer", shown)?;
-        if n == 0 {
-            break;
+/// Copies `src` into `file` (a fresh temp file of ours) and hashes what
+/// landed in `file` (see [`crate::kcopy`]: one copy, in the kernel, where it
+/// can); fails unless digest and size match the layer.
+fn copy_verified(
+    src: &File,
+    file: &mut File,
+    layer: &Descriptor,
+    shown: &Path,
+    progress: Option<&dyn Progress>,
+) -> Result<u64> {
+    let mut hasher = crate::digest::Hasher::new();
+    let report = |n: usize| {
+        if let Some(p) = progress {
+            p.advance(n as u64);
         }
-        w.write_all(&buf[..n]).ctx("write", shown)?;
-        seen += n as u64;
-        if seen > layer.size {
-            return Err(Error::SizeMismatch {
-                what: format!("layer {}", layer_name(layer)),
-                expected: layer.size,
-                actual: seen,
-            });
+    };
+    // One byte past the declared size: a longer blob is refused, not cut.
+    let want = layer.size.saturating_add(1);
+    let done = crate::kcopy::copy_mapped(src, file, 0, want, shown, &mut |b| {
+        hasher.update(b);
+        report(b.len());
+    })?;
+    let mut seen = done.copied;
+    if done.unsupported {
+        let mut buf = vec![0u8; COPY_BUF];
+        let mut r = src;
+        let mut w = io::BufWriter::with_capacity(COPY_BUF, &mut *file);
+        while seen <= layer.size {
+            let n = r.read(&mut buf).ctx("read layer", shown)?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).ctx("write", shown)?;
+            hasher.update(&buf[..n]);
+            report(n);
+            seen += n as u64;
         }
+        w.flush().ctx("write", shown)?;
     }
-    w.flush().ctx("write", shown)?;
-    let (actual, len) = r.finish();
+    if seen != layer.size {
+        return Err(Error::SizeMismatch {
+            what: format!("layer {}", layer_name(layer)),
+            expected: layer.size,
+            actual: seen,
+        });
+    }
+    let actual = hasher.finish();
     if actual != layer.digest {
         return Err(Error::DigestMismatch {
             what: format!("layer {}", layer_name(layer)),
@@ -578,14 +615,7 @@ fn copy_verified(src: impl Read, file: &mut File, layer: &Descriptor, shown: &Pa
             actual: actual.to_string(),
         });
     }
-    if len != layer.size {
-        return Err(Error::SizeMismatch {
-            what: format!("layer {}", layer_name(layer)),
-            expected: layer.size,
-            actual: len,
-        });
-    }
-    Ok(len)
+    Ok(seen)
 }
 
 pub(crate) fn system_time(unix: i64) -> SystemTime {

@@ -122,6 +122,36 @@ fn corrupt_raw_blob_is_refused_and_nothing_written() {
 }
 
 #[test]
+fn raw_blobs_longer_or_shorter_than_declared_are_refused_and_large_ones_copy_exactly() {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("out");
+    let right = (0..(9u32 << 20) + 777)
+        .map(|i| (i % 251) as u8)
+        .collect::<Vec<_>>();
+    let layer = raw_layer("big.bin", &right, 0o644);
+    // Longer: the right bytes plus one more, through the kernel copy.
+    let mut longer = right.clone();
+    longer.push(1);
+    let blob = blob_file(work.path(), &longer);
+    let err = extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap_err();
+    assert!(err.to_string().contains("size"), "{err}");
+    // Shorter.
+    let blob = blob_file(work.path(), &right[..right.len() - 5]);
+    assert!(extract_layer(&layer, &blob, &out, &ExtractOptions::default()).is_err());
+    assert!(!out.join("big.bin").exists());
+    assert_eq!(
+        fs::read_dir(&out).unwrap().count(),
+        0,
+        "temp file left behind"
+    );
+    // Right: copied in several kernel segments, byte for byte.
+    let blob = blob_file(work.path(), &right);
+    let st = extract_layer(&layer, &blob, &out, &ExtractOptions::default()).unwrap();
+    assert_eq!(st.bytes_written, right.len() as u64);
+    assert_eq!(fs::read(out.join("big.bin")).unwrap(), right);
+}
+
+#[test]
 fn raw_layer_with_escaping_filepath_is_refused() {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("out");
