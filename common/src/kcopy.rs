@@ -60,9 +60,19 @@ pub fn copy_mapped(
                 .offset(dst_at + copied)
                 .len(n as usize)
                 .map(dst)
+        };
+        match map {
+            Ok(map) => seen(&map),
+            Err(e) => {
+                // A filesystem that cannot map: read the segment back instead.
+                tracing::debug!("cannot map {} ({e}); reading it back", shown.display());
+                use std::os::unix::fs::FileExt;
+                let mut buf = vec![0u8; n as usize];
+                dst.read_exact_at(&mut buf, dst_at + copied)
+                    .ctx("read back", shown)?;
+                seen(&buf);
+            }
         }
-        .ctx("map", shown)?;
-        seen(&map);
         copied += n;
     }
     Ok(KernelCopy {
