@@ -3,39 +3,33 @@
 //! process, into and out of fresh page-cache pages — 55–60% of a build's CPU
 //! (perf); `copy_file_range` copies once, as `cp` does, and a read-only map
 //! of what landed lets the caller hash exactly the stored bytes without a
-//! third copy. Used by the store's ingest (build) and by extraction.
+//! third copy. Where the kernel refuses, the same call copies through
+//! memory. Used by the store's ingest (build) and by extraction.
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use crate::error::{Error, IoContext, Result};
 
 const SEGMENT: u64 = 8 << 20;
 
-/// What [`copy_mapped`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KernelCopy {
-    /// Bytes copied and seen.
-    pub copied: u64,
-    /// The kernel refused before `len`: the caller copies the rest itself
-    /// (both files' positions are where the kernel stopped).
-    pub unsupported: bool,
-}
-
 /// Copies up to `len` bytes from `src`'s position to `dst`'s position
-/// (`dst_at`, which must be that position) in segments, calling `seen` with
-/// each segment as it now is in `dst`. Stops early when `src` ends.
+/// (`dst_at`, which must be that position), calling `seen` with every byte
+/// once, in order, as it now is in `dst`; returns the bytes copied (fewer
+/// than `len` when `src` ends). Errors name `src_shown` (reads) or `shown`.
 ///
 /// `dst` must be a file only this process writes (a private temp file):
 /// it is mapped while it is read.
 pub fn copy_mapped(
     src: &File,
+    src_shown: &Path,
     dst: &File,
     dst_at: u64,
     len: u64,
     shown: &Path,
     seen: &mut dyn FnMut(&[u8]),
-) -> Result<KernelCopy> {
+) -> Result<u64> {
     let mut copied = 0u64;
     while copied < len {
         let want = SEGMENT.min(len - copied) as usize;
@@ -44,10 +38,8 @@ pub fn copy_mapped(
             Ok(n) => n as u64,
             Err(e) if copied == 0 || is_unsupported(e) => {
                 tracing::debug!("copy_file_range refused ({e}); copying through memory");
-                return Ok(KernelCopy {
-                    copied,
-                    unsupported: true,
-                });
+                // Both positions are where the kernel stopped.
+                return through_memory(src, src_shown, dst, len, copied, shown, seen);
             }
             Err(e) => return Err(Error::io("copy into", shown, e.into())),
         };
@@ -75,10 +67,33 @@ pub fn copy_mapped(
         }
         copied += n;
     }
-    Ok(KernelCopy {
-        copied,
-        unsupported: false,
-    })
+    Ok(copied)
+}
+
+/// The plain copy: read into a buffer, write it out, show it.
+fn through_memory(
+    mut src: &File,
+    src_shown: &Path,
+    mut dst: &File,
+    len: u64,
+    mut copied: u64,
+    shown: &Path,
+    seen: &mut dyn FnMut(&[u8]),
+) -> Result<u64> {
+    let mut buf = vec![0u8; crate::digest::COPY_BUF];
+    while copied < len {
+        let want = (buf.len() as u64).min(len - copied) as usize;
+        let n = match src.read(&mut buf[..want]) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("read", src_shown, e)),
+        };
+        dst.write_all(&buf[..n]).ctx("write", shown)?;
+        seen(&buf[..n]);
+        copied += n as u64;
+    }
+    Ok(copied)
 }
 
 /// Errors after which a plain copy may still work.

@@ -90,17 +90,16 @@ impl Ingest {
         copied
     }
 
-    /// Appends up to `len` bytes of `src` (from its current position) with
-    /// `copy_file_range` — one copy inside the kernel, as `cp` makes, instead
-    /// of `read` + `write`'s two copies through this process — and hashes
-    /// what landed by mapping it from the temp file (no copy either), so the
-    /// digest is of exactly the bytes stored. `observe` sees the same bytes
-    /// (a chunk indexer, progress). Falls back to a plain copy where the
-    /// kernel refuses (another filesystem type, an old kernel). Returns the
-    /// bytes copied (fewer than `len` when `src` ended early).
+    /// Appends up to `len` bytes of `src` (from its current position,
+    /// `src_shown` in errors) with [`crate::kcopy::copy_mapped`]: one copy
+    /// inside the kernel, as `cp` makes, hashed from a map of the temp file,
+    /// so the digest is of exactly the bytes stored. `observe` sees the same
+    /// bytes (a chunk indexer, progress). Returns the bytes copied (fewer
+    /// than `len` when `src` ended early).
     pub fn copy_from_file(
         &mut self,
         src: &File,
+        src_shown: &std::path::Path,
         len: u64,
         observe: &mut dyn FnMut(&[u8]),
     ) -> Result<u64> {
@@ -108,41 +107,21 @@ impl Ingest {
         w.flush().ctx("write", &self.shown)?;
         let (hasher, chunker) = (&mut self.hasher, &mut self.chunker);
         let at = hasher.len();
-        let done = crate::kcopy::copy_mapped(src, w.get_ref(), at, len, &self.shown, &mut |b| {
-            hasher.update(b);
-            if let Some(c) = chunker.as_mut() {
-                c.update(b);
-            }
-            observe(b);
-        })?;
-        if done.unsupported {
-            return self.copy_through_memory(src, len, done.copied, observe);
-        }
-        Ok(done.copied)
-    }
-
-    fn copy_through_memory(
-        &mut self,
-        mut src: &File,
-        len: u64,
-        mut copied: u64,
-        observe: &mut dyn FnMut(&[u8]),
-    ) -> Result<u64> {
-        use std::io::Read;
-        let mut buf = vec![0u8; COPY_BUF];
-        while copied < len {
-            let want = (COPY_BUF as u64).min(len - copied) as usize;
-            let n = match src.read(&mut buf[..want]) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io("read", &self.shown, e)),
-            };
-            self.write_all(&buf[..n]).ctx("write", &self.shown)?;
-            observe(&buf[..n]);
-            copied += n as u64;
-        }
-        Ok(copied)
+        crate::kcopy::copy_mapped(
+            src,
+            src_shown,
+            w.get_ref(),
+            at,
+            len,
+            &self.shown,
+            &mut |b| {
+                hasher.update(b);
+                if let Some(c) = chunker.as_mut() {
+                    c.update(b);
+                }
+                observe(b);
+            },
+        )
     }
 
     /// Flushes, fsyncs, checks the size and digest against what the caller

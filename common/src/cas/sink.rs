@@ -48,9 +48,9 @@ struct Writeback {
 const WRITEBACK_WINDOW: u64 = 8 << 20;
 
 impl Writeback {
-    fn new(file: &File) -> Result<Writeback> {
-        let at = (&*file).stream_position().unwrap_or(0);
-        Ok(Writeback { done: at, end: at })
+    fn new(mut file: &File) -> Writeback {
+        let at = file.stream_position().unwrap_or(0);
+        Writeback { done: at, end: at }
     }
 
     fn wrote(&mut self, file: &File, n: u64) {
@@ -113,7 +113,7 @@ impl FileSink {
             .name("blob-sink".into())
             .spawn(move || {
                 let mut run = || -> Result<()> {
-                    let mut writeback = Writeback::new(&file)?;
+                    let mut writeback = Writeback::new(&file);
                     while let Some(msg) = rx.blocking_recv() {
                         match &msg {
                             Msg::Data(b) => {
@@ -123,7 +123,7 @@ impl FileSink {
                             Msg::Restart => {
                                 file.set_len(0).ctx("truncate", &path)?;
                                 file.seek(SeekFrom::Start(0)).ctx("seek", &path)?;
-                                writeback = Writeback::new(&file)?;
+                                writeback = Writeback::new(&file);
                             }
                         }
                         // Only what reached the file is hashed.
@@ -162,7 +162,8 @@ impl FileSink {
         if bytes.is_empty() {
             return Ok(());
         }
-        // Returned by the hashing thread; a budget closed never happens (we hold it).
+        // Given back by the hashing thread. Closed once the writer has
+        // stopped: then the send below reports why.
         if let Ok(p) = self.budget.acquire_many(kib(bytes.len())).await {
             p.forget();
         }

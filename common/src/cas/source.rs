@@ -36,16 +36,9 @@ pub trait BlobSource: Send + Sync {
     fn read_range(&self, offset: u64, len: u64) -> BoxFuture<'_, Result<ByteStream>>;
 }
 
-/// Reads a range fully into memory, refusing more than `len` bytes and
-/// failing on fewer. Meant for chunks (bounded by the chunk size).
-pub async fn read_range_to_vec(src: &dyn BlobSource, offset: u64, len: u64) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    read_range_into(src, offset, len, &mut out).await?;
-    Ok(out)
-}
-
-/// [`read_range_to_vec`] into a caller's buffer (cleared first; a reused
-/// buffer's pages are already mapped).
+/// Reads a range fully into `out` (cleared first; a reused buffer's pages
+/// are already mapped), refusing more than `len` bytes and failing on
+/// fewer. Meant for chunks (bounded by the chunk size).
 pub async fn read_range_into(
     src: &dyn BlobSource,
     offset: u64,

@@ -3,6 +3,7 @@
 //! per chunk under concurrency, resume after a cut, promotion, restart.
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::source::{Fault, copy_source};
@@ -159,7 +160,9 @@ fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
     w.write_all(b"head").unwrap();
     let mut seen = Vec::new();
     let n = w
-        .copy_from_file(&src, bytes.len() as u64, &mut |b| seen.extend_from_slice(b))
+        .copy_from_file(&src, &src_path, bytes.len() as u64, &mut |b| {
+            seen.extend_from_slice(b)
+        })
         .unwrap();
     assert_eq!(n, bytes.len() as u64);
     assert_eq!(
@@ -178,7 +181,7 @@ fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
     let src = std::fs::File::open(&src_path).unwrap();
     let mut w = cas.ingest(None).unwrap();
     let n = w
-        .copy_from_file(&src, bytes.len() as u64 + 10, &mut |_| {})
+        .copy_from_file(&src, &src_path, bytes.len() as u64 + 10, &mut |_| {})
         .unwrap();
     assert_eq!(n, bytes.len() as u64);
 
@@ -187,7 +190,9 @@ fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
     let mut w = cas.ingest(None).unwrap();
     let mut seen = 0u64;
     let n = w
-        .copy_from_file(&zero, 100_000, &mut |b| seen += b.len() as u64)
+        .copy_from_file(&zero, Path::new("/dev/zero"), 100_000, &mut |b| {
+            seen += b.len() as u64
+        })
         .unwrap();
     assert_eq!((n, seen), (100_000, 100_000));
     let got = w

@@ -30,14 +30,14 @@ pub use path::safe_relative_path;
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::confined::{self, ConfinedDir, EntryKind};
-use crate::digest::{COPY_BUF, Digest, HashingReader};
+use crate::digest::{Digest, HashingReader};
 use crate::error::{Error, IoContext, Result};
 use crate::manifest::{Descriptor, Manifest};
 use crate::media::{self, LayerFormat, LayerType};
@@ -434,9 +434,9 @@ impl Target {
         fname: &OsStr,
         progress: Option<&dyn Progress>,
     ) -> Result<ExtractStats> {
-        let (tmp, mut file) = dir.create_temp("modelpack")?;
+        let (tmp, file) = dir.create_temp("modelpack")?;
         let guard = TempGuard::new(dir, &tmp);
-        let written = copy_verified(blob, &mut file, layer, &dir.shown(&tmp), progress)?;
+        let written = copy_verified(blob, &file, layer, &dir.shown(&tmp), progress)?;
         self.finish_file(&file, layer, &dir.shown(&tmp))?;
         file.sync_all().ctx("fsync", dir.shown(&tmp))?;
         drop(file);
@@ -566,7 +566,7 @@ fn refuse_dir_in_way(dir: &ConfinedDir, fname: &OsStr, layer: &str) -> Result<()
 /// can); fails unless digest and size match the layer.
 fn copy_verified(
     src: &File,
-    file: &mut File,
+    file: &File,
     layer: &Descriptor,
     shown: &Path,
     progress: Option<&dyn Progress>,
@@ -579,27 +579,10 @@ fn copy_verified(
     };
     // One byte past the declared size: a longer blob is refused, not cut.
     let want = layer.size.saturating_add(1);
-    let done = crate::kcopy::copy_mapped(src, file, 0, want, shown, &mut |b| {
+    let seen = crate::kcopy::copy_mapped(src, shown, file, 0, want, shown, &mut |b| {
         hasher.update(b);
         report(b.len());
     })?;
-    let mut seen = done.copied;
-    if done.unsupported {
-        let mut buf = vec![0u8; COPY_BUF];
-        let mut r = src;
-        let mut w = io::BufWriter::with_capacity(COPY_BUF, &mut *file);
-        while seen <= layer.size {
-            let n = r.read(&mut buf).ctx("read layer", shown)?;
-            if n == 0 {
-                break;
-            }
-            w.write_all(&buf[..n]).ctx("write", shown)?;
-            hasher.update(&buf[..n]);
-            report(n);
-            seen += n as u64;
-        }
-        w.flush().ctx("write", shown)?;
-    }
     if seen != layer.size {
         return Err(Error::SizeMismatch {
             what: format!("layer {}", layer_name(layer)),

@@ -3,6 +3,7 @@
 use super::*;
 use crate::manifest::Descriptor;
 use std::fs;
+use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 
 fn blob_file(dir: &Path, bytes: &[u8]) -> PathBuf {

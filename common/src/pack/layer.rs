@@ -116,7 +116,8 @@ pub fn encode_raw_into_store(
     let mut indexer = opts
         .chunk_size
         .map(|cs| Indexer::threaded(cs, IndexFormat::Raw));
-    let copied = out.copy_from_file(&src, file.size, &mut |b| {
+    // One byte more than planned: a file that grew is refused, not cut.
+    let copied = out.copy_from_file(&src, &file.abs_path, file.size + 1, &mut |b| {
         if let Some(ix) = &mut indexer {
             ix.update(b);
         }

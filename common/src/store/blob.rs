@@ -30,10 +30,11 @@ impl BlobWriter {
     pub fn copy_from_file(
         &mut self,
         src: &std::fs::File,
+        src_shown: &Path,
         len: u64,
         observe: &mut dyn FnMut(&[u8]),
     ) -> Result<u64> {
-        self.0.copy_from_file(src, len, observe)
+        self.0.copy_from_file(src, src_shown, len, observe)
     }
 
     /// Fsyncs, checks the digest against `expected` (when given) and renames
