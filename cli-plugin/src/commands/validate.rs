@@ -40,16 +40,7 @@ pub async fn run(args: ValidateArgs, ctx: Ctx) -> Result<ExitCode> {
         let loaded = store.load_manifest(&reference)?;
         digest = Some(loaded.digest.to_string());
         let config = store.read_blob(&loaded.manifest.config.digest)?;
-        let sizes = |d: &modelpack_common::Digest| store.blob_size(d);
-        let mut report = validate::validate_artifact(&loaded.bytes, &config, &sizes);
-        // Header scans seek past file data: a few KiB read per tar layer.
-        let tar_files = |d: &modelpack_common::Digest| {
-            let size = store.blob_size(d)?;
-            let f = store.open_blob(d).ok()?;
-            let files = modelpack_common::chunkindex::tar::scan_file(&f, size).ok()?;
-            Some(files.into_iter().map(|e| e.path).collect())
-        };
-        validate::lint_tar_paths(&loaded.manifest, &tar_files, &mut report);
+        let report = validate::validate_stored(&loaded.bytes, &config, &store);
         (reference.to_string(), report)
     } else {
         match (&args.manifest, &args.config) {

@@ -18,6 +18,7 @@ use crate::digest::Digest;
 use crate::media::{self, Family, LayerFormat, LayerType};
 use crate::modelfile::{PRECISIONS, valid_param_size};
 
+use super::blobs::{BlobAccess, Decompressed};
 use super::spdx::{self, Check};
 use super::{Report, seg};
 
@@ -26,13 +27,18 @@ fn rfc3339(s: &str) -> bool {
 }
 
 pub fn lint_config(v: &Value, r: &mut Report) {
+    let param_key =
+        if v.pointer("/config/paramSize").is_none() && v.pointer("/config/param_size").is_some() {
+            "param_size"
+        } else {
+            "paramSize"
+        };
     if let Some(p) = v
-        .pointer("/config/paramSize")
-        .or_else(|| v.pointer("/config/param_size"))
+        .pointer(&format!("/config/{param_key}"))
         .and_then(Value::as_str)
         && !valid_param_size(p)
     {
-        r.warn("config:/config/paramSize", Some("L1"), format!("{p:?} does not follow the spec's parameter-count grammar (digits, at most one decimal, unit Q/T/B/M/K, like 8B, 6.7B or 500M){}", crate::modelfile::round_param_size(p).map(|s| format!("; write {s:?}")).unwrap_or_default()));
+        r.warn(format!("config:/config/{param_key}"), Some("L1"), format!("{p:?} does not follow the spec's parameter-count grammar (digits, at most one decimal, unit Q/T/B/M/K, like 8B, 6.7B or 500M){}", crate::modelfile::round_param_size(p).map(|s| format!("; write {s:?}")).unwrap_or_default()));
     }
     if let Some(p) = v.pointer("/config/precision").and_then(Value::as_str) {
         for part in p.split(',').map(str::trim) {
@@ -295,7 +301,7 @@ pub fn lint_pair(
     m: &Value,
     c: &Value,
     config_bytes: &[u8],
-    blob_size: &dyn Fn(&Digest) -> Option<u64>,
+    blobs: &dyn BlobAccess,
     r: &mut Report,
 ) {
     let layers = m
@@ -320,25 +326,54 @@ pub fn lint_pair(
             ),
         );
     }
+    let mut unverified = Vec::new();
     for (i, (l, d)) in layers.iter().zip(&ids).enumerate() {
         let mt = l.get("mediaType").and_then(Value::as_str).unwrap_or("");
         let fmt = LayerType::parse(mt).map(|t| t.format);
+        let at = format!("config:/modelfs/{key}/{i}");
+        let said = d.as_str().unwrap_or("?");
         match fmt {
             Some(LayerFormat::Raw | LayerFormat::Tar) => {
                 if l.get("digest") == Some(d) {
                     continue;
                 }
-                r.error(format!("config:/modelfs/{key}/{i}"), Some("L6"), format!("diffId {} differs from layer {i}'s digest {} (uncompressed layers have diffId = digest)", d.as_str().unwrap_or("?"), l.get("digest").and_then(Value::as_str).unwrap_or("?")));
+                r.error(at, Some("L6"), format!("diffId {said} differs from layer {i}'s digest {} (uncompressed layers have diffId = digest)", l.get("digest").and_then(Value::as_str).unwrap_or("?")));
             }
-            Some(_) => r.warn(
-                format!("config:/modelfs/{key}/{i}"),
-                Some("L6"),
-                "diffId of a compressed layer not verified (needs the decompressed blob)",
-            ),
+            Some(format) => {
+                let layer_digest = l
+                    .get("digest")
+                    .and_then(Value::as_str)
+                    .and_then(|s| s.parse::<Digest>().ok());
+                match layer_digest.and_then(|ld| blobs.uncompressed_digest(&ld, format)) {
+                    Some(Decompressed::Digest(actual)) => {
+                        if said != actual.to_string() {
+                            r.error(at, Some("L6"), format!("diffId {said} is not the sha256 of layer {i} decompressed ({actual}): containerd's chain IDs and KitOps would not match it"));
+                        }
+                    }
+                    Some(Decompressed::Corrupt(why)) => r.error(
+                        format!("manifest:/layers/{i}"),
+                        Some("L6"),
+                        format!("layer {i} ({mt}) does not decompress: {why}"),
+                    ),
+                    Some(Decompressed::TooLarge(limit)) => r.warn(at, Some("L6"), format!("diffId not verified: layer {i} decompresses to more than {limit} bytes ({}× its size), where validation stops hashing", super::blobs::MAX_RATIO)),
+                    None => unverified.push(i.to_string()),
+                }
+            }
             None => {}
         }
     }
-    lint_sizes(m, config_bytes, blob_size, r);
+    if !unverified.is_empty() {
+        r.warn(
+            format!("config:/modelfs/{key}"),
+            Some("L6"),
+            format!(
+                "diffIds of compressed layer{} {} not verified: their blobs are not here (`validate REF` of a stored model decompresses and checks them)",
+                if unverified.len() == 1 { "" } else { "s" },
+                unverified.join(", ")
+            ),
+        );
+    }
+    lint_sizes(m, config_bytes, &|d| blobs.size(d), r);
 }
 
 /// L11: the config descriptor against the config's bytes, and layer sizes

@@ -347,3 +347,138 @@ fn tar_layer_whose_annotation_disagrees_with_its_entries_is_flagged() {
         assert!(r.problems.is_empty(), "{:?}", r.problems);
     }
 }
+
+#[test]
+fn param_size_warning_points_at_the_key_the_config_uses() {
+    let doc = cfg("{}", r#"{"param_size":"8.03B"}"#, &fs_ok());
+    let mut r = Report::default();
+    lint_config(&serde_json::from_str(&doc).unwrap(), &mut r);
+    assert!(
+        warns(&r, "config:/config/param_size", Some("L1")),
+        "{:?}",
+        r.problems
+    );
+}
+
+#[test]
+fn camel_case_config_missing_diff_ids_is_pointed_at_diff_ids() {
+    let c = cfg("{}", "{}", r#"{"type":"layers"}"#);
+    let m = manifest(c.as_bytes(), &[layer("a", D, 3)]);
+    let r = validate_artifact(m.as_bytes(), c.as_bytes(), &|_| None);
+    assert!(
+        has(&r, "config:/modelfs/diffIds", Some("L5")),
+        "{:?}",
+        r.problems
+    );
+    assert!(
+        !r.problems.iter().any(|p| p.path.contains("diff_ids")),
+        "{:?}",
+        r.problems
+    );
+}
+
+/// Blobs held in memory, for the lints that read them.
+struct MemBlobs(Vec<(Digest, Vec<u8>)>);
+
+impl BlobAccess for MemBlobs {
+    fn size(&self, d: &Digest) -> Option<u64> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == d)
+            .map(|(_, b)| b.len() as u64)
+    }
+    fn uncompressed_digest(
+        &self,
+        d: &Digest,
+        format: crate::media::LayerFormat,
+    ) -> Option<Decompressed> {
+        let (_, b) = self.0.iter().find(|(k, _)| k == d)?;
+        Some(super::blobs::decompressed_digest(&b[..], format, 1 << 20))
+    }
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    e.write_all(bytes).unwrap();
+    e.finish().unwrap()
+}
+
+/// A manifest of gzip tar layers and a config whose diffIds are `ids`.
+fn gzip_artifact(blobs: &[Vec<u8>], ids: &[String]) -> (String, String) {
+    let c = cfg(
+        "{}",
+        "{}",
+        &format!(
+            r#"{{"type":"layers","diffIds":[{}]}}"#,
+            ids.iter()
+                .map(|i| format!("{i:?}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+    );
+    let layers: Vec<String> = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            format!(
+                r#"{{"mediaType":"application/vnd.cncf.model.weight.v1.tar+gzip","digest":"{}","size":{},"annotations":{{"org.cncf.model.filepath":"w{i}"}}}}"#,
+                Digest::of(b),
+                b.len()
+            )
+        })
+        .collect();
+    (manifest(c.as_bytes(), &layers), c)
+}
+
+#[test]
+fn compressed_diff_ids_are_checked_where_the_blobs_are_here() {
+    let plain = [b"first tar".to_vec(), b"second tar".to_vec()];
+    let blobs: Vec<Vec<u8>> = plain.iter().map(|p| gzip(p)).collect();
+    let right: Vec<String> = plain.iter().map(|p| Digest::of(p).to_string()).collect();
+    let mem = MemBlobs(blobs.iter().map(|b| (Digest::of(b), b.clone())).collect());
+
+    // Right diffIds and blobs at hand: nothing to say.
+    let (m, c) = gzip_artifact(&blobs, &right);
+    let r = validate_with(m.as_bytes(), c.as_bytes(), &mem);
+    assert!(r.problems.is_empty(), "{:?}", r.problems);
+
+    // A wrong one is an error at its index.
+    let wrong = vec![right[0].clone(), D.to_string()];
+    let (m, c) = gzip_artifact(&blobs, &wrong);
+    let r = validate_with(m.as_bytes(), c.as_bytes(), &mem);
+    assert!(
+        has(&r, "config:/modelfs/diffIds/1", Some("L6")),
+        "{:?}",
+        r.problems
+    );
+    assert_eq!(r.errors().count(), 1, "{:?}", r.problems);
+
+    // Without the blobs: one summary warning naming both layers, no error.
+    let r = validate_artifact(m.as_bytes(), c.as_bytes(), &|_| None);
+    let l6: Vec<_> = r.problems.iter().filter(|p| p.lint == Some("L6")).collect();
+    assert_eq!(l6.len(), 1, "{:?}", r.problems);
+    assert!(
+        l6[0].severity == Severity::Warning && l6[0].message.contains("layers 0, 1"),
+        "{:?}",
+        l6
+    );
+
+    // A blob that is not gzip at all is an error naming the layer.
+    let bogus = vec![b"not gzip".to_vec()];
+    let mem = MemBlobs(vec![(Digest::of(&bogus[0]), bogus[0].clone())]);
+    let (m, c) = gzip_artifact(&bogus, &[D.to_string()]);
+    let r = validate_with(m.as_bytes(), c.as_bytes(), &mem);
+    assert!(
+        has(&r, "manifest:/layers/0", Some("L6")),
+        "{:?}",
+        r.problems
+    );
+
+    // A bomb stops at the bound with a warning, not hours of hashing.
+    let zeros = gzip(&vec![0u8; 3 << 20]);
+    assert!(matches!(
+        super::blobs::decompressed_digest(&zeros[..], crate::media::LayerFormat::TarGzip, 1 << 20),
+        Decompressed::TooLarge(_)
+    ));
+}
