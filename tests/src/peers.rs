@@ -56,6 +56,9 @@ pub struct GoTarEntry {
     pub gid: u32,
     pub mtime: u64,
     pub data: Vec<u8>,
+    /// Owner names (Go's `FileInfoHeader` looks them up; KitOps and DMR leave them empty).
+    pub uname: String,
+    pub gname: String,
 }
 
 fn octal(field: &mut [u8], v: u64) {
@@ -80,6 +83,8 @@ pub fn go_tar(entries: &[GoTarEntry]) -> Vec<u8> {
         octal(&mut h[136..148], e.mtime);
         h[156] = if e.dir { b'5' } else { b'0' };
         h[257..263].copy_from_slice(b"ustar\0");
+        h[265..265 + e.uname.len()].copy_from_slice(e.uname.as_bytes());
+        h[297..297 + e.gname.len()].copy_from_slice(e.gname.as_bytes());
         h[263..265].copy_from_slice(b"00");
         octal(&mut h[329..337], 0);
         octal(&mut h[337..345], 0);
@@ -263,6 +268,8 @@ pub fn dmr_safetensors_vllm_tar() -> PeerArtifact {
             gid: 0,
             mtime: 1_764_578_000,
             data: config_json.clone(),
+            uname: String::new(),
+            gname: String::new(),
         },
         GoTarEntry {
             name: "tokenizer.json".into(),
@@ -272,6 +279,8 @@ pub fn dmr_safetensors_vllm_tar() -> PeerArtifact {
             gid: 0,
             mtime: 1_764_578_001,
             data: tokenizer.clone(),
+            uname: String::new(),
+            gname: String::new(),
         },
     ]);
     let license = b"MIT License\n".to_vec();
@@ -437,6 +446,8 @@ fn kit_entry(name: &str, data: Option<&[u8]>) -> GoTarEntry {
         gid: 0,
         mtime: 0,
         data: data.map(<[u8]>::to_vec).unwrap_or_default(),
+        uname: String::new(),
+        gname: String::new(),
     }
 }
 
@@ -587,6 +598,195 @@ fn filepath_if(yes: bool, path: &str) -> Vec<(&'static str, String)> {
         vec![("org.cncf.model.filepath", path.into())]
     } else {
         vec![]
+    }
+}
+
+// ------------------------------------------------------------ modctl
+
+/// One file of a modctl build: Modelfile kind, path in the context, bytes, mode.
+struct ModctlFile {
+    kind: &'static str,
+    path: &'static str,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+/// How modctl packed it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum ModctlFlavour {
+    /// modctl main / v0.2.0–v0.2.1 default (`--raw`): cncf, raw layers.
+    Raw,
+    /// `--raw=false`: one Go tar per file, real owner, mode and mtime.
+    Tar,
+    /// modctl ≤ v0.1.2 (dragonflyoss/model-spec v0.0.6): cnai identifiers,
+    /// `org.cnai.*` annotations, snake_case `modelfs.diff_ids`, raw layers.
+    LegacyCnai,
+    /// `modctl attach --destination-dir extra --raw=false notes.txt` on top of
+    /// a raw build: the annotation says `extra/notes.txt`, the tar entry
+    /// `notes.txt` (modctl's extract follows the tar), and layers re-sorted
+    /// by path (attach's `sortLayers` knows only `.tar` types).
+    AttachDestDir,
+}
+
+const MODCTL_MTIME: &str = "2026-03-14T09:26:53.589793238+08:00";
+const MODCTL_MTIME_SECS: u64 = 1_773_451_613;
+
+fn modctl_files() -> Vec<ModctlFile> {
+    vec![
+        ModctlFile {
+            kind: "weight.config",
+            path: "config.json",
+            bytes: br#"{"architectures":["Qwen2ForCausalLM"],"model_type":"qwen2","torch_dtype":"bfloat16","transformers_version":"4.51.0"}"#.to_vec(),
+            mode: 0o644,
+        },
+        ModctlFile {
+            kind: "weight.config",
+            path: "tokenizer/tokenizer.json",
+            bytes: br#"{"version":"1.0","model":{"type":"BPE","vocab":{}}}"#.to_vec(),
+            mode: 0o644,
+        },
+        ModctlFile {
+            kind: "weight",
+            path: "model.safetensors",
+            bytes: (0..9000u32).map(|i| (i * 7 % 251) as u8).collect(),
+            mode: 0o644,
+        },
+        ModctlFile {
+            kind: "code",
+            path: "run.py",
+            bytes: b"#!/usr/bin/env python3\nprint('qwen')\n".to_vec(),
+            mode: 0o755,
+        },
+        ModctlFile {
+            kind: "doc",
+            path: "README.md",
+            bytes: b"# qwen-tiny\n".to_vec(),
+            mode: 0o644,
+        },
+    ]
+}
+
+/// modctl's `addFileMetadata` value (Go field order; mode in decimal).
+fn modctl_metadata(name: &str, mode: u32, size: usize) -> String {
+    format!(
+        r#"{{"name":"{name}","mode":{mode},"uid":1001,"gid":1001,"size":{size},"mtime":"{MODCTL_MTIME}","typeflag":0}}"#
+    )
+}
+
+/// Go's `tar.FileInfoHeader` of one file, named by its context path.
+fn modctl_tar(name: &str, mode: u32, bytes: &[u8]) -> Vec<u8> {
+    go_tar(&[GoTarEntry {
+        name: name.into(),
+        dir: false,
+        mode,
+        uid: 1001,
+        gid: 1001,
+        mtime: MODCTL_MTIME_SECS,
+        data: bytes.to_vec(),
+        uname: "runner".into(),
+        gname: "runner".into(),
+    }])
+}
+
+/// What modctl pushes for [`modctl_files`] in the given flavour.
+pub fn modctl(flavour: ModctlFlavour) -> PeerArtifact {
+    let legacy = flavour == ModctlFlavour::LegacyCnai;
+    let family = if legacy { "cnai" } else { "cncf" };
+    let tar = flavour == ModctlFlavour::Tar;
+    let mut files = modctl_files();
+    // Group order config → weights → code → docs, each sorted by path.
+    let rank = |k: &str| {
+        ["weight.config", "weight", "code", "doc"]
+            .iter()
+            .position(|x| *x == k)
+    };
+    files.sort_by(|a, b| (rank(a.kind), a.path).cmp(&(rank(b.kind), b.path)));
+    let mut layers: Vec<(String, Vec<u8>, String)> = Vec::new(); // (media type, blob, filepath)
+    let mut metas = Vec::new();
+    for f in &files {
+        let blob = if tar {
+            modctl_tar(f.path, f.mode, &f.bytes)
+        } else {
+            f.bytes.clone()
+        };
+        let format = if tar { "tar" } else { "raw" };
+        layers.push((
+            format!("application/vnd.{family}.model.{}.v1.{format}", f.kind),
+            blob,
+            f.path.to_string(),
+        ));
+        let base = f.path.rsplit('/').next().unwrap();
+        metas.push(modctl_metadata(base, f.mode, f.bytes.len()));
+    }
+    let mut expected: BTreeMap<String, Vec<u8>> = files
+        .iter()
+        .map(|f| (f.path.to_string(), f.bytes.clone()))
+        .collect();
+    if flavour == ModctlFlavour::AttachDestDir {
+        let notes = b"attached later\n".to_vec();
+        layers.push((
+            "application/vnd.cncf.model.doc.v1.tar".into(),
+            modctl_tar("notes.txt", 0o644, &notes),
+            "extra/notes.txt".into(),
+        ));
+        metas.push(modctl_metadata("notes.txt", 0o644, notes.len()));
+        // Where modctl's own extract (and ours) puts it: the tar's name.
+        expected.insert("notes.txt".into(), notes);
+        let mut both: Vec<_> = layers.into_iter().zip(metas).collect();
+        both.sort_by(|a, b| a.0.2.cmp(&b.0.2));
+        (layers, metas) = both.into_iter().unzip();
+    }
+    let (meta_key, path_key) = (
+        format!("org.{family}.model.file.metadata+json"),
+        format!("org.{family}.model.filepath"),
+    );
+    let descs: Vec<String> = layers
+        .iter()
+        .zip(&metas)
+        .map(|((mt, blob, path), meta)| {
+            oci_descriptor(
+                mt,
+                blob,
+                &[
+                    (meta_key.as_str(), meta.clone()),
+                    (path_key.as_str(), path.clone()),
+                ],
+            )
+        })
+        .collect();
+    let blobs: Vec<&[u8]> = layers.iter().map(|(_, b, _)| &b[..]).collect();
+    let diff_key = if legacy { "diff_ids" } else { "diffIds" };
+    let config = format!(
+        r#"{{"descriptor":{{"createdAt":"2026-03-14T09:30:00.123456789+08:00","family":"qwen2","name":"qwen-tiny","sourceURL":"https://github.com/example/qwen-tiny.git","revision":"3f2a9c1-dirty"}},"modelfs":{{"type":"layers","{diff_key}":[{}]}},"config":{{"architecture":"transformer","format":"safetensors","paramSize":"0.5B","precision":"bfloat16"}}}}"#,
+        diff_ids(&blobs)
+    )
+    .into_bytes();
+    let modelfile = "# Generated at 2026-03-14T09:29:58+08:00\nNAME qwen-tiny\nARCH transformer\nFAMILY qwen2\nFORMAT safetensors\nPARAMSIZE 0.5B\nPRECISION bfloat16\nCONFIG config.json\nCONFIG tokenizer/tokenizer.json\nMODEL model.safetensors\nCODE run.py\nDOC README.md\n";
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/vnd.{family}.model.manifest.v1+json","config":{},"layers":[{}],"annotations":{}}}"#,
+        oci_descriptor(
+            &format!("application/vnd.{family}.model.config.v1+json"),
+            &config,
+            &[]
+        ),
+        descs.join(","),
+        go_map(&[(
+            if legacy { "org.cnai.modctl.modelfile" } else { "org.cncf.modctl.modelfile" },
+            modelfile.to_string()
+        )])
+    )
+    .into_bytes();
+    PeerArtifact {
+        name: match flavour {
+            ModctlFlavour::Raw => "modctl raw",
+            ModctlFlavour::Tar => "modctl --raw=false",
+            ModctlFlavour::LegacyCnai => "modctl v0.1 cnai",
+            ModctlFlavour::AttachDestDir => "modctl attach --destination-dir",
+        },
+        manifest,
+        config,
+        blobs: layers.into_iter().map(|(_, b, _)| b).collect(),
+        expected,
     }
 }
 

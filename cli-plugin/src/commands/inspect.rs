@@ -161,6 +161,27 @@ pub fn print(ctx: &Ctx, o: &InspectOutput) -> Result<()> {
     field("quantization", &s.quantization);
     field("license", &s.license);
     field("description", &s.description);
+    field("declaredSize", &s.declared_size);
+    if let Some(m) = &s.model {
+        let mut parts = vec![m.name.clone().unwrap_or_else(|| "-".into())];
+        if let Some(p) = &m.path {
+            parts.push(format!("at {p}"));
+        }
+        for (k, v) in [
+            ("version", &m.version),
+            ("framework", &m.framework),
+            ("format", &m.format),
+            ("license", &m.license),
+        ] {
+            if let Some(v) = v {
+                parts.push(format!("{k} {v}"));
+            }
+        }
+        if !m.parts.is_empty() {
+            parts.push(format!("parts {}", m.parts.join(", ")));
+        }
+        field("model", &Some(parts.join(", ")));
+    }
     ctx.out
         .data(format!("Size:          {}", human_size(o.size)));
     let indexed = o

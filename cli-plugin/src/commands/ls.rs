@@ -53,7 +53,22 @@ pub struct Row {
     pub digest: String,
     pub created: Option<String>,
     pub size: u64,
+    /// The model's own name and version (ModelPack descriptor, Kitfile
+    /// package), where its config has them.
     pub name: Option<String>,
+    pub version: Option<String>,
+    /// Who produced it: "ModelPack", "Docker Model Runner (config v0.1)", "KitOps ModelKit".
+    pub kind: Option<String>,
+}
+
+/// `name version` from the model's config, `-` where it names nothing.
+fn model_cell(r: &Row) -> String {
+    match (&r.name, &r.version) {
+        (Some(n), Some(v)) => format!("{n} {v}"),
+        (Some(n), None) => n.clone(),
+        (None, Some(v)) => v.clone(),
+        (None, None) => "-".into(),
+    }
 }
 
 pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
@@ -74,21 +89,18 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                 None,
             ),
         };
-        let (created, size, name) = match store.load_manifest_digest(&e.descriptor.digest) {
-            Ok(m) => {
-                let summary = store
+        let (size, summary) = match store.load_manifest_digest(&e.descriptor.digest) {
+            Ok(m) => (
+                // The one size every verb reports: config + layers.
+                m.manifest.content_size(),
+                store
                     .read_blob(&m.manifest.config.digest)
                     .ok()
-                    .map(|b| modelpack_common::peer::summarize(&m.manifest, &b));
-                (
-                    summary.as_ref().and_then(|s| s.created.clone()),
-                    // The one size every verb reports: config + layers.
-                    m.manifest.content_size(),
-                    summary.and_then(|s| s.name),
-                )
-            }
-            Err(_) => (None, 0, None),
+                    .map(|b| modelpack_common::peer::summarize(&m.manifest, &b)),
+            ),
+            Err(_) => (0, None),
         };
+        let summary = summary.unwrap_or_default();
         let reference = match &tag {
             Some(t) => format!("{repository}:{t}"),
             None => format!("{repository}@{}", e.descriptor.digest),
@@ -98,9 +110,11 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             repository,
             tag,
             digest: e.descriptor.digest.to_string(),
-            created,
+            created: summary.created,
             size,
-            name,
+            name: summary.name,
+            version: summary.version,
+            kind: (!summary.kind.is_empty()).then_some(summary.kind),
         });
     }
     if let Some(want) = &args.repository {
@@ -130,6 +144,7 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                     esc(&r.repository).into_owned(),
                     esc(r.tag.as_deref().unwrap_or("<none>")).into_owned(),
                     r.digest[7..19].to_string(),
+                    esc(&model_cell(r)).into_owned(),
                     ago(r.created.as_deref(), now),
                     human_size(r.size),
                 ]
@@ -137,7 +152,10 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             .collect();
         print!(
             "{}",
-            table(&["REPOSITORY", "TAG", "DIGEST", "CREATED", "SIZE"], &cells)
+            table(
+                &["REPOSITORY", "TAG", "DIGEST", "MODEL", "CREATED", "SIZE"],
+                &cells
+            )
         );
     }
     Ok(ExitCode::SUCCESS)

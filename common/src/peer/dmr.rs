@@ -138,6 +138,7 @@ struct DockerSettings {
     quantization: Option<String>,
     parameters: Option<String>,
     architecture: Option<String>,
+    size: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -161,6 +162,7 @@ pub(super) fn summarize(config: &[u8]) -> ModelSummary {
         format: c.config.format,
         param_size: c.config.parameters,
         quantization: c.config.quantization,
+        declared_size: c.config.size,
         ..Default::default()
     }
 }

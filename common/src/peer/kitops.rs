@@ -16,7 +16,7 @@ use serde::Deserialize;
 use crate::manifest::Manifest;
 use crate::media::LayerFormat;
 
-use super::ModelSummary;
+use super::{KitModel, ModelSummary};
 
 pub const ARTIFACT_TYPE: &str = "application/vnd.kitops.modelkit.manifest.v1+json";
 pub const CONFIG: &str = "application/vnd.kitops.modelkit.config.v1+json";
@@ -74,11 +74,19 @@ struct Package {
 #[derive(Debug, Default, Deserialize)]
 struct Model {
     name: Option<String>,
+    path: Option<String>,
     license: Option<String>,
     framework: Option<String>,
     format: Option<String>,
     version: Option<String>,
     description: Option<String>,
+    #[serde(default)]
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct Part {
+    path: Option<String>,
 }
 
 pub(super) fn summarize(config: &[u8]) -> ModelSummary {
@@ -86,6 +94,17 @@ pub(super) fn summarize(config: &[u8]) -> ModelSummary {
         return ModelSummary::default();
     };
     let m = k.model.unwrap_or_default();
+    // The package names the kit; the model entry keeps its own name, path and
+    // parts, shown apart so neither hides the other.
+    let model = KitModel {
+        name: m.name.clone(),
+        path: m.path,
+        version: m.version.clone(),
+        framework: m.framework.clone(),
+        format: m.format.clone(),
+        license: m.license.clone(),
+        parts: m.parts.into_iter().filter_map(|p| p.path).collect(),
+    };
     ModelSummary {
         name: k.package.name.or(m.name),
         version: k.package.version.or(m.version),
@@ -93,6 +112,7 @@ pub(super) fn summarize(config: &[u8]) -> ModelSummary {
         format: m.format,
         description: k.package.description.or(m.description),
         license: k.package.license.or(m.license),
+        model: (model != KitModel::default()).then_some(model),
         ..Default::default()
     }
 }

@@ -127,6 +127,36 @@ pub struct ModelSummary {
     pub description: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub license: Option<String>,
+    /// The size the producer wrote into its config (DMR's `config.size`,
+    /// e.g. "4.92 GB"), as written; the artifact's own byte count is `size`
+    /// beside this summary.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub declared_size: Option<String>,
+    /// A KitOps Kitfile's `model` entry (name, path, parts), which a
+    /// ModelKit keeps apart from its `package` name and version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<KitModel>,
+}
+
+/// The `model` section of a Kitfile, as `inspect` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KitModel {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license: Option<String>,
+    /// Paths of the model's `parts` (extra weight files).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub parts: Vec<String>,
 }
 
 /// The summary of a manifest and its config bytes; fields the config does

@@ -103,8 +103,14 @@ pub(crate) fn seg(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
 }
 
-/// Validates a config document: schema (HEAD, or v0.0.6 for snake_case) plus config lints.
+/// Validates a config document on its own: the HEAD schema plus config lints.
 pub fn validate_config(bytes: &[u8]) -> Report {
+    validate_config_of(bytes, false)
+}
+
+/// A config as its artifact's family reads it: `legacy` (cnai) judges a
+/// snake_case config by the v0.0.6 schema it was written for.
+fn validate_config_of(bytes: &[u8], legacy: bool) -> Report {
     let mut r = Report::default();
     let v: serde_json::Value = match serde_json::from_slice(bytes) {
         Ok(v) => v,
@@ -121,7 +127,7 @@ pub fn validate_config(bytes: &[u8]) -> Report {
             return r;
         }
     };
-    schema_problems(&v, &mut r);
+    schema_problems(&v, legacy, &mut r);
     lint_config(&v, &mut r);
     r
 }
@@ -178,7 +184,11 @@ pub fn validate_with(manifest: &[u8], config: &[u8], blobs: &dyn BlobAccess) -> 
         return r;
     }
     let mut r = validate_manifest(manifest);
-    let c = validate_config(config);
+    let legacy = parsed.as_ref().and_then(crate::peer::ArtifactKind::of)
+        == Some(crate::peer::ArtifactKind::ModelPack(
+            crate::media::Family::Cnai,
+        ));
+    let c = validate_config_of(config, legacy);
     r.problems.extend(c.problems);
     if let (Ok(m), Ok(c)) = (
         serde_json::from_slice::<serde_json::Value>(manifest),

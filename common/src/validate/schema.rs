@@ -35,7 +35,31 @@ pub fn is_snake_case(v: &Value) -> bool {
 }
 
 /// Adds every schema violation, with its instance path, to the report.
-pub fn schema_problems(v: &Value, r: &mut Report) {
+///
+/// `legacy` is true for a config read from a cnai-family artifact. A
+/// snake_case config there is what modctl ≤ v0.1.2 wrote under model-spec
+/// v0.0.6, and that producer's schema decides what is an error — every reader
+/// in the family still accepts it; a warning says the current spec wants
+/// camelCase. Judging it by HEAD would call every such artifact in the wild
+/// invalid for its casing alone. Anywhere else (a cncf artifact, a config on
+/// its own) HEAD decides, as the spec's own tests do.
+pub fn schema_problems(v: &Value, legacy: bool, r: &mut Report) {
+    if is_snake_case(v) && legacy {
+        r.warn(
+            "config:/modelfs/diff_ids",
+            None,
+            "snake_case config of a cnai-era artifact (model-spec v0.0.6), checked against the v0.0.6 schema: the current spec writes camelCase diffIds",
+        );
+        for e in v006().iter_errors(v) {
+            let path = e.instance_path().as_str().to_string();
+            r.error(
+                format!("config:{path}"),
+                None,
+                format!("{e} (v0.0.6 schema)"),
+            );
+        }
+        return;
+    }
     if is_snake_case(v) {
         let old = if v006().is_valid(v) {
             "valid"

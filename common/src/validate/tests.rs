@@ -15,7 +15,7 @@ fn fs_ok() -> String {
 fn schema_only(doc: &str) -> Report {
     let v: serde_json::Value = serde_json::from_str(doc).unwrap();
     let mut r = Report::default();
-    schema_problems(&v, &mut r);
+    schema_problems(&v, false, &mut r);
     r
 }
 
@@ -481,4 +481,28 @@ fn compressed_diff_ids_are_checked_where_the_blobs_are_here() {
         super::blobs::decompressed_digest(&zeros[..], crate::media::LayerFormat::TarGzip, 1 << 20),
         Decompressed::TooLarge(_)
     ));
+}
+
+#[test]
+fn a_snake_case_config_is_judged_by_the_schema_of_its_family() {
+    let c = cfg(
+        "{}",
+        "{}",
+        &format!(r#"{{"type":"layers","diff_ids":["{D}"]}}"#),
+    );
+    let cncf = manifest(c.as_bytes(), &[layer("a", D, 3)]);
+    // modctl ≤ v0.1.2: cnai identifiers, v0.0.6 config — valid, with a warning.
+    let cnai = cncf
+        .replace("application/vnd.cncf.model.", "application/vnd.cnai.model.")
+        .replace("org.cncf.model.", "org.cnai.model.");
+    let r = validate_artifact(cnai.as_bytes(), c.as_bytes(), &|_| None);
+    assert!(r.is_valid(), "{:?}", r.problems);
+    assert!(
+        warns(&r, "config:/modelfs/diff_ids", None),
+        "{:?}",
+        r.problems
+    );
+    // The same config under cncf identifiers: the current schema decides.
+    let r = validate_artifact(cncf.as_bytes(), c.as_bytes(), &|_| None);
+    assert!(!r.is_valid(), "{:?}", r.problems);
 }
