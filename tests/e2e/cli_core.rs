@@ -67,6 +67,26 @@ fn modelfile(env: &Env, model: &Path) -> PathBuf {
 }
 
 #[test]
+fn modelfile_generate_writes_the_spec_param_size_and_classifies_datasets() {
+    let env = Env::new();
+    let dir = env.path("m");
+    // 2 shards × 850,000 bf16 elements = 1,700,000 parameters.
+    modelpack_common::modelfile::write_sample_model(&dir, 2, 1_700_000).unwrap();
+    std::fs::create_dir_all(dir.join("data")).unwrap();
+    std::fs::write(dir.join("data/train.jsonl"), "{\"text\":\"hi\"}\n").unwrap();
+    let text = std::fs::read_to_string(modelfile(&env, &dir)).unwrap();
+    assert!(
+        text.lines().any(|l| l == "PARAMSIZE 1.7M"),
+        "one-decimal grammar: {text}"
+    );
+    assert!(
+        text.lines().any(|l| l == "DATASET data/train.jsonl"),
+        "{text}"
+    );
+    assert!(!text.contains("CODE data/train.jsonl"), "{text}");
+}
+
+#[test]
 fn build_validate_extract_reproduces_every_file() {
     let env = Env::new();
     let model = env.model("model");

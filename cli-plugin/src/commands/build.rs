@@ -111,6 +111,13 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
         source_revision: args.source_revision.clone(),
     };
     let plan = plan_build(context, &mf, text, generated, &request)?;
+    if args.layer_format != LayerFormat::Raw {
+        // DMR's UnpackFromLayers links every annotated layer's blob under its
+        // filepath without untarring it (docs/compatibility.md).
+        ctx.out.status(
+            "note: Docker Model Runner cannot read tar layers (it would serve the archive as the file); build with the default --layer-format raw for `docker model`",
+        );
+    }
     if !plan.has_weights() {
         ctx.out.status(
             "warning: no MODEL layers: is this a model? (the Modelfile names no weight file)",

@@ -370,3 +370,18 @@ fn store_round_trip_reproduces_files() {
         );
     }
 }
+
+#[test]
+fn an_unannotated_layer_whose_type_names_no_file_is_refused_naming_it() {
+    // DMR's generic `model.file` type without a filepath: no name to derive.
+    let d = Descriptor::new(
+        "application/vnd.docker.ai.model.file",
+        crate::digest::Digest::of(b"x"),
+        1,
+    );
+    let err = raw_rel_path(&d).unwrap_err().to_string();
+    assert!(
+        err.contains("application/vnd.docker.ai.model.file") && err.contains("no file name"),
+        "{err}"
+    );
+}

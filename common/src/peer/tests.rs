@@ -192,3 +192,22 @@ fn summaries_of_each_producer() {
         )
     );
 }
+
+#[test]
+fn unannotated_dmr_safetensors_are_named_like_dmr_names_them() {
+    let one = manifest(dmr::CONFIG_V01, None, &[(dmr::SAFETENSORS, None)]);
+    assert_eq!(one.layers[0].filepath(), Some("model.safetensors"));
+    let two = manifest(
+        dmr::CONFIG_V01,
+        None,
+        &[(dmr::SAFETENSORS, None), (dmr::SAFETENSORS, None)],
+    );
+    let names: Vec<_> = two.layers.iter().map(|l| l.filepath()).collect();
+    assert_eq!(
+        names,
+        vec![
+            Some("model-00001-of-00002.safetensors"),
+            Some("model-00002-of-00002.safetensors")
+        ]
+    );
+}
