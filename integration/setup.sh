@@ -7,6 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PKGS=(docker-registry apache2-utils skopeo containerd runc busybox-static jq protobuf-compiler libprotobuf-dev faketime python3-venv curl openssl time)
+# A loop-mounted XFS (reflink=1) for the --reflink tests (root only).
+PKGS+=(xfsprogs)
 # containerd's own snapshotter conformance suite (snapshots/testsuite), built offline in
 # GOPATH mode from Debian's sources in /usr/share/gocode (tests/e2e/snapshotter_conformance.rs).
 PKGS+=(golang-go golang-github-containerd-containerd-dev)

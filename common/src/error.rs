@@ -136,6 +136,14 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
 
+    /// `--reflink always` where extents cannot be shared.
+    #[error("cannot share extents between {} and {}: {reason} (reflinks need both on one XFS (reflink=1) or btrfs filesystem; --reflink auto copies instead)", src.display(), dst.display())]
+    Reflink {
+        src: PathBuf,
+        dst: PathBuf,
+        reason: String,
+    },
+
     /// The operation was cancelled (signal, docker CLI socket EOF).
     #[error("cancelled")]
     Cancelled,
@@ -212,7 +220,8 @@ impl Error {
             | Error::Workspace(_)
             | Error::InvalidReference { .. }
             | Error::InvalidDigest { .. }
-            | Error::Invalid(_) => ErrorKind::InvalidArgument,
+            | Error::Invalid(_)
+            | Error::Reflink { .. } => ErrorKind::InvalidArgument,
             Error::NotFound { .. } => ErrorKind::NotFound,
             Error::Json { .. }
             | Error::WeightHeader { .. }

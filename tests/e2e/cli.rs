@@ -10,5 +10,6 @@ mod faults;
 mod hostile;
 mod interop;
 mod lazy_mount;
+mod reflink;
 mod signing;
 mod store_safety;

@@ -60,6 +60,11 @@ pub struct BuildArgs {
     /// Make no chunk indexes (layers then stay eager for lazy pulls)
     #[arg(long)]
     pub no_chunk_index: bool,
+    /// Share the model files' extents with the store's raw layers: auto
+    /// (where the filesystem can: XFS reflink=1, btrfs; no second copy on
+    /// disk), always (or fail), never
+    #[arg(long, default_value = "auto", value_name = "WHEN", value_parser = super::parse_reflink)]
+    pub reflink: modelpack_common::kcopy::Reflink,
 }
 
 /// `4194304`, `4MiB`, `4M`, `64KiB`, `64K`: a size checked like any chunk size from outside.
@@ -109,6 +114,7 @@ pub fn plan(args: &BuildArgs, ctx: &Ctx) -> Result<Plan> {
         chunk_size: (!args.no_chunk_index).then_some(args.chunk_size),
         source_url: args.source_url.clone(),
         source_revision: args.source_revision.clone(),
+        reflink: args.reflink,
     };
     let plan = plan_build(context, &mf, text, generated, &request)?;
     if args.layer_format != LayerFormat::Raw {

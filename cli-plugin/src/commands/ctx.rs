@@ -88,6 +88,11 @@ impl Ctx {
     }
 }
 
+/// `--reflink auto|always|never`.
+pub fn parse_reflink(s: &str) -> Result<modelpack_common::kcopy::Reflink, String> {
+    s.parse()
+}
+
 /// `4194304`, `4MiB`, `4M`, `1GiB`, `64K`: a byte count (binary units).
 pub fn parse_bytes(s: &str) -> Result<u64, String> {
     let t = s.trim();

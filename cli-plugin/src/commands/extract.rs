@@ -26,6 +26,10 @@ pub struct ExtractArgs {
     /// Replace files in DIR whose content differs (else refused before anything is written)
     #[arg(short, long)]
     pub force: bool,
+    /// Share the store's extents with the restored files: auto (where the
+    /// filesystem can: XFS reflink=1, btrfs), always (or fail), never
+    #[arg(long, default_value = "auto", value_name = "WHEN", value_parser = super::parse_reflink)]
+    pub reflink: modelpack_common::kcopy::Reflink,
 }
 
 pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
@@ -40,6 +44,7 @@ pub async fn run(args: ExtractArgs, ctx: Ctx) -> Result<ExitCode> {
         concurrency: ctx.concurrency(args.concurrency),
         force: args.force,
         progress: Some(bars.clone()),
+        reflink: args.reflink,
     };
     let out = args.output.clone();
     let stats =

@@ -35,7 +35,7 @@ use anyhow::Result;
 
 use crate::cli::Command;
 
-pub use ctx::{Ctx, blocking, parse_bytes, parse_ref};
+pub use ctx::{Ctx, blocking, parse_bytes, parse_ref, parse_reflink};
 
 pub async fn run(cmd: Command, ctx: Ctx) -> Result<ExitCode> {
     match cmd {

@@ -101,6 +101,7 @@ impl Ingest {
         src: &File,
         src_shown: &std::path::Path,
         len: u64,
+        reflink: crate::kcopy::Reflink,
         observe: &mut dyn FnMut(&[u8]),
     ) -> Result<u64> {
         let w = self.file.as_mut().expect("not committed");
@@ -114,6 +115,7 @@ impl Ingest {
             at,
             len,
             &self.shown,
+            reflink,
             &mut |b| {
                 hasher.update(b);
                 if let Some(c) = chunker.as_mut() {

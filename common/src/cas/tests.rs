@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::source::{Fault, copy_source};
 use super::*;
 use crate::chunk::index_file;
+use crate::kcopy::Reflink;
 
 const CS: u64 = 64 << 10;
 
@@ -160,9 +161,13 @@ fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
     w.write_all(b"head").unwrap();
     let mut seen = Vec::new();
     let n = w
-        .copy_from_file(&src, &src_path, bytes.len() as u64, &mut |b| {
-            seen.extend_from_slice(b)
-        })
+        .copy_from_file(
+            &src,
+            &src_path,
+            bytes.len() as u64,
+            Reflink::Auto,
+            &mut |b| seen.extend_from_slice(b),
+        )
         .unwrap();
     assert_eq!(n, bytes.len() as u64);
     assert_eq!(
@@ -181,7 +186,13 @@ fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
     let src = std::fs::File::open(&src_path).unwrap();
     let mut w = cas.ingest(None).unwrap();
     let n = w
-        .copy_from_file(&src, &src_path, bytes.len() as u64 + 10, &mut |_| {})
+        .copy_from_file(
+            &src,
+            &src_path,
+            bytes.len() as u64 + 10,
+            Reflink::Auto,
+            &mut |_| {},
+        )
         .unwrap();
     assert_eq!(n, bytes.len() as u64);
 
@@ -190,9 +201,13 @@ fn copy_from_file_stores_and_hashes_exactly_the_copied_bytes() {
     let mut w = cas.ingest(None).unwrap();
     let mut seen = 0u64;
     let n = w
-        .copy_from_file(&zero, Path::new("/dev/zero"), 100_000, &mut |b| {
-            seen += b.len() as u64
-        })
+        .copy_from_file(
+            &zero,
+            Path::new("/dev/zero"),
+            100_000,
+            Reflink::Auto,
+            &mut |b| seen += b.len() as u64,
+        )
         .unwrap();
     assert_eq!((n, seen), (100_000, 100_000));
     let got = w

@@ -58,6 +58,8 @@ pub struct ExtractOptions {
     /// Told of every blob byte read, and of a skipped layer's whole size, so
     /// a bar over the layers' total reaches its end.
     pub progress: Option<Arc<dyn Progress>>,
+    /// Whether raw files may share the store's extents (`extract --reflink`).
+    pub reflink: crate::kcopy::Reflink,
 }
 
 impl std::fmt::Debug for ExtractOptions {
@@ -67,6 +69,7 @@ impl std::fmt::Debug for ExtractOptions {
             .field("concurrency", &self.concurrency)
             .field("force", &self.force)
             .field("progress", &self.progress.is_some())
+            .field("reflink", &self.reflink)
             .finish()
     }
 }
@@ -96,6 +99,7 @@ impl Default for ExtractOptions {
             concurrency: 4,
             force: false,
             progress: None,
+            reflink: crate::kcopy::Reflink::Auto,
         }
     }
 }
@@ -436,7 +440,14 @@ impl Target {
     ) -> Result<ExtractStats> {
         let (tmp, file) = dir.create_temp("modelpack")?;
         let guard = TempGuard::new(dir, &tmp);
-        let written = copy_verified(blob, &file, layer, &dir.shown(&tmp), progress)?;
+        let written = copy_verified(
+            blob,
+            &file,
+            layer,
+            &dir.shown(&tmp),
+            self.opts.reflink,
+            progress,
+        )?;
         self.finish_file(&file, layer, &dir.shown(&tmp))?;
         file.sync_all().ctx("fsync", dir.shown(&tmp))?;
         drop(file);
@@ -569,6 +580,7 @@ fn copy_verified(
     file: &File,
     layer: &Descriptor,
     shown: &Path,
+    reflink: crate::kcopy::Reflink,
     progress: Option<&dyn Progress>,
 ) -> Result<u64> {
     let mut hasher = crate::digest::Hasher::new();
@@ -579,10 +591,12 @@ fn copy_verified(
     };
     // One byte past the declared size: a longer blob is refused, not cut.
     let want = layer.size.saturating_add(1);
-    let seen = crate::kcopy::copy_mapped(src, shown, file, 0, want, shown, &mut |b| {
-        hasher.update(b);
-        report(b.len());
-    })?;
+    let blob_shown = PathBuf::from(format!("the stored blob of layer {}", layer_name(layer)));
+    let seen =
+        crate::kcopy::copy_mapped(src, &blob_shown, file, 0, want, shown, reflink, &mut |b| {
+            hasher.update(b);
+            report(b.len());
+        })?;
     if seen != layer.size {
         return Err(Error::SizeMismatch {
             what: format!("layer {}", layer_name(layer)),

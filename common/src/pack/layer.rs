@@ -117,12 +117,18 @@ pub fn encode_raw_into_store(
         .chunk_size
         .map(|cs| Indexer::threaded(cs, IndexFormat::Raw));
     // One byte more than planned: a file that grew is refused, not cut.
-    let copied = out.copy_from_file(&src, &file.abs_path, file.size + 1, &mut |b| {
-        if let Some(ix) = &mut indexer {
-            ix.update(b);
-        }
-        progress(b.len() as u64);
-    })?;
+    let copied = out.copy_from_file(
+        &src,
+        &file.abs_path,
+        file.size + 1,
+        opts.reflink,
+        &mut |b| {
+            if let Some(ix) = &mut indexer {
+                ix.update(b);
+            }
+            progress(b.len() as u64);
+        },
+    )?;
     if copied != file.size {
         return Err(changed_while_building(file, copied));
     }

@@ -65,6 +65,9 @@ pub struct PackOptions {
     /// Chunk size of the chunk indexes of raw and tar layers (checked with
     /// [`crate::chunk::check_chunk_size`]); `None` makes no index.
     pub chunk_size: Option<u64>,
+    /// Whether raw layers may share the source files' extents in the store
+    /// (XFS/btrfs; see [`crate::kcopy`]).
+    pub reflink: crate::kcopy::Reflink,
 }
 
 impl Default for PackOptions {
@@ -77,6 +80,7 @@ impl Default for PackOptions {
             keep_metadata: false,
             concurrency: 4,
             chunk_size: Some(crate::chunk::DEFAULT_CHUNK_SIZE),
+            reflink: crate::kcopy::Reflink::Auto,
         }
     }
 }

@@ -30,6 +30,8 @@ pub struct BuildRequest {
     pub chunk_size: Option<u64>,
     pub source_url: Option<String>,
     pub source_revision: Option<String>,
+    /// `build --reflink`: share the source files' extents in the store.
+    pub reflink: crate::kcopy::Reflink,
 }
 
 /// A resolved build, shared by the local and the `--output-remote` build.
@@ -92,6 +94,7 @@ pub fn plan_build(
         keep_metadata: req.keep_metadata,
         concurrency: req.concurrency.max(1),
         chunk_size: req.chunk_size,
+        reflink: req.reflink,
     };
     let descriptor = ModelDescriptor {
         name: mf.name.clone(),

@@ -32,9 +32,10 @@ impl BlobWriter {
         src: &std::fs::File,
         src_shown: &Path,
         len: u64,
+        reflink: crate::kcopy::Reflink,
         observe: &mut dyn FnMut(&[u8]),
     ) -> Result<u64> {
-        self.0.copy_from_file(src, src_shown, len, observe)
+        self.0.copy_from_file(src, src_shown, len, reflink, observe)
     }
 
     /// Fsyncs, checks the digest against `expected` (when given) and renames
