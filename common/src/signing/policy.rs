@@ -10,12 +10,13 @@
 //! not in the manifest), so under a policy a model with tar layers is
 //! refused with that reason; build it raw (the default).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 
@@ -23,8 +24,9 @@ use super::keys::PublicKey;
 
 pub struct NodePolicy {
     keys: BTreeMap<String, Vec<PublicKey>>,
-    /// Manifest digests already verified (a model's layers Prepare one by one).
-    verified: Mutex<HashSet<Digest>>,
+    /// Manifests already verified, by digest (a model's layers Prepare one
+    /// by one, and each Prepare checks its labels against the manifest).
+    verified: Mutex<HashMap<Digest, Arc<Manifest>>>,
 }
 
 impl NodePolicy {
@@ -46,7 +48,7 @@ impl NodePolicy {
         }
         Ok(Some(NodePolicy {
             keys,
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -58,22 +60,25 @@ impl NodePolicy {
             .map(Vec::as_slice)
     }
 
-    /// Checks `reference@digest` against the policy (a no-op for registries it does not list).
+    /// Checks `reference@digest` against the policy. Returns the verified
+    /// manifest, which is what the signature covers: a caller serving a layer
+    /// must check that the layer is one of it (`ModelLayerLabels::layer_in`).
+    /// `None` for registries the policy does not list.
     pub async fn check(
         &self,
         client: &RegistryClient,
         reference: &Reference,
         digest: &Digest,
-    ) -> Result<()> {
+    ) -> Result<Option<Arc<Manifest>>> {
         let Some(keys) = self.keys_for(&reference.registry) else {
-            return Ok(());
+            return Ok(None);
         };
-        if self.verified.lock().unwrap().contains(digest) {
-            return Ok(());
+        if let Some(m) = self.verified.lock().unwrap().get(digest) {
+            return Ok(Some(m.clone()));
         }
         let pinned = reference.with_digest(digest.clone());
         let f = client.get_manifest(&pinned).await?;
-        let m = crate::manifest::Manifest::parse(&f.bytes, &format!("manifest of {pinned}"))?;
+        let m = Arc::new(Manifest::parse(&f.bytes, &format!("manifest of {pinned}"))?);
         let files = super::files_from_raw_manifest(&m)?.ok_or_else(|| {
             Error::Validation(format!(
                 "{pinned} has tar layers: the node's signing policy covers raw-layer models only (their file digests are in the manifest)"
@@ -93,8 +98,8 @@ impl NodePolicy {
                     if v.len() > 4096 {
                         v.clear();
                     }
-                    v.insert(digest.clone());
-                    return Ok(());
+                    v.insert(digest.clone(), m.clone());
+                    return Ok(Some(m));
                 }
                 Err(e) => why.push(e.to_string()),
             }
