@@ -422,3 +422,139 @@ fn tar_builds_are_signed_from_their_files_and_checked_after_download() {
     );
     assert!(err.contains("tar layers"), "{err}");
 }
+
+/// The store's blobs and references (index.json's manifests; none before the
+/// store exists), to compare before and after a refusal.
+fn store_state(env: &Env, store: &str) -> (Vec<PathBuf>, Value) {
+    let blobs = env.path(store).join("blobs");
+    let blobs = if blobs.exists() {
+        modelpack_e2e::files_under(&blobs)
+    } else {
+        Vec::new()
+    };
+    let index = match std::fs::read(env.path(store).join("index.json")) {
+        Ok(b) => serde_json::from_slice::<Value>(&b).unwrap()["manifests"].clone(),
+        Err(_) => Value::Array(Vec::new()),
+    };
+    (blobs, index)
+}
+
+/// A tar layer's files are known only from its bytes, so they are checked
+/// after download — but before anything is kept: a refused pull leaves the
+/// store exactly as it was (no blob, no referrer, no tag moved or removed),
+/// also when the same model was already stored under other tags.
+#[test]
+fn a_refused_tar_pull_keeps_nothing_and_leaves_existing_tags() {
+    require_tool("openssl");
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let (private, public) = keys(&env, "k", "prime256v1", false);
+    let (_, wrong) = keys(&env, "w", "prime256v1", false);
+    let model = env.path("model");
+    sample(&model, "tar");
+    let r = format!("{}/models/tar:v1", reg.host);
+    let build = |r: &str, dir: &Path| {
+        env.run(
+            "s1",
+            &[
+                "build",
+                "-q",
+                "--layer-format",
+                "tar+gzip",
+                "-t",
+                r,
+                dir.to_str().unwrap(),
+            ],
+        );
+    };
+    build(&r, &model);
+    let sig = env.path("tar.sig");
+    env.run(
+        "s1",
+        &[
+            "sign",
+            &r,
+            "--key",
+            private.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ],
+    );
+    env.run("s1", &["push", &r]);
+    // A tar model whose attached bundle's statement was changed under its signature.
+    let mut b: Value = serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut payload = b64
+        .decode(b["dsseEnvelope"]["payload"].as_str().unwrap())
+        .unwrap();
+    let at = payload.iter().position(|c| *c == b'a').unwrap();
+    payload[at] = b'b';
+    b["dsseEnvelope"]["payload"] = Value::String(b64.encode(&payload));
+    let tampered = env.path("tampered.sig");
+    std::fs::write(&tampered, serde_json::to_vec(&b).unwrap()).unwrap();
+    let t = format!("{}/models/tar-tampered:v1", reg.host);
+    let td = env.path("tampered-model");
+    sample(&td, "tampered");
+    build(&t, &td);
+    env.run("s1", &["sign", &t, "--attach", tampered.to_str().unwrap()]);
+    env.run("s1", &["push", &t]);
+
+    // `ls --json`, or no models when there is no store yet.
+    let listed = |store: &str| -> Value {
+        if env.path(store).join("index.json").exists() {
+            env.json(store, &["ls"])
+        } else {
+            Value::Array(Vec::new())
+        }
+    };
+    let refused = |store: &str, r: &str, key: &Path, want: &str| {
+        let before = store_state(&env, store);
+        let ls = listed(store);
+        let err = fails(
+            env.mp(store)
+                .args(["pull", r, "--verify-key", key.to_str().unwrap()])
+                .output()
+                .unwrap(),
+            &format!("pull {r} refused"),
+        );
+        assert!(err.contains(want), "{r}: {err}");
+        assert_eq!(store_state(&env, store), before, "{r}: the store changed");
+        assert_eq!(listed(store), ls, "{r}: ls changed");
+        if env.path(store).join("index.json").exists() {
+            env.run(store, &["fsck"]);
+        }
+        let scratch: Vec<_> = modelpack_e2e::files_under(&env.path(store))
+            .into_iter()
+            .filter(|p| p.to_string_lossy().ends_with(".partial"))
+            .collect();
+        assert!(
+            scratch.is_empty(),
+            "{r}: staged downloads left: {scratch:?}"
+        );
+    };
+    // A fresh store: nothing at all is kept.
+    refused("n1", &r, &wrong, "does not verify with this key");
+    assert_eq!(env.stored_models("n1"), 0);
+    refused("n2", &t, &public, "does not verify");
+    assert_eq!(env.stored_models("n2"), 0);
+    // The same model already stored (pulled unverified, tagged locally):
+    // a refused verified pull removes none of its tags or blobs.
+    env.run("n3", &["pull", &r]);
+    let keep = format!("{}/local/keep:v1", reg.host);
+    env.run("n3", &["tag", &r, &keep]);
+    refused("n3", &r, &wrong, "does not verify with this key");
+    env.run("n3", &["inspect", &keep]);
+    env.run("n3", &["inspect", &r]);
+    // Another model tagged in a store that then refuses one.
+    env.run("n4", &["pull", &t]);
+    refused("n4", &r, &wrong, "does not verify with this key");
+    env.run("n4", &["inspect", &t]);
+    // And the right key keeps it.
+    env.run(
+        "n1",
+        &["pull", &r, "--verify-key", public.to_str().unwrap()],
+    );
+    env.run("n1", &["inspect", &r]);
+    env.run("n1", &["verify", &r, "--key", public.to_str().unwrap()]);
+}

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use modelpack_common::extract::{ExtractOptions, extract_from_store};
-use modelpack_common::transfer::{pull_to_dir, pull_to_store};
+use modelpack_common::transfer::{pull_to_dir, pull_to_store_checked};
 
 use super::remote::{Bars, RegistryArgs};
 use super::{Ctx, parse_ref};
@@ -75,31 +75,28 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
         )
         .await
     } else {
-        pull_to_store(
+        // Tar layers: their files are checked from the downloaded blobs while
+        // they are still staged, so a refusal keeps nothing (docs/signing.md).
+        let check = |m: &modelpack_common::manifest::Manifest,
+                     open: &modelpack_common::transfer::OpenBlob<'_>| {
+            let Some((pinned, true, key, bundles)) = &verified else {
+                return Ok(());
+            };
+            let files = modelpack_common::signing::resources::from_manifest_with(m, open)?;
+            modelpack_common::signing::verify_any(bundles, key, &files, &pinned.to_string())
+                .map(|_| ())
+        };
+        pull_to_store_checked(
             &client,
             &ctx.store()?,
             &remote,
             ctx.concurrency(args.transfer.concurrency),
             &bars,
+            matches!(&verified, Some((_, true, _, _))).then_some(&check as _),
         )
         .await
     };
     bars.finish();
-    // Tar layers: their files are checked from the stored blobs before the
-    // model is kept or extracted; a mismatch removes what this pull stored.
-    if let (Ok(r), Some((pinned, true, key, bundles))) = (&report, &verified) {
-        let store = ctx.store()?;
-        let manifest = r.manifest.clone().expect("pull returns the manifest");
-        let checked = modelpack_common::signing::resources::from_manifest(&store, &manifest)
-            .and_then(|files| {
-                modelpack_common::signing::verify_any(bundles, key, &files, &pinned.to_string())
-            });
-        if let Err(e) = checked {
-            let _ = store.remove(&pinned.with_digest(r.digest.clone()));
-            let _ = store.prune(false);
-            return Err(e.into());
-        }
-    }
     if let (Ok(r), Some(dir), false) = (&mut report, &args.extract_dir, args.extract_from_remote) {
         let store = ctx.store()?;
         let manifest = r.manifest.clone().expect("pull returns the manifest");

@@ -26,6 +26,16 @@ pub fn ignored(rel: &str, extra: &[String]) -> bool {
 
 /// The model's files from its manifest; tar layers are read from the store.
 pub fn from_manifest(store: &Store, manifest: &Manifest) -> Result<BTreeMap<String, Digest>> {
+    from_manifest_with(manifest, &|d| store.open_blob(d))
+}
+
+/// [`from_manifest`] with tar layers opened by `open` (a pull checks them
+/// while they are still staged, before anything is kept). Raw layers are
+/// never opened: their digest is their file's sha256.
+pub fn from_manifest_with(
+    manifest: &Manifest,
+    open: &dyn Fn(&Digest) -> Result<std::fs::File>,
+) -> Result<BTreeMap<String, Digest>> {
     let mut out = BTreeMap::new();
     for l in &manifest.layers {
         let name = crate::extract::layer_name(l);
@@ -40,7 +50,7 @@ pub fn from_manifest(store: &Store, manifest: &Manifest) -> Result<BTreeMap<Stri
                 insert(&mut out, rel.display().to_string(), l.digest.clone(), &name)?;
             }
             format => {
-                let f = store.open_blob(&l.digest)?;
+                let f = open(&l.digest)?;
                 tar_files(f, format, &name, &mut out)?;
             }
         }
