@@ -558,3 +558,196 @@ fn a_refused_tar_pull_keeps_nothing_and_leaves_existing_tags() {
     env.run("n1", &["inspect", &r]);
     env.run("n1", &["verify", &r, "--key", public.to_str().unwrap()]);
 }
+
+/// The key comes from `--verify-key` or the registry's `verify-key` in the
+/// config file, and is checked before anything is used: a plain `pull`, a
+/// `pull --extract-from-remote` (nothing written) and a `pull --containerd`
+/// (refused before containerd is contacted) of an unsigned or wrongly signed
+/// model are refused; a correctly signed one passes.
+#[test]
+fn verify_keys_from_the_flag_or_the_config_file_are_checked_before_anything_is_used() {
+    require_tool("openssl");
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let (private, public) = keys(&env, "k", "prime256v1", false);
+    let (other_private, other_public) = keys(&env, "o", "secp384r1", true);
+    let build = |name: &str, extra: &[&str]| -> String {
+        let r = format!("{}/models/{name}:v1", reg.host);
+        let dir = env.path(name);
+        sample(&dir, name);
+        let mut a = vec!["build", "-q"];
+        a.extend_from_slice(extra);
+        a.extend(["-t", r.as_str(), dir.to_str().unwrap()]);
+        env.run("s1", &a);
+        r
+    };
+    let signed = build("signed", &[]);
+    let sig = env.path("signed.sig");
+    env.run(
+        "s1",
+        &[
+            "sign",
+            &signed,
+            "--key",
+            private.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ],
+    );
+    let unsigned = build("unsigned", &[]);
+    let wrongly = build("wrongly", &[]);
+    env.run(
+        "s1",
+        &["sign", &wrongly, "--key", other_private.to_str().unwrap()],
+    );
+    let tar = build("tarred", &["--layer-format", "tar"]);
+    env.run("s1", &["sign", &tar, "--key", private.to_str().unwrap()]);
+    for r in [&signed, &unsigned, &wrongly, &tar] {
+        env.run("s1", &["push", r]);
+    }
+    let config = env.path("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registries.\"{}\"]\nverify-key = \"{}\"\n",
+            reg.host,
+            public.display()
+        ),
+    )
+    .unwrap();
+    let with_config = |store: &str, args: &[&str]| {
+        let mut c = env.mp(store);
+        c.env("MODELPACK_CONFIG", &config).args(args);
+        c.output().unwrap()
+    };
+    let refused = |store: &str, args: &[&str], want: &str| -> String {
+        let err = fails(with_config(store, args), &args.join(" "));
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert_eq!(env.stored_models(store), 0, "{args:?} stored a model");
+        let blobs = env.path(store).join("blobs");
+        assert!(
+            !blobs.exists() || modelpack_e2e::files_under(&blobs).is_empty(),
+            "{args:?} stored blobs"
+        );
+        err
+    };
+
+    // The config file's key, no flag.
+    refused("c1", &["pull", &unsigned], "has no signature");
+    refused("c2", &["pull", &wrongly], "does not verify with this key");
+    ok(
+        with_config("c3", &["pull", &signed]),
+        "pull signed (config key)",
+    );
+    env.run(
+        "c3",
+        &["verify", &signed, "--key", public.to_str().unwrap()],
+    );
+    // The flag beats the file.
+    refused(
+        "c4",
+        &[
+            "pull",
+            &signed,
+            "--verify-key",
+            other_public.to_str().unwrap(),
+        ],
+        "does not verify with this key",
+    );
+    ok(
+        with_config(
+            "c5",
+            &[
+                "pull",
+                &wrongly,
+                "--verify-key",
+                other_public.to_str().unwrap(),
+            ],
+        ),
+        "pull wrongly signed with its own key",
+    );
+
+    // --extract-from-remote of raw models: checked before a byte is written.
+    for (i, (r, want)) in [
+        (&unsigned, "has no signature"),
+        (&wrongly, "does not verify with this key"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = env.path(&format!("remote-out{i}"));
+        let o = out.to_str().unwrap();
+        for via_flag in [true, false] {
+            let mut a = vec![
+                "pull",
+                r.as_str(),
+                "--extract-dir",
+                o,
+                "--extract-from-remote",
+            ];
+            if via_flag {
+                a.extend(["--verify-key", public.to_str().unwrap()]);
+            }
+            refused(&format!("x{i}{via_flag}"), &a, want);
+            assert!(
+                !out.exists() || modelpack_e2e::files_under(&out).is_empty(),
+                "{a:?} wrote files"
+            );
+        }
+    }
+    let out = env.path("remote-ok");
+    env.run(
+        "x3",
+        &[
+            "pull",
+            &signed,
+            "--verify-key",
+            public.to_str().unwrap(),
+            "--extract-dir",
+            out.to_str().unwrap(),
+            "--extract-from-remote",
+        ],
+    );
+    assert!(out.join("config.json").exists());
+    env.run(
+        "x3",
+        &[
+            "verify",
+            "--dir",
+            out.to_str().unwrap(),
+            "--signature",
+            sig.to_str().unwrap(),
+            "--key",
+            public.to_str().unwrap(),
+        ],
+    );
+
+    // --containerd: refused before containerd is contacted (no socket here).
+    let sock = env.path("no-containerd.sock");
+    let s = sock.to_str().unwrap();
+    for (r, key, want) in [
+        (&unsigned, None, "has no signature"),
+        (&wrongly, None, "does not verify with this key"),
+        (&wrongly, Some(&public), "does not verify with this key"),
+        (&tar, Some(&public), "--containerd"),
+    ] {
+        let mut a = vec!["pull", r.as_str(), "--containerd", "--address", s];
+        if let Some(k) = key {
+            a.extend(["--verify-key", k.to_str().unwrap()]);
+        }
+        let err = refused("d1", &a, want);
+        assert!(
+            !err.contains(s),
+            "{a:?} reached for containerd before the signature was checked: {err}"
+        );
+    }
+    // A signed model passes the check and only then reaches for containerd.
+    let err = fails(
+        with_config("d1", &["pull", &signed, "--containerd", "--address", s]),
+        "pull --containerd without containerd",
+    );
+    assert!(
+        !err.contains("signature") && err.contains("no-containerd.sock"),
+        "{err}"
+    );
+}

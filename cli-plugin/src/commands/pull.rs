@@ -27,9 +27,9 @@ pub struct PullArgs {
     /// Stream files straight into --extract-dir, keeping nothing in the store
     #[arg(long, requires = "extract_dir")]
     pub extract_from_remote: bool,
-    /// Store and write nothing unless the model has an OpenSSF Model Signing
-    /// signature (a referrer) that verifies with this public key [default:
-    /// the registry's verify-key in the config file]
+    /// Store, write or hand to containerd nothing unless the model has an
+    /// OpenSSF Model Signing signature (a referrer) that verifies with this
+    /// public key [default: the registry's verify-key in the config file]
     #[arg(long, value_name = "PUB.pem")]
     pub verify_key: Option<PathBuf>,
     /// Record the model in containerd and prepare its layers through the modelpack snapshotter
@@ -46,17 +46,22 @@ pub struct PullArgs {
 pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
     let client = args.registry.transfer_client(&ctx, &args.transfer)?;
+    // Before anything is handed on (containerd, a directory, the store): a
+    // raw model's signature is checked from its manifest here.
+    let unstored = if args.containerd {
+        Some("--containerd (the node's snapshotter fetches the layers)")
+    } else if args.extract_from_remote {
+        Some("--extract-from-remote")
+    } else {
+        None
+    };
+    let verified =
+        super::verify::before_pull(&ctx, args.verify_key.as_deref(), unstored, &client, &remote)
+            .await?;
     if args.containerd {
-        return pull_containerd(&args, &ctx, &client, &remote).await;
+        let pinned = verified.as_ref().map(|(p, _, _, _)| p);
+        return pull_containerd(&args, &ctx, &client, &remote, pinned).await;
     }
-    let verified = super::verify::before_pull(
-        &ctx,
-        args.verify_key.as_deref(),
-        args.extract_from_remote,
-        &client,
-        &remote,
-    )
-    .await?;
     let remote = match &verified {
         Some((pinned, _, _, _)) => pinned.clone(),
         None => remote,
@@ -169,15 +174,19 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `pinned`: the verified manifest digest (with `--verify-key`), so the
+/// manifest containerd records is the one whose signature was checked even if
+/// the tag moved since; the image keeps the name the user gave.
 async fn pull_containerd(
     args: &PullArgs,
     ctx: &Ctx,
     client: &modelpack_common::registry::RegistryClient,
     remote: &modelpack_common::Reference,
+    pinned: Option<&modelpack_common::Reference>,
 ) -> Result<ExitCode> {
     use modelpack_common::manifest::Manifest;
     let started = std::time::Instant::now();
-    let fetched = client.get_manifest(remote).await?;
+    let fetched = client.get_manifest(pinned.unwrap_or(remote)).await?;
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
     match modelpack_common::peer::ArtifactKind::of(&manifest) {
         None => anyhow::bail!(

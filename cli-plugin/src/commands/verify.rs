@@ -164,11 +164,14 @@ pub type Verified = (
 /// fetched where every layer is raw (the manifest's digests are the files'),
 /// and pins the pull to the verified manifest digest. Returns the pinned
 /// reference and whether the files must still be checked after download
-/// (tar layers, whose files are known only from their bytes).
+/// (tar layers, whose files are known only from their bytes). `unstored`
+/// names the mode (`fetch`, `--extract-from-remote`, `--containerd`) when the
+/// blobs go elsewhere than the store first: then tar layers cannot be checked
+/// before they are used, and the pull is refused.
 pub async fn before_pull(
     ctx: &Ctx,
     verify_key: Option<&std::path::Path>,
-    straight_to_dir: bool,
+    unstored: Option<&str>,
     client: &modelpack_common::registry::RegistryClient,
     remote: &modelpack_common::Reference,
 ) -> Result<Option<Verified>> {
@@ -200,9 +203,9 @@ pub async fn before_pull(
             Ok(Some((pinned, false, key, bundles)))
         }
         None => {
-            if straight_to_dir {
+            if let Some(how) = unstored {
                 anyhow::bail!(
-                    "{remote} has tar layers, whose files are known only from their bytes: --verify-key needs them in the store first (use `pull` into the store, without --extract-from-remote)"
+                    "{remote} has tar layers, whose files are known only from their bytes: --verify-key needs them in the store first, which {how} skips\nhint: `pull {remote} --verify-key KEY` into the store (then extract), or build the model with raw layers (the default)"
                 );
             }
             if bundles.is_empty() {
