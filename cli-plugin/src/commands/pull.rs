@@ -88,8 +88,15 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
                 return Ok(());
             };
             let files = modelpack_common::signing::resources::from_manifest_with(m, open)?;
-            modelpack_common::signing::verify_any(bundles, key, &files, &pinned.to_string())
-                .map(|_| ())
+            let modelfile = modelpack_common::signing::modelfile_digest(m);
+            modelpack_common::signing::verify_any(
+                bundles,
+                key,
+                &files,
+                modelfile.as_ref(),
+                &pinned.to_string(),
+            )
+            .map(|_| ())
         };
         pull_to_store_checked(
             &client,

@@ -94,7 +94,15 @@ pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
                 None => resources::from_manifest(&ctx.existing_store()?, &m)?,
             };
             let name = reference.to_string();
-            return finish(&ctx, &name, &f.digest.to_string(), &key, &files, &bundles);
+            let modelfile = signing::modelfile_digest(&m);
+            return finish(
+                &ctx,
+                &name,
+                &f.digest.to_string(),
+                &key,
+                (&files, modelfile.as_ref()),
+                &bundles,
+            );
         } else {
             let store = ctx.existing_store()?;
             let loaded = store.load_manifest(&reference)?;
@@ -108,27 +116,34 @@ pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
                 .collect(),
         };
         let files = resources::from_manifest(&store, &manifest)?;
+        let modelfile = signing::modelfile_digest(&manifest);
         return finish(
             &ctx,
             &reference.to_string(),
             &digest.to_string(),
             &key,
-            &files,
+            (&files, modelfile.as_ref()),
             &bundles,
         );
     };
-    finish(&ctx, &what, "", &key, &files, &bundles)
+    finish(&ctx, &what, "", &key, (&files, None), &bundles)
 }
 
+/// `model`: the model's files and the sha256 of the Modelfile its build
+/// recorded (see `signing::verify_files`).
 fn finish(
     ctx: &Ctx,
     what: &str,
     digest: &str,
     key: &PublicKey,
-    files: &std::collections::BTreeMap<String, modelpack_common::Digest>,
+    model: (
+        &std::collections::BTreeMap<String, modelpack_common::Digest>,
+        Option<&modelpack_common::Digest>,
+    ),
     bundles: &[(String, Vec<u8>)],
 ) -> Result<ExitCode> {
-    let by = signing::verify_any(bundles, key, files, what)?;
+    let (files, modelfile) = model;
+    let by = signing::verify_any(bundles, key, files, modelfile, what)?;
     if ctx.out.json {
         ctx.out.print_json(&serde_json::json!({
             "reference": what,
@@ -199,7 +214,14 @@ pub async fn before_pull(
     };
     match signing::files_from_raw_manifest(&m)? {
         Some(files) => {
-            signing::verify_any(&bundles, &key, &files, &remote.to_string())?;
+            let modelfile = signing::modelfile_digest(&m);
+            signing::verify_any(
+                &bundles,
+                &key,
+                &files,
+                modelfile.as_ref(),
+                &remote.to_string(),
+            )?;
             Ok(Some((pinned, false, key, bundles)))
         }
         None => {
@@ -209,7 +231,13 @@ pub async fn before_pull(
                 );
             }
             if bundles.is_empty() {
-                signing::verify_any(&bundles, &key, &Default::default(), &remote.to_string())?;
+                signing::verify_any(
+                    &bundles,
+                    &key,
+                    &Default::default(),
+                    None,
+                    &remote.to_string(),
+                )?;
             }
             Ok(Some((pinned, true, key, bundles)))
         }

@@ -92,7 +92,14 @@ impl NodePolicy {
                 .collect();
         let mut why = Vec::new();
         for key in keys {
-            match super::verify_any(&bundles, key, &files, &pinned.to_string()) {
+            let modelfile = super::modelfile_digest(&m);
+            match super::verify_any(
+                &bundles,
+                key,
+                &files,
+                modelfile.as_ref(),
+                &pinned.to_string(),
+            ) {
                 Ok(_) => {
                     let mut v = self.verified.lock().unwrap();
                     if v.len() > 4096 {
@@ -105,5 +112,49 @@ impl NodePolicy {
             }
         }
         Err(Error::Validation(why.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P256_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2p4P8to2ZbEO53Igo4XCKxgyAaKW
+mq9VIPWbGvSP3VaYSqubfTIvkr0Vkrw2EeSj7353ouKjNAAYTBQRHNoRdg==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn rules_name_registries_then_the_wildcard_and_each_needs_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pub");
+        std::fs::write(&key, P256_PUB).unwrap();
+        assert!(NodePolicy::load(&BTreeMap::new()).unwrap().is_none());
+        let only = NodePolicy::load(&BTreeMap::from([("reg.example".into(), vec![key.clone()])]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(only.keys_for("reg.example").map(<[_]>::len), Some(1));
+        assert!(
+            only.keys_for("other.example").is_none(),
+            "unlisted: no policy"
+        );
+        let wild = NodePolicy::load(&BTreeMap::from([("*".into(), vec![key.clone()])]))
+            .unwrap()
+            .unwrap();
+        assert!(wild.keys_for("any.example").is_some());
+        let e = NodePolicy::load(&BTreeMap::from([("reg.example".into(), vec![])]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("reg.example") && e.contains("no key"), "{e}");
+        let e = NodePolicy::load(&BTreeMap::from([(
+            "reg.example".into(),
+            vec![dir.path().join("missing.pub")],
+        )]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("missing.pub"), "{e}");
     }
 }

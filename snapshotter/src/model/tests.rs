@@ -499,7 +499,7 @@ async fn push_signed_model(
         .zip(&digests)
         .map(|(p, d)| (p.to_string(), d.clone()))
         .collect();
-    let sig = bundle::sign(&files, "m", &key).unwrap().to_bytes();
+    let sig = bundle::sign(&files, &[], "m", &key).unwrap().to_bytes();
     let store = modelpack_common::store::Store::open(dir.join("store")).unwrap();
     store.put_bytes(&sig).unwrap();
     store.put_bytes(b"{}").unwrap();
