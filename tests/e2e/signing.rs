@@ -751,3 +751,209 @@ fn verify_keys_from_the_flag_or_the_config_file_are_checked_before_anything_is_u
         "{err}"
     );
 }
+
+/// A model directory with nested subdirectories (component order: `a/b <
+/// a/c < a-b`) and its files written.
+fn nested(dir: &Path, tag: &str) {
+    sample(dir, tag);
+    for (p, text) in [
+        ("tokenizer/sub/vocab.json", "{\"v\":1}"),
+        ("tokenizer/sub-x.json", "{\"x\":1}"),
+        ("tokenizer/a/b.json", "{\"b\":1}"),
+        ("tokenizer/a-b.json", "{\"ab\":1}"),
+    ] {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(f, format!("{text}{tag}")).unwrap();
+    }
+}
+
+/// What a signature ignores is what its statement says, for both tools:
+/// `modelpack sign` of a model built from a Modelfile records `Modelfile` in
+/// `ignore_paths` (so the build directory and an extracted one both pass
+/// `model_signing verify`), while a signature that does not list it refuses
+/// an injected Modelfile in `verify --dir` exactly as `model_signing` does;
+/// and a `model_signing` signature over a directory holding a Modelfile is
+/// checked against the Modelfile the build recorded, byte for byte.
+#[test]
+fn the_signature_decides_what_is_ignored_and_both_tools_agree() {
+    require_tool("openssl");
+    let ms = model_signing();
+    let env = Env::new();
+    let reg = Registry::start(&env.path("reg"), Auth::None);
+    let (private, public) = keys(&env, "k", "prime256v1", false);
+    let our_verify_dir = |dir: &Path, sig: &Path| {
+        env.mp("s1")
+            .args(["verify", "--dir"])
+            .arg(dir)
+            .arg("--signature")
+            .arg(sig)
+            .arg("--key")
+            .arg(&public)
+            .output()
+            .unwrap()
+    };
+
+    // Ours, from a directory whose Modelfile is on disk.
+    let src = env.path("src");
+    nested(&src, "ours");
+    env.run("s1", &["modelfile", "generate", src.to_str().unwrap()]);
+    assert!(src.join("Modelfile").exists());
+    let r = format!("{}/models/nested:v1", reg.host);
+    env.run("s1", &["build", "-q", "-t", &r, src.to_str().unwrap()]);
+    let sig = env.path("ours.sig");
+    env.run(
+        "s1",
+        &[
+            "sign",
+            &r,
+            "--key",
+            private.to_str().unwrap(),
+            "--output",
+            sig.to_str().unwrap(),
+        ],
+    );
+    let b: Value = serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
+    use base64::Engine as _;
+    let st: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::STANDARD
+            .decode(b["dsseEnvelope"]["payload"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    let ignore = st["predicate"]["serialization"]["ignore_paths"].clone();
+    assert!(
+        ignore.as_array().unwrap().iter().any(|p| p == "Modelfile"),
+        "{ignore}"
+    );
+    let names: Vec<&str> = st["predicate"]["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    let pos = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(
+        pos("tokenizer/a/b.json") < pos("tokenizer/a-b.json")
+            && pos("tokenizer/sub/vocab.json") < pos("tokenizer/sub-x.json"),
+        "{names:?}"
+    );
+    assert!(!names.contains(&"Modelfile"), "{names:?}");
+    // The build directory itself (Modelfile included) passes model_signing.
+    ms_verify(&ms, &src, &sig, &public).expect("model_signing verify on the build directory");
+    ok(our_verify_dir(&src, &sig), "verify --dir of the build directory");
+    env.run("s1", &["push", &r]);
+    let out = env.path("out");
+    env.run(
+        "s2",
+        &[
+            "pull",
+            &r,
+            "--verify-key",
+            public.to_str().unwrap(),
+            "--extract-dir",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert!(out.join("tokenizer/sub/vocab.json").exists());
+    ms_verify(&ms, &out, &sig, &public).expect("model_signing verify on the extracted model");
+    ok(our_verify_dir(&out, &sig), "verify --dir of the extracted model");
+    // A file in a nested directory nobody signed: both refuse, naming it.
+    let evil = out.join("tokenizer/sub/evil.py");
+    std::fs::write(&evil, "import os").unwrap();
+    let said = ms_verify(&ms, &out, &sig, &public).expect_err("model_signing accepted an extra file");
+    assert!(said.contains("evil.py"), "model_signing: {said}");
+    let err = fails(our_verify_dir(&out, &sig), "verify --dir with an extra file");
+    assert!(err.contains("not signed: tokenizer/sub/evil.py"), "{err}");
+    std::fs::remove_file(&evil).unwrap();
+
+    // Theirs over a directory without a Modelfile: an injected one is refused by both.
+    let plain = env.path("plain");
+    nested(&plain, "plain");
+    let their_sig = env.path("their.sig");
+    let ms_sign = |dir: &Path, sig: &Path| {
+        ok(
+            Command::new(&ms)
+                .args(["sign", "key"])
+                .arg(dir)
+                .arg("--private_key")
+                .arg(&private)
+                .arg("--signature")
+                .arg(sig)
+                .output()
+                .unwrap(),
+            "model_signing sign key",
+        )
+    };
+    ms_sign(&plain, &their_sig);
+    ok(our_verify_dir(&plain, &their_sig), "verify --dir of their directory");
+    std::fs::write(plain.join("Modelfile"), "MODEL evil.bin\n").unwrap();
+    let said = ms_verify(&ms, &plain, &their_sig, &public)
+        .expect_err("model_signing accepted an injected Modelfile");
+    assert!(said.contains("Modelfile"), "model_signing: {said}");
+    let err = fails(
+        our_verify_dir(&plain, &their_sig),
+        "verify --dir with an injected Modelfile",
+    );
+    assert!(err.contains("not signed: Modelfile"), "{err}");
+
+    // Theirs over a directory holding the Modelfile the build then uses.
+    let with = env.path("with-modelfile");
+    nested(&with, "with");
+    env.run("s1", &["modelfile", "generate", with.to_str().unwrap()]);
+    let with_sig = env.path("with.sig");
+    ms_sign(&with, &with_sig);
+    let r2 = format!("{}/models/theirs-modelfile:v1", reg.host);
+    env.run("s1", &["build", "-q", "-t", &r2, with.to_str().unwrap()]);
+    env.run(
+        "s1",
+        &[
+            "verify",
+            &r2,
+            "--key",
+            public.to_str().unwrap(),
+            "--signature",
+            with_sig.to_str().unwrap(),
+        ],
+    );
+    // Built from another Modelfile than the one signed: refused, naming it.
+    let mut text = std::fs::read_to_string(with.join("Modelfile")).unwrap();
+    text.push_str("# changed after signing\n");
+    std::fs::write(with.join("Modelfile"), text).unwrap();
+    let r3 = format!("{}/models/theirs-modelfile:v2", reg.host);
+    env.run("s1", &["build", "-q", "-t", &r3, with.to_str().unwrap()]);
+    let err = fails(
+        env.mp("s1")
+            .args([
+                "verify",
+                &r3,
+                "--key",
+                public.to_str().unwrap(),
+                "--signature",
+                with_sig.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "verify a build from another Modelfile",
+    );
+    assert!(err.contains("content differs: Modelfile"), "{err}");
+    // `verify REF` names the file that differs in the model, too.
+    std::fs::write(with.join("tokenizer/a-b.json"), "changed").unwrap();
+    let r4 = format!("{}/models/theirs-modelfile:v3", reg.host);
+    env.run("s1", &["build", "-q", "-t", &r4, with.to_str().unwrap()]);
+    let err = fails(
+        env.mp("s1")
+            .args([
+                "verify",
+                &r4,
+                "--key",
+                public.to_str().unwrap(),
+                "--signature",
+                with_sig.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "verify a changed model",
+    );
+    assert!(err.contains("content differs: Modelfile, tokenizer/a-b.json"), "{err}");
+}
