@@ -482,17 +482,12 @@ fn a_refused_tar_pull_keeps_nothing_and_leaves_existing_tags() {
     );
     env.run("s1", &["push", &r]);
     // A tar model whose attached bundle's statement was changed under its signature.
-    let mut b: Value = serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
-    use base64::Engine as _;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let mut payload = b64
-        .decode(b["dsseEnvelope"]["payload"].as_str().unwrap())
-        .unwrap();
-    let at = payload.iter().position(|c| *c == b'a').unwrap();
-    payload[at] = b'b';
-    b["dsseEnvelope"]["payload"] = Value::String(b64.encode(&payload));
     let tampered = env.path("tampered.sig");
-    std::fs::write(&tampered, serde_json::to_vec(&b).unwrap()).unwrap();
+    std::fs::write(
+        &tampered,
+        modelpack_e2e::tampered_bundle(&std::fs::read(&sig).unwrap()),
+    )
+    .unwrap();
     let t = format!("{}/models/tar-tampered:v1", reg.host);
     let td = env.path("tampered-model");
     sample(&td, "tampered");
@@ -841,7 +836,10 @@ fn the_signature_decides_what_is_ignored_and_both_tools_agree() {
     assert!(!names.contains(&"Modelfile"), "{names:?}");
     // The build directory itself (Modelfile included) passes model_signing.
     ms_verify(&ms, &src, &sig, &public).expect("model_signing verify on the build directory");
-    ok(our_verify_dir(&src, &sig), "verify --dir of the build directory");
+    ok(
+        our_verify_dir(&src, &sig),
+        "verify --dir of the build directory",
+    );
     env.run("s1", &["push", &r]);
     let out = env.path("out");
     env.run(
@@ -857,13 +855,20 @@ fn the_signature_decides_what_is_ignored_and_both_tools_agree() {
     );
     assert!(out.join("tokenizer/sub/vocab.json").exists());
     ms_verify(&ms, &out, &sig, &public).expect("model_signing verify on the extracted model");
-    ok(our_verify_dir(&out, &sig), "verify --dir of the extracted model");
+    ok(
+        our_verify_dir(&out, &sig),
+        "verify --dir of the extracted model",
+    );
     // A file in a nested directory nobody signed: both refuse, naming it.
     let evil = out.join("tokenizer/sub/evil.py");
     std::fs::write(&evil, "import os").unwrap();
-    let said = ms_verify(&ms, &out, &sig, &public).expect_err("model_signing accepted an extra file");
+    let said =
+        ms_verify(&ms, &out, &sig, &public).expect_err("model_signing accepted an extra file");
     assert!(said.contains("evil.py"), "model_signing: {said}");
-    let err = fails(our_verify_dir(&out, &sig), "verify --dir with an extra file");
+    let err = fails(
+        our_verify_dir(&out, &sig),
+        "verify --dir with an extra file",
+    );
     assert!(err.contains("not signed: tokenizer/sub/evil.py"), "{err}");
     std::fs::remove_file(&evil).unwrap();
 
@@ -886,7 +891,10 @@ fn the_signature_decides_what_is_ignored_and_both_tools_agree() {
         )
     };
     ms_sign(&plain, &their_sig);
-    ok(our_verify_dir(&plain, &their_sig), "verify --dir of their directory");
+    ok(
+        our_verify_dir(&plain, &their_sig),
+        "verify --dir of their directory",
+    );
     std::fs::write(plain.join("Modelfile"), "MODEL evil.bin\n").unwrap();
     let said = ms_verify(&ms, &plain, &their_sig, &public)
         .expect_err("model_signing accepted an injected Modelfile");
@@ -955,5 +963,8 @@ fn the_signature_decides_what_is_ignored_and_both_tools_agree() {
             .unwrap(),
         "verify a changed model",
     );
-    assert!(err.contains("content differs: Modelfile, tokenizer/a-b.json"), "{err}");
+    assert!(
+        err.contains("content differs: Modelfile, tokenizer/a-b.json"),
+        "{err}"
+    );
 }
