@@ -132,6 +132,17 @@ pub enum Error {
     #[error("chunk index {what}: {reason}")]
     ChunkIndex { what: String, reason: String },
 
+    /// A model layer's snapshot label (from whoever called Prepare, so
+    /// hostile) disagrees with the verified manifest it names: `label` is
+    /// the label key, `value` what it said, `reason` what the manifest has.
+    #[error("label {label} is {value:?}, but manifest {manifest} {reason}")]
+    LabelMismatch {
+        label: &'static str,
+        value: String,
+        manifest: String,
+        reason: String,
+    },
+
     /// Invalid user input not covered by a more specific variant.
     #[error("{0}")]
     Invalid(String),
@@ -220,6 +231,7 @@ impl Error {
             | Error::Workspace(_)
             | Error::InvalidReference { .. }
             | Error::InvalidDigest { .. }
+            | Error::LabelMismatch { .. }
             | Error::Invalid(_)
             | Error::Reflink { .. } => ErrorKind::InvalidArgument,
             Error::NotFound { .. } => ErrorKind::NotFound,

@@ -181,6 +181,83 @@ impl ModelLayerLabels {
     }
 }
 
+impl ModelLayerLabels {
+    /// The layer of `manifest` (verified: fetched by `manifest_digest`) that
+    /// these labels name. The labels come from whoever called Prepare, so
+    /// each value that decides what is served is checked against the
+    /// manifest: the digest and size name one of its layers, the media type
+    /// (raw or tar decides how the blob is laid out) is that layer's, and the
+    /// path the file is served at is that layer's file path annotation.
+    /// Without this a signed manifest's digest could vouch for a foreign blob
+    /// or put a signed blob at a path the signature never covered.
+    pub fn layer_in<'m>(
+        &self,
+        manifest: &'m crate::manifest::Manifest,
+        manifest_digest: &Digest,
+    ) -> Result<&'m crate::manifest::Descriptor> {
+        let mismatch = |label: &'static str, value: String, reason: String| Error::LabelMismatch {
+            label,
+            value,
+            manifest: manifest_digest.to_string(),
+            reason,
+        };
+        let same_blob: Vec<_> = manifest
+            .layers
+            .iter()
+            .filter(|l| l.digest == self.layer_digest)
+            .collect();
+        if same_blob.is_empty() {
+            return Err(mismatch(
+                LABEL_LAYER_DIGEST,
+                self.layer_digest.to_string(),
+                "has no such layer".into(),
+            ));
+        }
+        let sized: Vec<_> = same_blob
+            .into_iter()
+            .filter(|l| l.size == self.layer_size)
+            .collect();
+        if sized.is_empty() {
+            return Err(mismatch(
+                LABEL_LAYER_SIZE,
+                self.layer_size.to_string(),
+                format!("gives layer {} another size", self.layer_digest),
+            ));
+        }
+        // One blob may be two layers (the same bytes at two paths): the
+        // label's path must be one of them, with that layer's media type.
+        let Some(layer) = sized
+            .iter()
+            .find(|l| l.filepath() == Some(self.filepath.as_str()))
+        else {
+            let paths: Vec<String> = sized
+                .iter()
+                .map(|l| format!("{:?}", l.filepath().unwrap_or("")))
+                .collect();
+            return Err(mismatch(
+                LABEL_FILEPATH,
+                self.filepath.clone(),
+                format!(
+                    "puts layer {} at {}",
+                    self.layer_digest,
+                    paths.join(" and ")
+                ),
+            ));
+        };
+        if layer.media_type != self.media_type {
+            return Err(mismatch(
+                LABEL_MEDIA_TYPE,
+                self.media_type.clone(),
+                format!(
+                    "gives layer {} media type {:?}",
+                    self.layer_digest, layer.media_type
+                ),
+            ));
+        }
+        Ok(layer)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -234,5 +311,66 @@ mod tests {
             m.insert(k.into(), v.into());
             assert!(ModelLayerLabels::parse(&m, "").is_err(), "{k}={v}");
         }
+    }
+
+    fn manifest_with(layers: serde_json::Value) -> crate::manifest::Manifest {
+        serde_json::from_value(serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.cncf.model.config.v1+json",
+                       "digest": Digest::of(b"{}").to_string(), "size": 2},
+            "layers": layers
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn labels_must_name_a_layer_of_the_manifest_at_its_path() {
+        let l = sample();
+        let md = Digest::of(b"m");
+        let raw = "application/vnd.cncf.model.weight.v1.raw";
+        let layer = |path: &str, media: &str| {
+            serde_json::json!({"mediaType": media, "digest": l.layer_digest.to_string(), "size": 7,
+                "annotations": {"org.cncf.model.filepath": path}})
+        };
+        let m = manifest_with(serde_json::json!([layer("w.bin", raw)]));
+        assert_eq!(l.layer_in(&m, &md).unwrap().filepath(), Some("w.bin"));
+        // The same blob at two paths: either path is the manifest's.
+        let two = manifest_with(serde_json::json!([
+            layer("a.bin", raw),
+            layer("w.bin", raw)
+        ]));
+        assert!(l.layer_in(&two, &md).is_ok());
+
+        let refused = |l: &ModelLayerLabels, m: &crate::manifest::Manifest, label: &str| {
+            let e = l.layer_in(m, &md).unwrap_err();
+            assert!(matches!(e, Error::LabelMismatch { .. }), "{e}");
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+            let s = e.to_string();
+            assert!(s.contains(label) && s.contains(&md.to_string()), "{s}");
+            s
+        };
+        // A foreign blob under a manifest's digest.
+        let mut foreign = l.clone();
+        foreign.layer_digest = Digest::of(b"not in the manifest");
+        let s = refused(&foreign, &m, LABEL_LAYER_DIGEST);
+        assert!(s.contains("has no such layer"), "{s}");
+        // The manifest's blob served at another path.
+        let mut moved = l.clone();
+        moved.filepath = "config.json".into();
+        let s = refused(&moved, &m, LABEL_FILEPATH);
+        assert!(
+            s.contains("\"config.json\"") && s.contains("\"w.bin\""),
+            "{s}"
+        );
+        // Another size, another media type (raw vs tar decides the layout).
+        let mut sized = l.clone();
+        sized.layer_size = 8;
+        refused(&sized, &m, LABEL_LAYER_SIZE);
+        let tar = manifest_with(serde_json::json!([layer(
+            "w.bin",
+            "application/vnd.cncf.model.weight.v1.tar"
+        )]));
+        refused(&l, &tar, LABEL_MEDIA_TYPE);
     }
 }

@@ -165,16 +165,9 @@ impl LazyViews {
             return why_not("no manifest digest label");
         };
         let manifest = self.manifest(&parsed.reference, manifest_digest).await?;
-        let Some(layer) = manifest
-            .layers
-            .iter()
-            .find(|l| l.digest == parsed.layer_digest && l.size == parsed.layer_size)
-        else {
-            return Err(SnapError::InvalidArgument(format!(
-                "layer {} ({} bytes) is not in manifest {manifest_digest}",
-                parsed.layer_digest, parsed.layer_size
-            )));
-        };
+        // Also checked by the Prepare before either path; this is the
+        // descriptor whose bound index the lazy view trusts.
+        let layer = parsed.layer_in(&manifest, manifest_digest)?;
         let Some(bound) = layer
             .annotations
             .get(media::ANNOTATION_CHUNKS_DIGEST)

@@ -265,6 +265,7 @@ async fn serve(node: Node) -> Result<()> {
         blobs: Default::default(),
         prefetching: Default::default(),
         policy,
+        manifests: Default::default(),
     });
     let incoming = listen(&address)?;
     tracing::info!(root = %root.display(), address = %address.display(), "modelpack-snapshotter serving");

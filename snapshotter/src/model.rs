@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use modelpack_common::extract::{self, ExtractOptions};
 use modelpack_common::labels::{LABEL_CHUNK_INDEX, ModelLayerLabels};
-use modelpack_common::manifest::Descriptor;
+use modelpack_common::manifest::{Descriptor, Manifest};
 use modelpack_common::media::LayerFormat;
 use modelpack_common::registry::{RegistryBlob, RegistryClient};
 
@@ -46,6 +46,35 @@ pub struct ModelFetcher {
     pub prefetching: std::sync::Mutex<HashSet<String>>,
     /// Models from the registries it lists must be signed (`[signing]`).
     pub policy: Option<std::sync::Arc<modelpack_common::signing::policy::NodePolicy>>,
+    /// Manifests fetched by the digest a Prepare names, to check its labels against.
+    pub manifests: Manifests,
+}
+
+/// Manifests by digest (fetched by digest, so verified), kept while a
+/// model's layers Prepare one after another.
+#[derive(Default)]
+pub struct Manifests(std::sync::Mutex<HashMap<modelpack_common::Digest, Arc<Manifest>>>);
+
+impl Manifests {
+    async fn get(
+        &self,
+        client: &RegistryClient,
+        reference: &modelpack_common::Reference,
+        digest: &modelpack_common::Digest,
+    ) -> Result<Arc<Manifest>> {
+        if let Some(m) = self.0.lock().unwrap().get(digest) {
+            return Ok(m.clone());
+        }
+        let pinned = reference.with_digest(digest.clone());
+        let f = client.get_manifest(&pinned).await?;
+        let m = Arc::new(Manifest::parse(&f.bytes, &format!("manifest of {pinned}"))?);
+        let mut cache = self.0.lock().unwrap();
+        if cache.len() > 64 {
+            cache.clear();
+        }
+        cache.insert(digest.clone(), m.clone());
+        Ok(m)
+    }
 }
 
 /// Async locks by name, created on first use and dropped once nobody holds them.
@@ -64,17 +93,18 @@ impl KeyedLocks {
     }
 }
 
-/// Refuses a model the node's signing policy does not accept.
+/// Refuses a model the node's signing policy does not accept; returns the
+/// manifest the signature verified (`None`: no policy for its registry).
 pub async fn check_policy(
     policy: Option<&modelpack_common::signing::policy::NodePolicy>,
     client: &RegistryClient,
     parsed: &ModelLayerLabels,
-) -> Result<()> {
+) -> Result<Option<Arc<Manifest>>> {
     let Some(policy) = policy else {
-        return Ok(());
+        return Ok(None);
     };
     if policy.keys_for(&parsed.reference.registry).is_none() {
-        return Ok(());
+        return Ok(None);
     }
     let Some(manifest) = &parsed.manifest_digest else {
         return Err(SnapError::FailedPrecondition(format!(
@@ -125,7 +155,18 @@ async fn prepare_inner(
     if !parent.is_empty() && s.meta.get(parent)?.is_none() {
         return Err(SnapError::NotFound(format!("parent {parent}")));
     }
-    check_policy(f.policy.as_deref(), &f.client, &parsed).await?;
+    let verified = check_policy(f.policy.as_deref(), &f.client, &parsed).await?;
+    // The signature covers the manifest, not the labels: the layer served
+    // (eagerly or lazily) must be one of the manifest's, at its path, or a
+    // signed model's digest would vouch for any blob at any path. Without a
+    // manifest label (and so without a policy) there is nothing to check against.
+    if let Some(md) = &parsed.manifest_digest {
+        let manifest = match verified {
+            Some(m) => m,
+            None => f.manifests.get(&f.client, &parsed.reference, md).await?,
+        };
+        parsed.layer_in(&manifest, md)?;
+    }
     let digest = parsed.layer_digest.clone();
     let reference = parsed.reference.clone();
     let media_type = parsed.media_type.clone();

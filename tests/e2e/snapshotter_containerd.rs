@@ -731,11 +731,19 @@ fn containerd_attaches_only_models_the_node_signing_policy_accepts() {
         !out.status.success() && err.contains("does not verify"),
         "{err}"
     );
-    // Signed with the release key: attached.
+    // Signed with the release key (pushed, not attached yet).
     let signed = model("signed");
+    let sig = t.join("signed.sig");
     ok(
         node.mp()
-            .args(["sign", &signed, "--key", release.to_str().unwrap()])
+            .args([
+                "sign",
+                &signed,
+                "--key",
+                release.to_str().unwrap(),
+                "--output",
+                sig.to_str().unwrap(),
+            ])
             .output()
             .unwrap(),
         "sign",
@@ -744,8 +752,106 @@ fn containerd_attaches_only_models_the_node_signing_policy_accepts() {
         node.mp().args(["push", "-q", &signed]).output().unwrap(),
         "push",
     );
+    let attach_and_push = |r: &str, bundle: &Path| {
+        ok(
+            node.mp()
+                .args(["sign", r, "--attach", bundle.to_str().unwrap()])
+                .output()
+                .unwrap(),
+            "sign --attach",
+        );
+        ok(node.mp().args(["push", "-q", r]).output().unwrap(), "push");
+    };
+    // A tampered bundle: the statement changed under the release key's signature.
+    let tampered_sig = t.join("tampered.sig");
+    std::fs::write(
+        &tampered_sig,
+        modelpack_e2e::tampered_bundle(&std::fs::read(&sig).unwrap()),
+    )
+    .unwrap();
+    let tampered = model("tampered");
+    attach_and_push(&tampered, &tampered_sig);
+    let out = pull_containerd(&node, &tampered);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success() && err.contains("signing policy") && err.contains("does not verify"),
+        "{err}"
+    );
+    // Another model's (valid, release-key) signature attached to this one.
+    let borrowed = model("borrowed");
+    attach_and_push(&borrowed, &sig);
+    let out = pull_containerd(&node, &borrowed);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success()
+            && err.contains("signing policy")
+            && err.contains("does not match the model")
+            && err.contains("config.json"),
+        "{err}"
+    );
+    // Nothing of the refused models was committed or fetched onto the node:
+    // no snapshot at all (this namespace has no image), and none of their
+    // files' blobs (a raw layer's digest is its file's sha256) in the node store.
+    let snaps = ok(
+        node.ctr()
+            .args(["snapshots", "--snapshotter", "modelpack", "ls"])
+            .output()
+            .unwrap(),
+        "ctr snapshots ls",
+    );
+    assert_eq!(snaps.lines().skip(1).count(), 0, "committed: {snaps}");
+    let blobs = t.join("snaproot/blobs/sha256");
+    for name in ["unsigned", "stranger", "tampered", "borrowed"] {
+        for f in modelpack_e2e::files_under(&t.join(name)) {
+            let hex = sha256_of(&t.join(name).join(&f));
+            assert!(
+                !blobs.join(&hex).exists(),
+                "{name}/{}: its blob is in the node store",
+                f.display()
+            );
+        }
+    }
+    // Signed with the release key: attached (checked by the CLI's
+    // --verify-key before containerd is asked, then by the node's policy).
+    let sock = node.sock();
     ok(
-        pull_containerd(&node, &signed),
-        "pull --containerd of a signed model",
+        node.mp()
+            .args([
+                "pull",
+                "--containerd",
+                "--address",
+                sock.to_str().unwrap(),
+                "--namespace",
+                &node.ns,
+                "--verify-key",
+                release_pub.to_str().unwrap(),
+                &signed,
+            ])
+            .output()
+            .unwrap(),
+        "pull --containerd --verify-key of a signed model",
+    );
+    // And served: one file read through a mount of the attached model
+    // (lazily, where the node has /dev/fuse).
+    let mnt = t.join("mnt");
+    ok(
+        node.mp()
+            .args([
+                "mount",
+                "--containerd",
+                "--address",
+                sock.to_str().unwrap(),
+                "--namespace",
+                &node.ns,
+                &signed,
+                mnt.to_str().unwrap(),
+            ])
+            .output()
+            .unwrap(),
+        "mount --containerd of the signed model",
+    );
+    assert_eq!(
+        std::fs::read(mnt.join("config.json")).unwrap(),
+        std::fs::read(t.join("signed/config.json")).unwrap()
     );
 }

@@ -170,3 +170,25 @@ pub fn ec_keypair(dir: &Path, name: &str, curve: &str, pkcs8: bool) -> (PathBuf,
     );
     (private, public)
 }
+
+/// An OMS bundle whose statement was changed under its signature (one `a`
+/// in the payload turned into `b`): it parses, and no key verifies it.
+pub fn tampered_bundle(bundle: &[u8]) -> Vec<u8> {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut b: serde_json::Value = serde_json::from_slice(bundle).expect("a bundle is JSON");
+    let mut payload = b64
+        .decode(
+            b["dsseEnvelope"]["payload"]
+                .as_str()
+                .expect("a DSSE payload"),
+        )
+        .expect("the payload is base64");
+    let at = payload
+        .iter()
+        .position(|c| *c == b'a')
+        .expect("the statement has an `a`");
+    payload[at] = b'b';
+    b["dsseEnvelope"]["payload"] = serde_json::Value::String(b64.encode(&payload));
+    serde_json::to_vec(&b).unwrap()
+}

@@ -38,13 +38,18 @@ pub struct FetchArgs {
 pub async fn run(args: FetchArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
     let client = args.registry.transfer_client(&ctx, &args.transfer)?;
-    let remote =
-        match super::verify::before_pull(&ctx, args.verify_key.as_deref(), true, &client, &remote)
-            .await?
-        {
-            Some((pinned, _, _, _)) => pinned,
-            None => remote,
-        };
+    let remote = match super::verify::before_pull(
+        &ctx,
+        args.verify_key.as_deref(),
+        Some("fetch"),
+        &client,
+        &remote,
+    )
+    .await?
+    {
+        Some((pinned, _, _, _)) => pinned,
+        None => remote,
+    };
     let bars = Bars::new(&ctx, 0, "fetching");
     let report = fetch_to_dir(
         &client,

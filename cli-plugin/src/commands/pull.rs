@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Args;
 use modelpack_common::extract::{ExtractOptions, extract_from_store};
-use modelpack_common::transfer::{pull_to_dir, pull_to_store};
+use modelpack_common::transfer::{pull_to_dir, pull_to_store_checked};
 
 use super::remote::{Bars, RegistryArgs};
 use super::{Ctx, parse_ref};
@@ -27,9 +27,9 @@ pub struct PullArgs {
     /// Stream files straight into --extract-dir, keeping nothing in the store
     #[arg(long, requires = "extract_dir")]
     pub extract_from_remote: bool,
-    /// Store and write nothing unless the model has an OpenSSF Model Signing
-    /// signature (a referrer) that verifies with this public key [default:
-    /// the registry's verify-key in the config file]
+    /// Store, write or hand to containerd nothing unless the model has an
+    /// OpenSSF Model Signing signature (a referrer) that verifies with this
+    /// public key [default: the registry's verify-key in the config file]
     #[arg(long, value_name = "PUB.pem")]
     pub verify_key: Option<PathBuf>,
     /// Record the model in containerd and prepare its layers through the modelpack snapshotter
@@ -46,17 +46,22 @@ pub struct PullArgs {
 pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     let remote = parse_ref(&args.reference)?;
     let client = args.registry.transfer_client(&ctx, &args.transfer)?;
+    // Before anything is handed on (containerd, a directory, the store): a
+    // raw model's signature is checked from its manifest here.
+    let unstored = if args.containerd {
+        Some("--containerd (the node's snapshotter fetches the layers)")
+    } else if args.extract_from_remote {
+        Some("--extract-from-remote")
+    } else {
+        None
+    };
+    let verified =
+        super::verify::before_pull(&ctx, args.verify_key.as_deref(), unstored, &client, &remote)
+            .await?;
     if args.containerd {
-        return pull_containerd(&args, &ctx, &client, &remote).await;
+        let pinned = verified.as_ref().map(|(p, _, _, _)| p);
+        return pull_containerd(&args, &ctx, &client, &remote, pinned).await;
     }
-    let verified = super::verify::before_pull(
-        &ctx,
-        args.verify_key.as_deref(),
-        args.extract_from_remote,
-        &client,
-        &remote,
-    )
-    .await?;
     let remote = match &verified {
         Some((pinned, _, _, _)) => pinned.clone(),
         None => remote,
@@ -75,31 +80,35 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
         )
         .await
     } else {
-        pull_to_store(
+        // Tar layers: their files are checked from the downloaded blobs while
+        // they are still staged, so a refusal keeps nothing (docs/signing.md).
+        let check = |m: &modelpack_common::manifest::Manifest,
+                     open: &modelpack_common::transfer::OpenBlob<'_>| {
+            let Some((pinned, true, key, bundles)) = &verified else {
+                return Ok(());
+            };
+            let files = modelpack_common::signing::resources::from_manifest_with(m, open)?;
+            let modelfile = modelpack_common::signing::modelfile_digest(m);
+            modelpack_common::signing::verify_any(
+                bundles,
+                key,
+                &files,
+                modelfile.as_ref(),
+                &pinned.to_string(),
+            )
+            .map(|_| ())
+        };
+        pull_to_store_checked(
             &client,
             &ctx.store()?,
             &remote,
             ctx.concurrency(args.transfer.concurrency),
             &bars,
+            matches!(&verified, Some((_, true, _, _))).then_some(&check as _),
         )
         .await
     };
     bars.finish();
-    // Tar layers: their files are checked from the stored blobs before the
-    // model is kept or extracted; a mismatch removes what this pull stored.
-    if let (Ok(r), Some((pinned, true, key, bundles))) = (&report, &verified) {
-        let store = ctx.store()?;
-        let manifest = r.manifest.clone().expect("pull returns the manifest");
-        let checked = modelpack_common::signing::resources::from_manifest(&store, &manifest)
-            .and_then(|files| {
-                modelpack_common::signing::verify_any(bundles, key, &files, &pinned.to_string())
-            });
-        if let Err(e) = checked {
-            let _ = store.remove(&pinned.with_digest(r.digest.clone()));
-            let _ = store.prune(false);
-            return Err(e.into());
-        }
-    }
     if let (Ok(r), Some(dir), false) = (&mut report, &args.extract_dir, args.extract_from_remote) {
         let store = ctx.store()?;
         let manifest = r.manifest.clone().expect("pull returns the manifest");
@@ -172,15 +181,19 @@ pub async fn run(args: PullArgs, ctx: Ctx) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `pinned`: the verified manifest digest (with `--verify-key`), so the
+/// manifest containerd records is the one whose signature was checked even if
+/// the tag moved since; the image keeps the name the user gave.
 async fn pull_containerd(
     args: &PullArgs,
     ctx: &Ctx,
     client: &modelpack_common::registry::RegistryClient,
     remote: &modelpack_common::Reference,
+    pinned: Option<&modelpack_common::Reference>,
 ) -> Result<ExitCode> {
     use modelpack_common::manifest::Manifest;
     let started = std::time::Instant::now();
-    let fetched = client.get_manifest(remote).await?;
+    let fetched = client.get_manifest(pinned.unwrap_or(remote)).await?;
     let manifest = Manifest::parse(&fetched.bytes, &format!("manifest of {remote}"))?;
     match modelpack_common::peer::ArtifactKind::of(&manifest) {
         None => anyhow::bail!(

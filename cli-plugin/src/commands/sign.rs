@@ -40,8 +40,13 @@ pub async fn run(args: SignArgs, ctx: Ctx) -> Result<ExitCode> {
             let config = store.read_blob(&loaded.manifest.config.digest)?;
             let files = resources::from_manifest(&store, &loaded.manifest)?;
             let name = signing::subject_name(&config, &reference);
-            let bundle = signing::bundle::sign(&files, &name, &key)?;
-            (bundle.to_bytes(), files.len())
+            let ignore = signing::ignore_paths_for(&loaded.manifest, &files);
+            let bundle = signing::bundle::sign(&files, &ignore, &name, &key)?;
+            let signed = files
+                .keys()
+                .filter(|p| !resources::ignored(p, &ignore))
+                .count();
+            (bundle.to_bytes(), signed)
         }
         (None, Some(file)) => {
             let bytes =

@@ -94,7 +94,15 @@ pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
                 None => resources::from_manifest(&ctx.existing_store()?, &m)?,
             };
             let name = reference.to_string();
-            return finish(&ctx, &name, &f.digest.to_string(), &key, &files, &bundles);
+            let modelfile = signing::modelfile_digest(&m);
+            return finish(
+                &ctx,
+                &name,
+                &f.digest.to_string(),
+                &key,
+                (&files, modelfile.as_ref()),
+                &bundles,
+            );
         } else {
             let store = ctx.existing_store()?;
             let loaded = store.load_manifest(&reference)?;
@@ -108,27 +116,34 @@ pub async fn run(args: VerifyArgs, ctx: Ctx) -> Result<ExitCode> {
                 .collect(),
         };
         let files = resources::from_manifest(&store, &manifest)?;
+        let modelfile = signing::modelfile_digest(&manifest);
         return finish(
             &ctx,
             &reference.to_string(),
             &digest.to_string(),
             &key,
-            &files,
+            (&files, modelfile.as_ref()),
             &bundles,
         );
     };
-    finish(&ctx, &what, "", &key, &files, &bundles)
+    finish(&ctx, &what, "", &key, (&files, None), &bundles)
 }
 
+/// `model`: the model's files and the sha256 of the Modelfile its build
+/// recorded (see `signing::verify_files`).
 fn finish(
     ctx: &Ctx,
     what: &str,
     digest: &str,
     key: &PublicKey,
-    files: &std::collections::BTreeMap<String, modelpack_common::Digest>,
+    model: (
+        &std::collections::BTreeMap<String, modelpack_common::Digest>,
+        Option<&modelpack_common::Digest>,
+    ),
     bundles: &[(String, Vec<u8>)],
 ) -> Result<ExitCode> {
-    let by = signing::verify_any(bundles, key, files, what)?;
+    let (files, modelfile) = model;
+    let by = signing::verify_any(bundles, key, files, modelfile, what)?;
     if ctx.out.json {
         ctx.out.print_json(&serde_json::json!({
             "reference": what,
@@ -164,11 +179,14 @@ pub type Verified = (
 /// fetched where every layer is raw (the manifest's digests are the files'),
 /// and pins the pull to the verified manifest digest. Returns the pinned
 /// reference and whether the files must still be checked after download
-/// (tar layers, whose files are known only from their bytes).
+/// (tar layers, whose files are known only from their bytes). `unstored`
+/// names the mode (`fetch`, `--extract-from-remote`, `--containerd`) when the
+/// blobs go elsewhere than the store first: then tar layers cannot be checked
+/// before they are used, and the pull is refused.
 pub async fn before_pull(
     ctx: &Ctx,
     verify_key: Option<&std::path::Path>,
-    straight_to_dir: bool,
+    unstored: Option<&str>,
     client: &modelpack_common::registry::RegistryClient,
     remote: &modelpack_common::Reference,
 ) -> Result<Option<Verified>> {
@@ -196,17 +214,30 @@ pub async fn before_pull(
     };
     match signing::files_from_raw_manifest(&m)? {
         Some(files) => {
-            signing::verify_any(&bundles, &key, &files, &remote.to_string())?;
+            let modelfile = signing::modelfile_digest(&m);
+            signing::verify_any(
+                &bundles,
+                &key,
+                &files,
+                modelfile.as_ref(),
+                &remote.to_string(),
+            )?;
             Ok(Some((pinned, false, key, bundles)))
         }
         None => {
-            if straight_to_dir {
+            if let Some(how) = unstored {
                 anyhow::bail!(
-                    "{remote} has tar layers, whose files are known only from their bytes: --verify-key needs them in the store first (use `pull` into the store, without --extract-from-remote)"
+                    "{remote} has tar layers, whose files are known only from their bytes: --verify-key needs them in the store first, which {how} skips\nhint: `pull {remote} --verify-key KEY` into the store (then extract), or build the model with raw layers (the default)"
                 );
             }
             if bundles.is_empty() {
-                signing::verify_any(&bundles, &key, &Default::default(), &remote.to_string())?;
+                signing::verify_any(
+                    &bundles,
+                    &key,
+                    &Default::default(),
+                    None,
+                    &remote.to_string(),
+                )?;
             }
             Ok(Some((pinned, true, key, bundles)))
         }

@@ -128,8 +128,21 @@ pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Signs the files (path → sha256) of the model named `name`.
-pub fn sign(files: &BTreeMap<String, Digest>, name: &str, key: &PrivateKey) -> Result<Bundle> {
+/// Signs the files (path → sha256) of the model named `name`; files under
+/// `ignore_paths` are left out and the list recorded in the statement (as
+/// `model_signing sign` does), so every verifier skips exactly those.
+pub fn sign(
+    files: &BTreeMap<String, Digest>,
+    ignore_paths: &[String],
+    name: &str,
+    key: &PrivateKey,
+) -> Result<Bundle> {
+    let files: BTreeMap<String, Digest> = files
+        .iter()
+        .filter(|(p, _)| !super::resources::ignored(p, ignore_paths))
+        .map(|(p, d)| (p.clone(), d.clone()))
+        .collect();
+    let files = &files;
     let mut paths: Vec<String> = files.keys().cloned().collect();
     sort_paths(&mut paths);
     let statement = Statement {
@@ -144,7 +157,7 @@ pub fn sign(files: &BTreeMap<String, Digest>, name: &str, key: &PrivateKey) -> R
                 method: "files".into(),
                 hash_type: "sha256".into(),
                 allow_symlinks: false,
-                ignore_paths: DEFAULT_IGNORE.iter().map(|s| s.to_string()).collect(),
+                ignore_paths: ignore_paths.to_vec(),
             },
             resources: paths
                 .iter()
@@ -339,4 +352,119 @@ pub fn compare(signed: &BTreeMap<String, Digest>, actual: &BTreeMap<String, Dige
         .cloned()
         .collect();
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key() -> PrivateKey {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        );
+        PrivateKey::from_pem(&pem, "k").unwrap()
+    }
+
+    /// `model_signing` orders by path components (Python's PurePosixPath
+    /// comparison), not by string: `-` (0x2d) sorts before `/` (0x2f) as a
+    /// byte, but `a` is a prefix component of `a-b`.
+    const ORDERED: [&str; 9] = [
+        "a/b",
+        "a/c",
+        "a-b",
+        "dir/a",
+        "dir/sub/x",
+        "dir/sub/y/z",
+        "dir/sub-x",
+        "dir.txt",
+        "z",
+    ];
+
+    fn files() -> BTreeMap<String, Digest> {
+        ORDERED
+            .iter()
+            .map(|p| (p.to_string(), Digest::of(p.as_bytes())))
+            .collect()
+    }
+
+    #[test]
+    fn paths_sort_by_components_and_root_follows_that_order() {
+        let mut paths: Vec<String> = ORDERED.iter().rev().map(|s| s.to_string()).collect();
+        sort_paths(&mut paths);
+        assert_eq!(paths, ORDERED);
+        let mut bytewise: Vec<&str> = ORDERED.to_vec();
+        bytewise.sort();
+        assert_ne!(bytewise, ORDERED, "the case must differ from a string sort");
+        // ROOT is over the raw digests in component order.
+        let mut raw = Vec::new();
+        for p in ORDERED {
+            raw.extend_from_slice(&hex::decode(Digest::of(p.as_bytes()).hex()).unwrap());
+        }
+        assert_eq!(root_of(&files()).unwrap(), Digest::of(&raw).hex());
+        // The statement lists its resources in that order too.
+        let k = key();
+        let b = sign(&files(), &[], "m", &k).unwrap();
+        let st = b.verify(&k.public_key().unwrap(), "sig").unwrap();
+        let names: Vec<&str> = st
+            .predicate
+            .resources
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        assert_eq!(names, ORDERED);
+    }
+
+    #[test]
+    fn a_signed_statement_names_the_file_that_differs() {
+        let k = key();
+        let public = k.public_key().unwrap();
+        let b = sign(&files(), &[], "m", &k).unwrap();
+        let check = |actual: &BTreeMap<String, Digest>| {
+            super::super::verify_files(&b, &public, actual, None, "model.sig")
+                .map_err(|e| e.to_string())
+        };
+        assert!(check(&files()).is_ok());
+        let mut changed = files();
+        changed.insert("dir/sub/x".into(), Digest::of(b"other"));
+        let e = check(&changed).unwrap_err();
+        assert!(e.contains("content differs: dir/sub/x"), "{e}");
+        let mut missing = files();
+        missing.remove("a-b");
+        let e = check(&missing).unwrap_err();
+        assert!(e.contains("signed but missing: a-b"), "{e}");
+        let mut extra = files();
+        extra.insert("injected.py".into(), Digest::of(b"x"));
+        let e = check(&extra).unwrap_err();
+        assert!(e.contains("not signed: injected.py"), "{e}");
+    }
+
+    #[test]
+    fn a_changed_statement_or_another_key_does_not_verify() {
+        let k = key();
+        let b = sign(&files(), &[], "m", &k).unwrap();
+        let e = b.verify(&key().public_key().unwrap(), "sig").unwrap_err();
+        assert!(
+            e.to_string().contains("does not verify with this key"),
+            "{e}"
+        );
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut tampered = b.clone();
+        let payload = String::from_utf8(b64.decode(&b.dsse_envelope.payload).unwrap()).unwrap();
+        tampered.dsse_envelope.payload = b64.encode(payload.replacen("dir/a", "dir/b", 1));
+        let e = tampered
+            .verify(&k.public_key().unwrap(), "sig")
+            .unwrap_err();
+        assert!(e.to_string().contains("does not verify"), "{e}");
+        // Unknown top-level fields are refused, as model_signing's parser does.
+        let mut v: serde_json::Value = serde_json::from_slice(&b.to_bytes()).unwrap();
+        v["extra"] = serde_json::Value::Bool(true);
+        assert!(Bundle::parse(&serde_json::to_vec(&v).unwrap(), "sig").is_err());
+    }
 }

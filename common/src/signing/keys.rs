@@ -85,6 +85,30 @@ fn pem_block(text: &str, labels: &[&str], what: &str) -> Result<(String, Vec<u8>
     )))
 }
 
+/// What a refused key is, for the message: its algorithm's OID in the
+/// DER (PKCS#8 and SPKI both carry it near the start), "an unknown" else.
+fn algorithm_of(der: &[u8]) -> &'static str {
+    const KNOWN: [(&[u8], &str); 4] = [
+        (&[0x06, 0x03, 0x2b, 0x65, 0x70], "an Ed25519"),
+        (&[0x06, 0x03, 0x2b, 0x65, 0x71], "an Ed448"),
+        (
+            &[
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01,
+            ],
+            "an RSA",
+        ),
+        (
+            &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01],
+            "an EC (unsupported curve or malformed)",
+        ),
+    ];
+    let head = &der[..der.len().min(64)];
+    KNOWN
+        .iter()
+        .find(|(oid, _)| head.windows(oid.len()).any(|w| w == *oid))
+        .map_or("an unknown or malformed", |(_, name)| name)
+}
+
 fn read_key_file(path: &std::path::Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io("read key", path, e))?;
     if meta.len() > MAX_KEY_FILE {
@@ -114,7 +138,8 @@ impl PrivateKey {
             }
         }
         Err(Error::Invalid(format!(
-            "{what} is not an EC private key on P-256, P-384 or P-521 (model signing keys are ECDSA; Ed25519 and RSA are not accepted)"
+            "{what} is {} private key, not an EC key on P-256, P-384 or P-521 (model signing keys are ECDSA; Ed25519 and RSA are not accepted)",
+            algorithm_of(&der)
         )))
     }
 
@@ -177,7 +202,8 @@ impl PublicKey {
             }
         }
         Err(Error::Invalid(format!(
-            "{what} is not an EC public key on P-256, P-384 or P-521"
+            "{what} is {} public key, not an EC key on P-256, P-384 or P-521 (model signing keys are ECDSA; Ed25519 and RSA are not accepted)",
+            algorithm_of(der)
         )))
     }
 
@@ -246,5 +272,87 @@ mod tests {
                 .to_string()
                 .contains("PUBLIC KEY")
         );
+    }
+
+    /// Made with `openssl ecparam -name prime256v1 -genkey | openssl ec -pubout`;
+    /// `sha256sum` of the file is the hint `model_signing` writes.
+    const P256_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2p4P8to2ZbEO53Igo4XCKxgyAaKW
+mq9VIPWbGvSP3VaYSqubfTIvkr0Vkrw2EeSj7353ouKjNAAYTBQRHNoRdg==
+-----END PUBLIC KEY-----
+";
+    const P256_PUB_SHA256SUM: &str =
+        "c9f0b2be125582d40d102201fc87f3b33a9119056ff18fe238fb8bbb20ff0f11";
+    /// `openssl genpkey -algorithm ED25519` and `openssl pkey -pubout`.
+    const ED25519_PRIV: &str = "-----BEGIN PRIVATE KEY-----
+MC4CAQAwBQYDK2VwBCIEIIu7DstfCcN0xeqbepCmOxoYUsoc9C5c1aqiw9PKShZc
+-----END PRIVATE KEY-----
+";
+    const ED25519_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MCowBQYDK2VwAyEA5NiO7C969rcfTkdWoOSVquvQUie/2ifQFb3yL6xypFQ=
+-----END PUBLIC KEY-----
+";
+    /// `openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:1024`, its public half.
+    const RSA_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MIGfMA0GCSqGSIb3DQEBAQUAA4GNADCBiQKBgQC0xDTmQNvpY3fC7TFvNnyOYySN
+MTqEpZr+iq0G0W4XKECabrG8chTZL9BpFGBOQbyfuo09YjXkQ3IHlen00bJoVih5
+BI/HjkSYYq9JjmlFp1G2nSqSmAXSZvFywJMDCoOXd8XHXvuxzI4pK1RT3gWq7r2O
+W72txIFxwjSR5YWhsQIDAQAB
+-----END PUBLIC KEY-----
+";
+    const RSA_PRIV: &str = "-----BEGIN PRIVATE KEY-----
+MIICdwIBADANBgkqhkiG9w0BAQEFAASCAmEwggJdAgEAAoGBALTENOZA2+ljd8Lt
+MW82fI5jJI0xOoSlmv6KrQbRbhcoQJpusbxyFNkv0GkUYE5BvJ+6jT1iNeRDcgeV
+6fTRsmhWKHkEj8eORJhir0mOaUWnUbadKpKYBdJm8XLAkwMKg5d3xcde+7HMjikr
+VFPeBaruvY5bva3EgXHCNJHlhaGxAgMBAAECgYB6AJLTdKL3+jIyVXQv405dq3xX
+7wnXzQ23DlGJcIAlEP3JPTyoOzbm/uZihWYaazOrenUpIMfOr9aeWAf3PDB0KH/7
+9FJhtvCw+UJTpPc7Pv18jwXQrNuCqQIoX52ePbGUfCMa+f5YTTklxb+dHYcQv7u7
+nqSmBBMjxg+Tx2IGIQJBANvO5SLVxL+G86uB1d6CXw5s8J2qTL/lc9xizDE9rqMf
+C/9/ij5+TBTsjIwqXfrP/UuTuVhf76y2YLe2bdt4K18CQQDSh6sB6mg/AfA4wX7B
+2ahJNG/9iuyDdqGm6Xxefz6rXTdyNhWx6iVWe5TBxCCYCddE6g5GLWxd7tu9wIa2
+oVzvAkBtClrTCBa9KHYyq4rsAeKj5lkK7dN7EpmCR6Sh/MZod1tdWOi8jayyaJJk
+ahQK+yjdWCAG/jiIhkS+fgpLaHajAkEAgIFFNaciOItzWQFq4OJ9oSl7zlQ1J82K
+wHo2auvakfkVNgajWXTlk5NdaqTPjF49YxhG3Dkvs2pwALP6xpFaSwJBANcjVZJQ
+W9wEQt696cRwqjFZGqtue/BPtNbmPq89QCtv/+SfYm1UdlZAsbilNagwhYDOIv+f
+z03TGun0hAN+ZHw=
+-----END PRIVATE KEY-----
+";
+
+    #[test]
+    fn the_hint_is_the_sha256sum_of_the_pem_file_openssl_writes() {
+        let k = PublicKey::from_pem(P256_PUB, "pub.pem").unwrap();
+        assert_eq!(k.curve, Curve::P256);
+        assert_eq!(k.to_pem(), P256_PUB, "re-encoded byte for byte");
+        assert_eq!(k.hint(), P256_PUB_SHA256SUM);
+        // Also when the file was written with CRLF or without its last newline.
+        let crlf = P256_PUB.replace('\n', "\r\n");
+        assert_eq!(
+            PublicKey::from_pem(&crlf, "crlf").unwrap().hint(),
+            P256_PUB_SHA256SUM
+        );
+    }
+
+    #[test]
+    fn ed25519_and_rsa_keys_are_refused_naming_what_they_are() {
+        for (pem, private, algo) in [
+            (ED25519_PRIV, true, "an Ed25519 private key"),
+            (ED25519_PUB, false, "an Ed25519 public key"),
+            (RSA_PRIV, true, "an RSA private key"),
+            (RSA_PUB, false, "an RSA public key"),
+        ] {
+            let e = if private {
+                PrivateKey::from_pem(pem, "key.pem").unwrap_err()
+            } else {
+                PublicKey::from_pem(pem, "key.pem").unwrap_err()
+            };
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with(&format!("key.pem is {algo}"))
+                    && msg.contains("P-256, P-384 or P-521")
+                    && msg.contains("Ed25519 and RSA are not accepted"),
+                "{msg}"
+            );
+            assert_eq!(e.kind(), crate::error::ErrorKind::InvalidArgument);
+        }
     }
 }

@@ -22,22 +22,41 @@ use crate::error::{Error, Result};
 pub use bundle::{BUNDLE_MEDIA_TYPE, Bundle, Mismatch};
 pub use keys::{PrivateKey, PublicKey};
 
+/// The name of the build recipe among a signature's resources.
+pub const MODELFILE: &str = "Modelfile";
+
 /// Checks `bundle` with `key` against the model's files; the error names
 /// what differs (which file, missing, extra) or why the signature fails.
+///
+/// Exactly the statement's own `ignore_paths` are left out of the
+/// comparison (what `model_signing verify` does; the list is signed), so a
+/// file nobody signed — an injected `Modelfile` too — is refused unless the
+/// signer said to ignore it. `modelfile` is the sha256 of the Modelfile the
+/// build used (the manifest's annotation, [`modelfile_digest`]): not a file
+/// the model serves, but a signature made over the build directory lists it,
+/// so it is checked — byte for byte — when the signature names `Modelfile`
+/// and the model has no file of that name.
 pub fn verify_files(
     bundle: &Bundle,
     key: &PublicKey,
     files: &BTreeMap<String, Digest>,
+    modelfile: Option<&Digest>,
     what: &str,
 ) -> Result<()> {
     let st = bundle.verify(key, what)?;
     let signed = st.files(what)?;
     let ignore = &st.predicate.serialization.ignore_paths;
-    let actual: BTreeMap<String, Digest> = files
+    let mut actual: BTreeMap<String, Digest> = files
         .iter()
         .filter(|(p, _)| !resources::ignored(p, ignore))
         .map(|(p, d)| (p.clone(), d.clone()))
         .collect();
+    if let Some(d) = modelfile
+        && signed.contains_key(MODELFILE)
+        && !actual.contains_key(MODELFILE)
+    {
+        actual.insert(MODELFILE.to_string(), d.clone());
+    }
     let m = bundle::compare(&signed, &actual);
     if !m.is_empty() {
         return Err(Error::Validation(format!(
@@ -47,11 +66,13 @@ pub fn verify_files(
     Ok(())
 }
 
-/// The first of `bundles` that verifies with `key` against `files`, or why none did.
+/// The first of `bundles` that verifies with `key` against `files` (and
+/// the build's `modelfile`, see [`verify_files`]), or why none did.
 pub fn verify_any(
     bundles: &[(String, Vec<u8>)],
     key: &PublicKey,
     files: &BTreeMap<String, Digest>,
+    modelfile: Option<&Digest>,
     model: &str,
 ) -> Result<String> {
     if bundles.is_empty() {
@@ -61,7 +82,8 @@ pub fn verify_any(
     }
     let mut why = Vec::new();
     for (name, bytes) in bundles {
-        let r = Bundle::parse(bytes, name).and_then(|b| verify_files(&b, key, files, name));
+        let r =
+            Bundle::parse(bytes, name).and_then(|b| verify_files(&b, key, files, modelfile, name));
         match r {
             Ok(()) => return Ok(name.clone()),
             Err(e) => why.push(e.to_string()),
@@ -71,6 +93,36 @@ pub fn verify_any(
         "no signature of {model} verifies with this key: {}",
         why.join("; ")
     )))
+}
+
+/// sha256 of the Modelfile text a build recorded in the manifest, if any.
+pub fn modelfile_digest(manifest: &crate::manifest::Manifest) -> Option<Digest> {
+    [crate::media::Family::Cncf, crate::media::Family::Cnai]
+        .iter()
+        .find_map(|f| manifest.annotations.get(f.modelfile_annotation()))
+        .map(|text| Digest::of(text.as_bytes()))
+}
+
+/// What `modelpack sign` leaves out of a model's signature (and records as
+/// `ignore_paths`, so both tools skip them on verify): git's files, as
+/// `model_signing` does by default, and — when the model was built from a
+/// Modelfile (recorded in the manifest) and serves no file of that name —
+/// `Modelfile`, so `model_signing verify` passes on the build directory
+/// that held it as well as on an extracted one. (The manifest does not say
+/// whether the Modelfile was in the directory or generated; ignoring it costs
+/// nothing in the second case: no file of the model is served under it.)
+pub fn ignore_paths_for(
+    manifest: &crate::manifest::Manifest,
+    files: &BTreeMap<String, Digest>,
+) -> Vec<String> {
+    let mut out: Vec<String> = bundle::DEFAULT_IGNORE
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    if modelfile_digest(manifest).is_some() && !files.contains_key(MODELFILE) {
+        out.push(MODELFILE.to_string());
+    }
+    out
 }
 
 /// The files of a manifest a signature can be checked against *before*
@@ -93,9 +145,7 @@ pub fn files_from_raw_manifest(
         let rel = crate::extract::safe_relative_path(&name, p)?
             .display()
             .to_string();
-        if !resources::ignored(&rel, &[]) {
-            out.insert(rel, l.digest.clone());
-        }
+        out.insert(rel, l.digest.clone());
     }
     Ok(Some(out))
 }

@@ -10,12 +10,13 @@
 //! not in the manifest), so under a policy a model with tar layers is
 //! refused with that reason; build it raw (the default).
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::manifest::Manifest;
 use crate::reference::Reference;
 use crate::registry::RegistryClient;
 
@@ -23,8 +24,9 @@ use super::keys::PublicKey;
 
 pub struct NodePolicy {
     keys: BTreeMap<String, Vec<PublicKey>>,
-    /// Manifest digests already verified (a model's layers Prepare one by one).
-    verified: Mutex<HashSet<Digest>>,
+    /// Manifests already verified, by digest (a model's layers Prepare one
+    /// by one, and each Prepare checks its labels against the manifest).
+    verified: Mutex<HashMap<Digest, Arc<Manifest>>>,
 }
 
 impl NodePolicy {
@@ -46,7 +48,7 @@ impl NodePolicy {
         }
         Ok(Some(NodePolicy {
             keys,
-            verified: Mutex::new(HashSet::new()),
+            verified: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -58,22 +60,25 @@ impl NodePolicy {
             .map(Vec::as_slice)
     }
 
-    /// Checks `reference@digest` against the policy (a no-op for registries it does not list).
+    /// Checks `reference@digest` against the policy. Returns the verified
+    /// manifest, which is what the signature covers: a caller serving a layer
+    /// must check that the layer is one of it (`ModelLayerLabels::layer_in`).
+    /// `None` for registries the policy does not list.
     pub async fn check(
         &self,
         client: &RegistryClient,
         reference: &Reference,
         digest: &Digest,
-    ) -> Result<()> {
+    ) -> Result<Option<Arc<Manifest>>> {
         let Some(keys) = self.keys_for(&reference.registry) else {
-            return Ok(());
+            return Ok(None);
         };
-        if self.verified.lock().unwrap().contains(digest) {
-            return Ok(());
+        if let Some(m) = self.verified.lock().unwrap().get(digest) {
+            return Ok(Some(m.clone()));
         }
         let pinned = reference.with_digest(digest.clone());
         let f = client.get_manifest(&pinned).await?;
-        let m = crate::manifest::Manifest::parse(&f.bytes, &format!("manifest of {pinned}"))?;
+        let m = Arc::new(Manifest::parse(&f.bytes, &format!("manifest of {pinned}"))?);
         let files = super::files_from_raw_manifest(&m)?.ok_or_else(|| {
             Error::Validation(format!(
                 "{pinned} has tar layers: the node's signing policy covers raw-layer models only (their file digests are in the manifest)"
@@ -87,18 +92,69 @@ impl NodePolicy {
                 .collect();
         let mut why = Vec::new();
         for key in keys {
-            match super::verify_any(&bundles, key, &files, &pinned.to_string()) {
+            let modelfile = super::modelfile_digest(&m);
+            match super::verify_any(
+                &bundles,
+                key,
+                &files,
+                modelfile.as_ref(),
+                &pinned.to_string(),
+            ) {
                 Ok(_) => {
                     let mut v = self.verified.lock().unwrap();
                     if v.len() > 4096 {
                         v.clear();
                     }
-                    v.insert(digest.clone());
-                    return Ok(());
+                    v.insert(digest.clone(), m.clone());
+                    return Ok(Some(m));
                 }
                 Err(e) => why.push(e.to_string()),
             }
         }
         Err(Error::Validation(why.join("; ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const P256_PUB: &str = "-----BEGIN PUBLIC KEY-----
+MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2p4P8to2ZbEO53Igo4XCKxgyAaKW
+mq9VIPWbGvSP3VaYSqubfTIvkr0Vkrw2EeSj7353ouKjNAAYTBQRHNoRdg==
+-----END PUBLIC KEY-----
+";
+
+    #[test]
+    fn rules_name_registries_then_the_wildcard_and_each_needs_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.pub");
+        std::fs::write(&key, P256_PUB).unwrap();
+        assert!(NodePolicy::load(&BTreeMap::new()).unwrap().is_none());
+        let only = NodePolicy::load(&BTreeMap::from([("reg.example".into(), vec![key.clone()])]))
+            .unwrap()
+            .unwrap();
+        assert_eq!(only.keys_for("reg.example").map(<[_]>::len), Some(1));
+        assert!(
+            only.keys_for("other.example").is_none(),
+            "unlisted: no policy"
+        );
+        let wild = NodePolicy::load(&BTreeMap::from([("*".into(), vec![key.clone()])]))
+            .unwrap()
+            .unwrap();
+        assert!(wild.keys_for("any.example").is_some());
+        let e = NodePolicy::load(&BTreeMap::from([("reg.example".into(), vec![])]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("reg.example") && e.contains("no key"), "{e}");
+        let e = NodePolicy::load(&BTreeMap::from([(
+            "reg.example".into(),
+            vec![dir.path().join("missing.pub")],
+        )]))
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(e.contains("missing.pub"), "{e}");
     }
 }

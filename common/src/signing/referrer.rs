@@ -173,3 +173,34 @@ pub async fn fetch_remote(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_signature_referrer_is_shaped_as_cosign_stores_bundles() {
+        let subject = Descriptor::new(media::OCI_MANIFEST, Digest::of(b"model"), 5);
+        let m = build(&subject, b"{\"bundle\":1}");
+        assert_eq!(m.artifact_type.as_deref(), Some(BUNDLE_MEDIA_TYPE));
+        assert_eq!(m.subject.as_ref().map(|s| &s.digest), Some(&subject.digest));
+        assert_eq!(m.config.digest, Digest::of(b"{}"));
+        assert_eq!(m.layers.len(), 1);
+        assert_eq!(m.layers[0].media_type, BUNDLE_MEDIA_TYPE);
+        assert_eq!(m.layers[0].digest, Digest::of(b"{\"bundle\":1}"));
+        assert_eq!(
+            m.layers[0]
+                .annotations
+                .get(media::ANNOTATION_TITLE)
+                .map(String::as_str),
+            Some("model.sig")
+        );
+        assert_eq!(
+            m.annotations.get(ANNOTATION_PREDICATE).map(String::as_str),
+            Some(PREDICATE_TYPE)
+        );
+        // It round-trips through its own bytes.
+        let again = Manifest::parse(&m.to_bytes(), "referrer").unwrap();
+        assert_eq!(again.subject.unwrap().digest, subject.digest);
+    }
+}

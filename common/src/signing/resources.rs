@@ -14,18 +14,28 @@ use crate::manifest::Manifest;
 use crate::media::LayerFormat;
 use crate::store::Store;
 
-/// Files a signature never covers in a model directory: git's, and our Modelfile.
-pub fn ignored(rel: &str, extra: &[String]) -> bool {
-    let first = rel.split('/').next().unwrap_or(rel);
-    super::bundle::DEFAULT_IGNORE.contains(&first)
-        || rel == "Modelfile"
-        || extra
-            .iter()
-            .any(|e| e == rel || rel.starts_with(&format!("{e}/")))
+/// Is `rel` one of `ignore_paths` or under one of them (a directory)? A
+/// signature's statement lists what it ignores; nothing else is ignored
+/// (no built-in list: a file the signer did not choose to ignore counts).
+pub fn ignored(rel: &str, ignore_paths: &[String]) -> bool {
+    ignore_paths.iter().any(|e| {
+        let e = e.trim_end_matches('/');
+        rel == e || rel.strip_prefix(e).is_some_and(|r| r.starts_with('/'))
+    })
 }
 
 /// The model's files from its manifest; tar layers are read from the store.
 pub fn from_manifest(store: &Store, manifest: &Manifest) -> Result<BTreeMap<String, Digest>> {
+    from_manifest_with(manifest, &|d| store.open_blob(d))
+}
+
+/// [`from_manifest`] with tar layers opened by `open` (a pull checks them
+/// while they are still staged, before anything is kept). Raw layers are
+/// never opened: their digest is their file's sha256.
+pub fn from_manifest_with(
+    manifest: &Manifest,
+    open: &dyn Fn(&Digest) -> Result<std::fs::File>,
+) -> Result<BTreeMap<String, Digest>> {
     let mut out = BTreeMap::new();
     for l in &manifest.layers {
         let name = crate::extract::layer_name(l);
@@ -40,7 +50,7 @@ pub fn from_manifest(store: &Store, manifest: &Manifest) -> Result<BTreeMap<Stri
                 insert(&mut out, rel.display().to_string(), l.digest.clone(), &name)?;
             }
             format => {
-                let f = store.open_blob(&l.digest)?;
+                let f = open(&l.digest)?;
                 tar_files(f, format, &name, &mut out)?;
             }
         }
@@ -49,9 +59,6 @@ pub fn from_manifest(store: &Store, manifest: &Manifest) -> Result<BTreeMap<Stri
 }
 
 fn insert(out: &mut BTreeMap<String, Digest>, path: String, d: Digest, layer: &str) -> Result<()> {
-    if ignored(&path, &[]) {
-        return Ok(());
-    }
     if out.insert(path.clone(), d).is_some() {
         return Err(Error::Artifact(format!(
             "{path} appears twice in the model (again in layer {layer})"
@@ -108,8 +115,8 @@ fn tar_files(
 }
 
 /// Every file under `dir`, hashed (as `model_signing verify` reads a
-/// directory): git files, our Modelfile and `skip` (the signature file when
-/// it lies inside) are left out; a symlink is an error.
+/// directory): only `skip` (the signature file when it lies inside, and the
+/// paths the signature ignores) is left out; a symlink is an error.
 pub fn from_dir(dir: &Path, skip: &[String]) -> Result<BTreeMap<String, Digest>> {
     let mut out = BTreeMap::new();
     for e in walkdir::WalkDir::new(dir).follow_links(false).min_depth(1) {
@@ -136,4 +143,123 @@ pub fn from_dir(dir: &Path, skip: &[String]) -> Result<BTreeMap<String, Digest>>
         out.insert(rel, d);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::Descriptor;
+
+    fn layer(media: &str, data: &[u8], path: &str) -> Descriptor {
+        let mut d = Descriptor::new(media, Digest::of(data), data.len() as u64);
+        d.annotations
+            .insert("org.cncf.model.filepath".into(), path.into());
+        d
+    }
+
+    /// Signing and verifying a raw model never opens a blob: the store here
+    /// holds none of its layers, yet its files come out of the manifest and
+    /// a signature over them verifies. A tar layer does need its bytes.
+    #[test]
+    fn raw_layers_are_read_from_the_manifest_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("store")).unwrap();
+        let raw = "application/vnd.cncf.model.weight.v1.raw";
+        let m = Manifest::model(
+            crate::media::Family::Cncf,
+            Descriptor::empty(),
+            vec![
+                layer(raw, b"weights", "w.safetensors"),
+                layer(raw, b"nested", "tokenizer/sub/vocab.json"),
+            ],
+        );
+        let files = from_manifest(&store, &m).unwrap();
+        assert_eq!(files.len(), 2);
+        assert_eq!(files["tokenizer/sub/vocab.json"], Digest::of(b"nested"));
+        assert!(
+            !store.has_blob(&Digest::of(b"weights")),
+            "no blob was needed"
+        );
+        let opened = std::cell::Cell::new(0);
+        let counted = from_manifest_with(&m, &|d| {
+            opened.set(opened.get() + 1);
+            store.open_blob(d)
+        })
+        .unwrap();
+        assert_eq!((counted, opened.get()), (files.clone(), 0));
+        assert_eq!(
+            super::super::files_from_raw_manifest(&m).unwrap(),
+            Some(files.clone())
+        );
+        // And a signature made from them verifies against them.
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &rng,
+        )
+        .unwrap();
+        use base64::Engine as _;
+        let pem = format!(
+            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+        );
+        let key = super::super::PrivateKey::from_pem(&pem, "k").unwrap();
+        let b = super::super::bundle::sign(&files, &[], "m", &key).unwrap();
+        let again = from_manifest(&store, &m).unwrap();
+        super::super::verify_files(&b, &key.public_key().unwrap(), &again, None, "sig").unwrap();
+
+        let tar = Manifest::model(
+            crate::media::Family::Cncf,
+            Descriptor::empty(),
+            vec![layer(
+                "application/vnd.cncf.model.weight.v1.tar",
+                b"t",
+                "dir",
+            )],
+        );
+        let e = from_manifest(&store, &tar).unwrap_err();
+        assert!(matches!(e, Error::NotFound { .. }), "{e}");
+    }
+
+    #[test]
+    fn only_the_listed_paths_and_what_is_under_them_are_ignored() {
+        let list: Vec<String> = [".git", "Modelfile", "docs/"].map(String::from).to_vec();
+        for (p, want) in [
+            (".git", true),
+            (".git/config", true),
+            (".github/workflows/x", false),
+            ("Modelfile", true),
+            ("sub/Modelfile", false),
+            ("Modelfile.bak", false),
+            ("docs/a.md", true),
+            ("docs", true),
+            ("docs-x", false),
+        ] {
+            assert_eq!(ignored(p, &list), want, "{p}");
+        }
+        assert!(!ignored("Modelfile", &[]), "nothing is ignored by default");
+    }
+
+    #[test]
+    fn a_directory_yields_every_file_nested_or_not_but_what_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        for p in ["a/b", "a/c/d/e.bin", "a-b", "Modelfile", "model.sig"] {
+            let f = d.path().join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(&f, p).unwrap();
+        }
+        let all = from_dir(d.path(), &[]).unwrap();
+        let names: Vec<&str> = all.keys().map(String::as_str).collect();
+        assert_eq!(
+            names,
+            ["Modelfile", "a-b", "a/b", "a/c/d/e.bin", "model.sig"]
+        );
+        assert_eq!(all["a/c/d/e.bin"], Digest::of(b"a/c/d/e.bin"));
+        let skipped = from_dir(d.path(), &["model.sig".into(), "a/c".into()]).unwrap();
+        let names: Vec<&str> = skipped.keys().map(String::as_str).collect();
+        assert_eq!(names, ["Modelfile", "a-b", "a/b"]);
+        std::os::unix::fs::symlink("a/b", d.path().join("link")).unwrap();
+        let e = from_dir(d.path(), &[]).unwrap_err().to_string();
+        assert!(e.contains("link") && e.contains("symlink"), "{e}");
+    }
 }

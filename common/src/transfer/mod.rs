@@ -20,7 +20,10 @@ mod small;
 
 pub use attach::{attach_layer, attach_local, attach_remote};
 pub use known::KnownBlobs;
-pub use pull::{PullReport, PulledBlob, fetch_to_dir, pull_to_dir, pull_to_store};
+pub use pull::{
+    BeforeKeep, OpenBlob, PullReport, PulledBlob, fetch_to_dir, pull_to_dir, pull_to_store,
+    pull_to_store_checked,
+};
 pub use push::{BlobAction, BlobReport, PushReport, push_from_store, upload_file};
 pub use relabel::store_in_family;
 pub use remote_build::pack_to_registry;

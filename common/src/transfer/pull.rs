@@ -163,6 +163,31 @@ pub async fn pull_to_store(
     concurrency: usize,
     progress: &dyn TransferProgress,
 ) -> Result<PullReport> {
+    pull_to_store_checked(client, store, remote, concurrency, progress, None).await
+}
+
+/// Opens one blob of the model being pulled: from the store, or from the
+/// scratch directory where a checked pull stages what it downloaded.
+pub type OpenBlob<'a> = dyn Fn(&Digest) -> Result<std::fs::File> + 'a;
+
+/// A check a pulled model must pass before any of it is kept (e.g. a
+/// signature over the files of tar layers, known only from their bytes).
+pub type BeforeKeep<'a> = dyn Fn(&Manifest, &OpenBlob<'_>) -> Result<()> + Sync + 'a;
+
+/// [`pull_to_store`] with a check run once every blob is downloaded and
+/// verified but before anything is kept: downloads stay staged (locked
+/// partial files in the scratch directory) until `before_keep` passes, so a
+/// refusal discards them and the store is exactly as it was — no blob, no
+/// manifest, no tag moved, no referrer recorded.
+pub async fn pull_to_store_checked(
+    client: &RegistryClient,
+    store: &Store,
+    remote: &Reference,
+    concurrency: usize,
+    progress: &dyn TransferProgress,
+    before_keep: Option<&BeforeKeep<'_>>,
+) -> Result<PullReport> {
+    let stage = before_keep.is_some();
     let (bytes, digest, manifest) = fetch_manifest(client, remote).await?;
     crate::extract::check_layer_paths(&manifest.layers)?;
     let _lease = store.lease()?;
@@ -181,39 +206,66 @@ pub async fn pull_to_store(
             .filter(|(d, _)| !store.has_blob(&d.digest))
             .fold(0u64, |acc, (d, _)| acc.saturating_add(d.size)),
     );
-    let results: Result<Vec<PulledBlob>> = stream::iter(blobs.into_iter().map(|(desc, name)| {
-        let known = &known;
-        let scratch = &scratch;
-        async move {
-            known.record(&desc.digest, &remote.registry, &remote.repository);
-            if store.has_blob(&desc.digest) {
-                progress.blob_finished(&name, desc.size, "exists");
-                return Ok(PulledBlob::kept(&desc, &name, "exists"));
+    type Staged = (Digest, u64, PartialBlob);
+    let results: Result<Vec<(PulledBlob, Option<Staged>)>> =
+        stream::iter(blobs.into_iter().map(|(desc, name)| {
+            let known = &known;
+            let scratch = &scratch;
+            async move {
+                known.record(&desc.digest, &remote.registry, &remote.repository);
+                if store.has_blob(&desc.digest) {
+                    progress.blob_finished(&name, desc.size, "exists");
+                    return Ok((PulledBlob::kept(&desc, &name, "exists"), None));
+                }
+                progress.blob_started(&name, desc.size);
+                let partial = PartialBlob::open(scratch, &desc.digest).await?;
+                if store.has_blob(&desc.digest) {
+                    // Another pull finished it while we waited for its lock.
+                    let _ = scratch.remove_file(&partial.name);
+                    progress.blob_finished(&name, desc.size, "exists");
+                    return Ok((PulledBlob::kept(&desc, &name, "exists"), None));
+                }
+                let blob_progress = super::BlobProgress {
+                    parent: progress,
+                    name: &name,
+                };
+                let resumed_at =
+                    download(client, remote, &desc, scratch, &partial, &blob_progress).await?;
+                progress.blob_finished(&name, desc.size, "downloaded");
+                let pulled = PulledBlob::downloaded(&desc, &name, resumed_at);
+                if stage {
+                    // Kept locked and unnamed until the check passes.
+                    return Ok((pulled, Some((desc.digest.clone(), desc.size, partial))));
+                }
+                store.commit_partial(scratch, &partial, &desc.digest, desc.size)?;
+                Ok::<_, Error>((pulled, None))
             }
-            progress.blob_started(&name, desc.size);
-            let partial = PartialBlob::open(scratch, &desc.digest).await?;
-            if store.has_blob(&desc.digest) {
-                // Another pull finished it while we waited for its lock.
-                let _ = scratch.remove_file(&partial.name);
-                progress.blob_finished(&name, desc.size, "exists");
-                return Ok(PulledBlob::kept(&desc, &name, "exists"));
-            }
-            let blob_progress = super::BlobProgress {
-                parent: progress,
-                name: &name,
-            };
-            let resumed_at =
-                download(client, remote, &desc, scratch, &partial, &blob_progress).await?;
-            store.commit_partial(scratch, &partial, &desc.digest, desc.size)?;
-            progress.blob_finished(&name, desc.size, "downloaded");
-            Ok::<_, Error>(PulledBlob::downloaded(&desc, &name, resumed_at))
-        }
-    }))
-    .buffer_unordered(concurrency.max(1))
-    .try_collect()
-    .await;
-    // The stream (and every download's lock) is dropped by now.
+        }))
+        .buffer_unordered(concurrency.max(1))
+        .try_collect()
+        .await;
+    // The stream (and every unstaged download's lock) is dropped by now.
     let results = results.inspect_err(|e| discard_partials(e, &scratch, &manifest))?;
+    let (results, staged): (Vec<PulledBlob>, Vec<Option<Staged>>) = results.into_iter().unzip();
+    let staged: Vec<Staged> = staged.into_iter().flatten().collect();
+    if let Some(check) = before_keep {
+        let open = |d: &Digest| -> Result<std::fs::File> {
+            match staged.iter().find(|(s, ..)| s == d) {
+                Some((_, _, p)) => scratch.open_file(&p.name, false),
+                None => store.open_blob(d),
+            }
+        };
+        if let Err(e) = check(&manifest, &open) {
+            for (_, _, p) in &staged {
+                let _ = scratch.remove_file(&p.name);
+            }
+            return Err(e);
+        }
+    }
+    for (d, size, p) in &staged {
+        store.commit_partial(&scratch, p, d, *size)?;
+    }
+    drop(staged);
     store.put_bytes(&bytes)?;
     let desc = manifest_descriptor(&bytes, &digest, &manifest);
     if remote.tag.is_some() || remote.digest.is_none() {

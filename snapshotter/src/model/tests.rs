@@ -64,6 +64,7 @@ fn fetcher() -> ModelFetcher {
         blobs: Default::default(),
         prefetching: Default::default(),
         policy: None,
+        manifests: Default::default(),
     }
 }
 
@@ -299,6 +300,18 @@ async fn a_layer_with_a_bound_index_commits_without_fetching_and_cri_labels_find
         "a layer on a foreign parent is not the model's"
     );
 
+    // The lazy path serves only the manifest's layer at the manifest's path.
+    let mut moved = derived.clone();
+    moved.filepath = "elsewhere/model.safetensors".into();
+    let msg = prepare_model(&s, &f, "", moved.to_labels())
+        .await
+        .to_string();
+    assert!(
+        msg.contains(modelpack_common::labels::LABEL_FILEPATH) && msg.contains(&md.to_string()),
+        "{msg}"
+    );
+    assert!(s.meta.get(&chain).unwrap().is_none(), "nothing committed");
+
     // A caller cannot make a layer lazy by sending our label.
     let mut labels = derived.to_labels();
     labels.insert(
@@ -426,6 +439,147 @@ async fn the_first_eager_prepare_fetches_the_other_layers_in_the_background() {
             &std::fs::read(s.blob_path(d.hex())).unwrap(),
             bytes,
             "verified and stored once"
+        );
+    }
+}
+
+/// Pushes a two-layer raw model and a signature of it (a P-256 key made with
+/// openssl); returns (manifest digest, layer digests, public key PEM path).
+async fn push_signed_model(
+    f: &ModelFetcher,
+    r: &Reference,
+    dir: &std::path::Path,
+) -> (Digest, Vec<Digest>, std::path::PathBuf) {
+    use modelpack_common::signing::{PrivateKey, bundle, referrer};
+    let layers = [b"signed weights".to_vec(), b"signed tokenizer".to_vec()];
+    let paths = ["w.safetensors", "tokenizer.json"];
+    let mut digests = Vec::new();
+    for l in &layers {
+        digests.push(f.client.push_blob_bytes(r, l).await.unwrap());
+    }
+    let config = br#"{"descriptor":{},"config":{},"modelfs":{"type":"layers","diffIds":[]}}"#;
+    let cd = f.client.push_blob_bytes(r, config).await.unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cncf.model.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.cncf.model.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+        "layers": digests.iter().zip(&layers).zip(paths).map(|((d, l), p)| serde_json::json!({
+            "mediaType": "application/vnd.cncf.model.weight.v1.raw",
+            "digest": d.to_string(), "size": l.len(),
+            "annotations": {"org.cncf.model.filepath": p}
+        })).collect::<Vec<_>>()
+    }))
+    .unwrap();
+    let md = f
+        .client
+        .put_manifest(r, &manifest, "application/vnd.oci.image.manifest.v1+json")
+        .await
+        .unwrap();
+    let private = dir.join("priv.pem");
+    let ok = std::process::Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&private)
+        .status()
+        .expect("openssl is required: run integration/setup.sh")
+        .success();
+    assert!(ok);
+    let key = PrivateKey::load(&private).unwrap();
+    let public = dir.join("pub.pem");
+    std::fs::write(&public, key.public_key().unwrap().to_pem()).unwrap();
+    let files = paths
+        .iter()
+        .zip(&digests)
+        .map(|(p, d)| (p.to_string(), d.clone()))
+        .collect();
+    let sig = bundle::sign(&files, &[], "m", &key).unwrap().to_bytes();
+    let store = modelpack_common::store::Store::open(dir.join("store")).unwrap();
+    store.put_bytes(&sig).unwrap();
+    store.put_bytes(b"{}").unwrap();
+    let subject = modelpack_common::manifest::Descriptor::new(
+        "application/vnd.oci.image.manifest.v1+json",
+        md.clone(),
+        manifest.len() as u64,
+    );
+    let referrer = referrer::build(&subject, &sig).to_bytes();
+    referrer::publish(&f.client, &store, r, &referrer)
+        .await
+        .unwrap();
+    (md, digests, public)
+}
+
+/// The labels are the caller's; the signature covers the manifest. A signed
+/// manifest's digest must not vouch for a foreign blob or a path it does not
+/// name — on the eager path (no lazy views here) with and without a policy.
+#[tokio::test]
+async fn a_prepare_must_name_a_layer_of_its_manifest_at_its_path() {
+    let reg = registry();
+    let r: Reference = format!("{}/models/signed:v1", reg.host).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plain = fetcher();
+    let (md, digests, public) = push_signed_model(&plain, &r, dir.path()).await;
+    let foreign = b"unsigned bytes the attacker wants served";
+    let fd = plain.client.push_blob_bytes(&r, foreign).await.unwrap();
+    let rules = BTreeMap::from([(reg.host.clone(), vec![public.clone()])]);
+    for with_policy in [true, false] {
+        let mut f = fetcher();
+        if with_policy {
+            f.policy = modelpack_common::signing::policy::NodePolicy::load(&rules)
+                .unwrap()
+                .map(Arc::new);
+        }
+        let f = Arc::new(f);
+        let root = tempfile::tempdir().unwrap();
+        let s = Arc::new(Snapshots::open(root.path()).unwrap());
+        let labels = |d: &Digest, size: usize, path: &str| {
+            let (mut l, chain) = model_labels(&r.to_string(), "", d, size, path);
+            l.insert(
+                modelpack_common::labels::LABEL_MANIFEST.into(),
+                md.to_string(),
+            );
+            (l, chain)
+        };
+        // A foreign blob under the signed manifest's digest.
+        let (l, chain) = labels(&fd, foreign.len(), "w.safetensors");
+        let e = prepare_model(&s, &f, "", l).await;
+        let msg = e.to_string();
+        assert!(
+            msg.contains(modelpack_common::labels::LABEL_LAYER_DIGEST)
+                && msg.contains(&fd.to_string())
+                && msg.contains(&md.to_string())
+                && msg.contains("has no such layer"),
+            "policy {with_policy}: {msg}"
+        );
+        assert_eq!(tonic::Status::from(e).code(), tonic::Code::InvalidArgument);
+        assert!(s.meta.get(&chain).unwrap().is_none(), "nothing committed");
+        assert!(
+            !s.blob_path(fd.hex()).exists(),
+            "the foreign blob not fetched"
+        );
+        // A signed blob at a path the manifest does not give it.
+        let (l, chain) = labels(&digests[0], 14, "tokenizer.json");
+        let msg = prepare_model(&s, &f, "", l).await.to_string();
+        assert!(
+            msg.contains(modelpack_common::labels::LABEL_FILEPATH)
+                && msg.contains("\"tokenizer.json\"")
+                && msg.contains("\"w.safetensors\""),
+            "policy {with_policy}: {msg}"
+        );
+        assert!(s.meta.get(&chain).unwrap().is_none(), "nothing committed");
+        assert!(!s.blob_path(digests[0].hex()).exists());
+        // The manifest's own layer at its path is served.
+        let (l, chain) = labels(&digests[0], 14, "w.safetensors");
+        let e = prepare_model(&s, &f, "", l).await;
+        assert!(
+            matches!(e, SnapError::AlreadyExists(ref t) if *t == chain),
+            "policy {with_policy}: {e}"
         );
     }
 }
