@@ -78,6 +78,19 @@ impl From<std::io::Error> for VolumeError {
 
 type VResult<T> = std::result::Result<T, VolumeError>;
 
+/// A failed signing-policy check: refused (FailedPrecondition: kubelet's
+/// retries will not change the verdict until the model is signed), or not
+/// checkable now (registry down, credentials refused: by their kind).
+fn policy_error(r: &Reference, e: modelpack_common::Error) -> VolumeError {
+    use modelpack_common::ErrorKind as K;
+    match e.kind() {
+        K::Unavailable | K::PermissionDenied | K::NotFound | K::Cancelled => e.into(),
+        _ => VolumeError::FailedPrecondition(format!(
+            "{r} refused by the node's signing policy: {e}"
+        )),
+    }
+}
+
 /// One published target, as recorded on disk.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -219,8 +232,8 @@ impl Volumes {
             if is_bound(&p.target) {
                 return Ok(());
             }
-            // Recorded but not bound (a stale mount): bind again.
-            unbind(&p.target);
+            // Recorded but not bound (a dead mount): bound again on top of
+            // it, so a container's copy of the mount sees the new view.
         }
         self.publish_locked(&mut state, &p, cred).await
     }
@@ -232,38 +245,20 @@ impl Volumes {
         cred: Option<Credential>,
     ) -> VResult<()> {
         let client = self.client_for(cred)?;
-        let att = self.open_model(&client, &p.reference).await?;
+        // The policy first: a refused model leaves nothing in the node store.
+        let reference = self.check_policy(&client, &p.reference).await?;
+        let att = self.open_model(&client, &reference).await?;
         let digest = att.descriptor.digest.clone();
-        if let Some(policy) = &self.policy {
-            policy
-                .check(&client, &p.reference, &digest)
-                .await
-                .map_err(|e| {
-                    VolumeError::FailedPrecondition(format!(
-                        "{} refused by the node's signing policy: {e}",
-                        p.reference
-                    ))
-                })?;
-        }
         let key = Self::view_key(&digest, &p.include);
         let prefetch = p.prefetch.unwrap_or(self.lazy.opts.prefetch);
-        if !self.views.lock().unwrap().contains_key(&key) {
-            self.serve_view(&key, att, &client, &p.include, prefetch)
-                .await?;
-        }
-        let source = match &p.path {
-            Some(sub) => self.view_dir(&key).join(sub),
-            None => self.view_dir(&key),
-        };
-        if !source.is_dir() {
+        let result = self.serve_and_bind(p, &key, att, &client, prefetch).await;
+        if let Err(e) = result {
+            // Nothing of a failed publish stays: not its view (unless another
+            // volume uses it), not the model's record.
             self.release_if_unused(state, &key);
-            return Err(VolumeError::Invalid(format!(
-                "volumeAttributes.path {:?} is not a directory of {}",
-                p.path.as_deref().unwrap_or(""),
-                p.reference
-            )));
+            self.forget_if_unused(state, &p.reference, &digest);
+            return Err(e);
         }
-        bind_read_only(&source, &p.target)?;
         state.volumes.insert(
             p.target.clone(),
             Volume {
@@ -276,9 +271,84 @@ impl Volumes {
                 prefetch,
             },
         );
-        self.save(state)?;
+        if let Err(e) = self.save(state) {
+            // Not recorded: not published (kubelet retries).
+            let v = state.volumes.remove(&p.target).expect("just inserted");
+            unbind(&p.target);
+            self.release_if_unused(state, &v.view);
+            return Err(e);
+        }
         tracing::info!(volume = %p.volume_id, target = %p.target.display(), reference = %p.reference, "volume published");
         Ok(())
+    }
+
+    /// The view (mounted unless already served) bound at the target.
+    async fn serve_and_bind(
+        &self,
+        p: &Publish,
+        key: &str,
+        att: Attachable,
+        client: &RegistryClient,
+        prefetch: bool,
+    ) -> VResult<()> {
+        if !self.views.lock().unwrap().contains_key(key) {
+            self.serve_view(key, att, client, &p.include, prefetch)
+                .await?;
+        }
+        let source = match &p.path {
+            Some(sub) => self.view_dir(key).join(sub),
+            None => self.view_dir(key),
+        };
+        if !source.is_dir() {
+            return Err(VolumeError::Invalid(format!(
+                "volumeAttributes.path {:?} is not a directory of {}",
+                p.path.as_deref().unwrap_or(""),
+                p.reference
+            )));
+        }
+        bind_read_only(&source, &p.target)
+    }
+
+    /// The model's record in the node store goes when no volume uses it
+    /// (GC then frees its blobs).
+    fn forget_if_unused(&self, state: &State, reference: &Reference, digest: &Digest) {
+        if state.volumes.values().any(|v| &v.digest == digest) {
+            return;
+        }
+        // Its chunk-index referrers' entries too, so none names a freed blob.
+        let referrers =
+            modelpack_common::chunkindex::local::referrers(&self.store, digest).unwrap_or_default();
+        for r in referrers
+            .iter()
+            .map(|r| r.digest.clone())
+            .chain([digest.clone()])
+        {
+            if let Err(e) = self.store.remove(&reference.with_digest(r)) {
+                tracing::debug!("forget {reference}: {e}");
+            }
+        }
+    }
+
+    /// Checks the node's signing policy before anything of the model is
+    /// stored. Returns the reference to open: pinned to the digest that was
+    /// checked when the policy covers its registry (a tag moved meanwhile
+    /// cannot swap in an unchecked model), else as asked.
+    async fn check_policy(&self, client: &RegistryClient, r: &Reference) -> VResult<Reference> {
+        let Some(policy) = &self.policy else {
+            return Ok(r.clone());
+        };
+        if policy.keys_for(&r.registry).is_none() {
+            return Ok(r.clone());
+        }
+        let digest = match &r.digest {
+            Some(d) => d.clone(),
+            None => client.get_manifest(r).await?.digest,
+        };
+        policy
+            .check(client, r, &digest)
+            .await
+            .map_err(|e| policy_error(r, e))?;
+        Ok(r.with_digest(digest))
     }
 
     /// The model from the node store when its digest is known and stored
@@ -385,6 +455,24 @@ impl Volumes {
         std::fs::create_dir_all(&dir).ctx("create", &dir)?;
         let mounted = modelpack_fs::mount(fs, &dir)
             .map_err(|e| VolumeError::Internal(format!("mount {}: {e}", dir.display())))?;
+        // Private: each target's bind of it is then a peer group of its own
+        // (where the target's parent is shared, as kubelet's pods dir is).
+        // Shared, every bind of one view would be peers, and the bind a
+        // restart stacks on one target would propagate onto all of them —
+        // and onto the view itself.
+        if let Err(e) = nix::mount::mount(
+            None::<&str>,
+            &dir,
+            None::<&str>,
+            nix::mount::MsFlags::MS_PRIVATE,
+            None::<&str>,
+        ) {
+            let _ = mounted.unmount();
+            return Err(VolumeError::Internal(format!(
+                "make {} private: {e}",
+                dir.display()
+            )));
+        }
         let lazy_files = files.iter().any(|f| matches!(f.backing, Backing::Lazy(_)));
         let prefetch = (prefetch && lazy_files).then(|| {
             let files = files.clone();
@@ -434,12 +522,23 @@ impl Volumes {
     }
 
     /// NodeUnpublishVolume: the bind goes, the target directory goes, and the
-    /// view goes with its last volume (its blobs are then GC's to free).
+    /// view goes with its last volume (its blobs are then GC's to free). Only
+    /// a target we recorded is unmounted: a path we know nothing about is
+    /// someone else's (success when nothing is mounted there, as the spec
+    /// asks of a repeated call; refused when something is).
     pub async fn unpublish(&self, volume_id: &str, target: &Path) -> VResult<()> {
         let mut state = self.state.lock().await;
-        if let Some(v) = state.volumes.get(target)
-            && v.volume_id != volume_id
-        {
+        let Some(v) = state.volumes.get(target) else {
+            if is_mount_point(target) {
+                return Err(VolumeError::FailedPrecondition(format!(
+                    "{} is a mount point this node service did not make; it is left alone",
+                    target.display()
+                )));
+            }
+            // Already unpublished (or never by us): idempotent success.
+            return Ok(());
+        };
+        if v.volume_id != volume_id {
             return Err(VolumeError::NotFound(format!(
                 "{} is the target of volume {}, not {volume_id}",
                 target.display(),
@@ -452,21 +551,22 @@ impl Volumes {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("remove {}: {e}", target.display()),
         }
-        let Some(v) = state.volumes.remove(target) else {
-            // Already unpublished (or never by us): idempotent success.
-            return Ok(());
-        };
+        let v = state.volumes.remove(target).expect("looked up above");
         self.save(&state)?;
         let released = self.release_if_unused(&state, &v.view);
         tracing::info!(volume = %volume_id, target = %target.display(), "volume unpublished");
         if released && !state.volumes.values().any(|o| o.digest == v.digest) {
             // The model's index entry goes; GC frees what no snapshot uses.
             if let Ok(r) = v.reference.parse::<Reference>() {
-                let _ = self.store.remove(&r.with_digest(v.digest.clone()));
+                self.forget_if_unused(&state, &r, &v.digest);
             }
             drop(state);
             let snaps = self.snaps.clone();
-            let _ = tokio::task::spawn_blocking(move || snaps.cleanup()).await;
+            match tokio::task::spawn_blocking(move || snaps.cleanup()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!("GC after unpublishing {volume_id}: {e}"),
+                Err(e) => tracing::warn!("GC after unpublishing {volume_id}: {e}"),
+            }
         }
         Ok(())
     }
@@ -500,8 +600,14 @@ impl Volumes {
     }
 
     /// After a restart: every recorded view mounted again from the node
-    /// store, every target bound again. Failures are logged and left for
-    /// kubelet's retries; the record stays so the blobs stay.
+    /// store, every target bound again — on top of the dead mount the old
+    /// process left, not in its place: a running container holds a copy of
+    /// that mount, and only a mount made on it propagates into the copy
+    /// (`mountPropagation: HostToContainer`). Under a signing policy each
+    /// model is checked again (the policy may have been tightened across the
+    /// restart): a model it refuses now, or that cannot be checked, is not
+    /// served, and says so in the log. Failures are left for kubelet's
+    /// retries; the record stays so the blobs stay and unpublish cleans up.
     pub async fn restore(&self) -> usize {
         let state = self.state.lock().await;
         let mut ok = 0;
@@ -510,19 +616,32 @@ impl Volumes {
             .iter()
             .map(|(t, v)| (t.clone(), v.clone()))
             .collect();
+        let mut refused: HashSet<Digest> = HashSet::new();
         for (target, v) in targets {
             let r = async {
                 let reference: Reference = v
                     .reference
                     .parse()
                     .map_err(|e: modelpack_common::Error| VolumeError::Internal(e.to_string()))?;
+                let client = self.node_client.clone();
+                if refused.contains(&v.digest) {
+                    return Err(VolumeError::FailedPrecondition(
+                        "refused by the node's signing policy (see above)".into(),
+                    ));
+                }
+                if let Err(e) = self
+                    .check_policy(&client, &reference.with_digest(v.digest.clone()))
+                    .await
+                {
+                    refused.insert(v.digest.clone());
+                    return Err(e);
+                }
                 if !self.views.lock().unwrap().contains_key(&v.view) {
                     let att = lazy::open_local(
                         &self.store,
                         &reference.with_digest(v.digest.clone()),
                         LazyPolicy::default(),
                     )?;
-                    let client = self.node_client.clone();
                     self.serve_view(&v.view, att, &client, &v.include, v.prefetch)
                         .await?;
                 }
@@ -530,12 +649,17 @@ impl Volumes {
                     Some(sub) => self.view_dir(&v.view).join(sub),
                     None => self.view_dir(&v.view),
                 };
-                unbind(&target);
+                if is_bound(&target) {
+                    return Ok(());
+                }
                 bind_read_only(&source, &target)
             }
             .await;
             match r {
                 Ok(()) => ok += 1,
+                Err(VolumeError::FailedPrecondition(e)) => {
+                    tracing::error!(volume = %v.volume_id, target = %target.display(), reference = %v.reference, "not served again after the restart: {e}")
+                }
                 Err(e) => {
                     tracing::warn!(volume = %v.volume_id, target = %target.display(), "not served again: {e:?}")
                 }
@@ -579,13 +703,16 @@ impl Volumes {
 }
 
 impl crate::snapshots::BlobUsers for Volumes {
-    /// Holds the volume state (so no publish stores blobs meanwhile) while
-    /// GC runs; a publish or unpublish in flight holds it, and GC waits.
+    /// Holds the volume state (so no publish stores blobs between GC's
+    /// keep-list and its deletes) while GC runs. A publish in flight holds
+    /// the state, so GC waits for it to finish and then runs — it is never
+    /// skipped (a skipped round after the last unpublish would leave the
+    /// model's blobs until some later GC). Called on a blocking thread
+    /// (every GC runs in `spawn_blocking`), never from async code.
     fn during_gc(&self, gc: &mut dyn FnMut(&HashSet<String>)) {
-        if let Ok(state) = self.state.try_lock() {
-            let keep = self.blobs_in_use(&state);
-            gc(&keep);
-        }
+        let state = self.state.blocking_lock();
+        let keep = self.blobs_in_use(&state);
+        gc(&keep);
     }
 }
 
@@ -599,10 +726,24 @@ fn is_bound(target: &Path) -> bool {
     std::fs::metadata(parent).is_ok_and(|p| p.dev() != t.dev())
 }
 
+/// Binds `source` read-only at `target`, creating the directory when it is
+/// missing. A target that is a dead mount (ENOTCONN after a restart) is
+/// bound on top of, never replaced: see [`Volumes::restore`]. On failure
+/// nothing stays mounted.
 fn bind_read_only(source: &Path, target: &Path) -> VResult<()> {
     use nix::mount::{MsFlags, mount};
-    std::fs::create_dir_all(target)
-        .map_err(|e| VolumeError::Internal(format!("create {}: {e}", target.display())))?;
+    match std::fs::symlink_metadata(target) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(target)
+            .map_err(|e| VolumeError::Internal(format!("create {}: {e}", target.display())))?,
+        Ok(m) if !m.is_dir() => {
+            return Err(VolumeError::Invalid(format!(
+                "target_path {} exists and is not a directory",
+                target.display()
+            )));
+        }
+        // A directory, or a dead mount: mount on it.
+        _ => {}
+    }
     mount(
         Some(source),
         target,
@@ -624,7 +765,7 @@ fn bind_read_only(source: &Path, target: &Path) -> VResult<()> {
         MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
         None::<&str>,
     ) {
-        unbind(target);
+        unbind_top(target);
         return Err(VolumeError::Internal(format!(
             "make {} read-only: {e}",
             target.display()
@@ -633,10 +774,139 @@ fn bind_read_only(source: &Path, target: &Path) -> VResult<()> {
     Ok(())
 }
 
-/// Unmounts whatever we bound at `target` (nothing mounted is fine).
-fn unbind(target: &Path) {
+/// Unmounts the topmost mount at `target`.
+fn unbind_top(target: &Path) {
     use nix::mount::{MntFlags, umount2};
     if umount2(target, MntFlags::empty()).is_err() {
         let _ = umount2(target, MntFlags::MNT_DETACH);
+    }
+}
+
+/// Most mounts stacked at one target we unmount (one per restart while the
+/// volume was published; bounded so a hostile stack cannot spin us).
+const MAX_STACKED: usize = 64;
+
+/// Unmounts every mount we stacked at `target` (nothing mounted is fine).
+fn unbind(target: &Path) {
+    use nix::errno::Errno;
+    use nix::mount::{MntFlags, umount2};
+    for _ in 0..MAX_STACKED {
+        match umount2(target, MntFlags::empty()) {
+            Ok(()) => continue,
+            // Not a mount point (any more), or gone.
+            Err(Errno::EINVAL) | Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => return,
+            Err(_) => {
+                if umount2(target, MntFlags::MNT_DETACH).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Is something mounted at `target` itself (a live or dead mount)?
+fn is_mount_point(target: &Path) -> bool {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .is_some_and(|m| Path::new(&unescape_mountinfo(m)) == target)
+    })
+}
+
+/// Mount points in mountinfo have space, tab, newline and backslash as `\ooo`.
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshots::BlobUsers;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn volumes(root: &Path) -> Arc<Volumes> {
+        let snaps = Arc::new(Snapshots::open(root).unwrap());
+        let client = RegistryClient::new(
+            TransportOptions::default(),
+            Arc::new(CredentialStore::new(CredentialOptions::default())),
+        )
+        .unwrap();
+        let lazy = Arc::new(LazyViews::new(
+            crate::lazy::LazyOptions {
+                enable: false,
+                ..Default::default()
+            },
+            snaps.cas.clone(),
+            client.clone(),
+            tokio::runtime::Handle::current(),
+        ));
+        let opts = CsiOptions {
+            driver_name: "d".into(),
+            node_id: "n".into(),
+        };
+        Arc::new(
+            Volumes::open(
+                opts,
+                root,
+                snaps,
+                lazy,
+                TransportOptions::default(),
+                client,
+                None,
+            )
+            .unwrap(),
+        )
+    }
+
+    /// A GC that comes while a publish holds the state waits and then runs:
+    /// skipping it would leave an unpublished model's blobs on the node.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn gc_waits_for_a_publish_in_flight_then_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = volumes(dir.path());
+        let publishing = v.state.lock().await;
+        let ran = Arc::new(AtomicBool::new(false));
+        let gc = {
+            let (v, ran) = (v.clone(), ran.clone());
+            tokio::task::spawn_blocking(move || {
+                v.during_gc(&mut |_| ran.store(true, Ordering::SeqCst))
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(
+            !ran.load(Ordering::SeqCst),
+            "GC ran while a publish held the state"
+        );
+        drop(publishing);
+        tokio::time::timeout(std::time::Duration::from_secs(10), gc)
+            .await
+            .expect("GC did not run after the publish")
+            .unwrap();
+        assert!(ran.load(Ordering::SeqCst), "GC was skipped");
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo(r"/a\040b\011c\134d"), "/a b\tc\\d");
+        assert_eq!(unescape_mountinfo(r"/plain"), "/plain");
+        assert_eq!(unescape_mountinfo(r"/trunc\04"), r"/trunc\04");
     }
 }
