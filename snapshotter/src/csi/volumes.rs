@@ -229,7 +229,7 @@ impl Volumes {
                 )));
             }
             // Repeated call: fine once the bind is in place.
-            if is_bound(&p.target) {
+            if self.is_served(&p.target, v) {
                 return Ok(());
             }
             // Recorded but not bound (a dead mount): bound again on top of
@@ -498,6 +498,21 @@ impl Volumes {
         Ok(())
     }
 
+    /// What is bound at a volume's target: its view, or the view's sub-path.
+    fn source_of(&self, v: &Volume) -> PathBuf {
+        match &v.path {
+            Some(sub) => self.view_dir(&v.view).join(sub),
+            None => self.view_dir(&v.view),
+        }
+    }
+
+    /// Is `target` bound to the view served now for `v` (not to a dead
+    /// mount a previous process left)?
+    fn is_served(&self, target: &Path, v: &Volume) -> bool {
+        let served = self.views.lock().unwrap().contains_key(&v.view);
+        served && is_bound_to(target, &self.source_of(v))
+    }
+
     /// Unmounts a view no recorded volume uses.
     fn release_if_unused(&self, state: &State, key: &str) -> bool {
         if state.volumes.values().any(|v| v.view == key) {
@@ -584,19 +599,22 @@ impl Volumes {
                     path.display()
                 ))
             })?;
-        let views = self.views.lock().unwrap();
-        let Some(view) = views.get(&v.view) else {
-            return Ok((0, 0, false));
-        };
-        let prefix = v.path.as_deref().map(Path::new);
         let (mut bytes, mut files) = (0u64, 0u64);
-        for f in &view.files {
-            if prefix.is_none_or(|p| f.path.starts_with(p)) {
-                bytes += f.size;
-                files += 1;
+        {
+            let views = self.views.lock().unwrap();
+            let Some(view) = views.get(&v.view) else {
+                return Ok((0, 0, false));
+            };
+            let prefix = v.path.as_deref().map(Path::new);
+            for f in &view.files {
+                if prefix.is_none_or(|p| f.path.starts_with(p)) {
+                    bytes += f.size;
+                    files += 1;
+                }
             }
         }
-        Ok((bytes, files, is_bound(path)))
+        let healthy = self.is_served(path, v);
+        Ok((bytes, files, healthy))
     }
 
     /// After a restart: every recorded view mounted again from the node
@@ -645,14 +663,10 @@ impl Volumes {
                     self.serve_view(&v.view, att, &client, &v.include, v.prefetch)
                         .await?;
                 }
-                let source = match &v.path {
-                    Some(sub) => self.view_dir(&v.view).join(sub),
-                    None => self.view_dir(&v.view),
-                };
-                if is_bound(&target) {
+                if self.is_served(&target, &v) {
                     return Ok(());
                 }
-                bind_read_only(&source, &target)
+                bind_read_only(&self.source_of(&v), &target)
             }
             .await;
             match r {
@@ -716,14 +730,16 @@ impl crate::snapshots::BlobUsers for Volumes {
     }
 }
 
-/// Is `target` a live mount point (a bind of a live view)? A stale FUSE
-/// bind after a restart answers ENOTCONN: not bound.
-fn is_bound(target: &Path) -> bool {
+/// Is `target` the root of a mount of `source` (same device and inode)?
+/// A dead FUSE mount may still answer `stat` from the kernel's attribute
+/// cache, so "a mount point that stats" is not enough: it must be a mount
+/// of the view that is served now.
+fn is_bound_to(target: &Path, source: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    let (Ok(t), Some(parent)) = (std::fs::metadata(target), target.parent()) else {
-        return false;
-    };
-    std::fs::metadata(parent).is_ok_and(|p| p.dev() != t.dev())
+    match (std::fs::metadata(target), std::fs::metadata(source)) {
+        (Ok(t), Ok(s)) => t.dev() == s.dev() && t.ino() == s.ino(),
+        _ => false,
+    }
 }
 
 /// Binds `source` read-only at `target`, creating the directory when it is
