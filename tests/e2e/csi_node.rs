@@ -379,6 +379,14 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
             password: "right-password".into(),
         },
     );
+    // A registry only a pod's secret opens (the node has no login for it).
+    let pod_only = Registry::start(
+        &t.join("reg3"),
+        Auth::Htpasswd {
+            user: "pod".into(),
+            password: "pod-password".into(),
+        },
+    );
     let mp = || {
         let mut c = Command::new(cli());
         c.env("MODELPACK_HOME", t.join("store"))
@@ -477,6 +485,29 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
     ok(
         mp().args(["push", "-q", &pre_ref]).output().unwrap(),
         "push pre",
+    );
+    let sec_model = t.join("sec-model");
+    let sec_source = write_model(&sec_model, "Sec", 3 << 20, 13);
+    let sec_ref = format!("{}/models/sec:v1", pod_only.host);
+    ok(
+        mp().args([
+            "build",
+            "-q",
+            "--chunk-size",
+            "1MiB",
+            "-t",
+            &sec_ref,
+            sec_model.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap(),
+        "build sec",
+    );
+    ok(
+        mp().args(["push", "-q", "-u", "pod", "-p", "pod-password", &sec_ref])
+            .output()
+            .unwrap(),
+        "push sec",
     );
     let source = hashes(&model);
     let model_bytes: u64 = weights.len() as u64;
@@ -914,6 +945,28 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
     // A restart: the volumes stay readable, present chunks are not fetched
     // again — also inside a running container that holds a copy of pod 1's
     // mount (HostToContainer): the new view is bound on top of the dead one.
+    // A lazy volume from the pod-only registry, published with its secret;
+    // only its config is read before the restart.
+    let p8 = pods.join("p8/mount");
+    let sec_req = || {
+        let mut r = publish_req(
+            "csi-sec",
+            &p8,
+            &[
+                ("csi.storage.k8s.io/ephemeral", "true"),
+                ("reference", &sec_ref),
+                ("prefetch", "false"),
+            ],
+        );
+        r.secrets = [("username", "pod"), ("password", "pod-password")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        r
+    };
+    rt.block_on(c.node.node_publish_volume(sec_req()))
+        .unwrap_or_else(|e| panic!("publish with a secret: {e}\n{}", daemon.log()));
+    assert_eq!(sha(&p8.join("config.json")), sec_source["config.json"]);
     let container = Container::start(&p1, &t.join("ctr/models"));
     assert_eq!(
         container.sha("config.json").as_deref(),
@@ -942,6 +995,24 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
         );
     }
     drop(container);
+    // The secret is not kept across the restart; kubelet's republish
+    // (requiresRepublish) brings it back, and the rest is fetched with it.
+    rt.block_on(c.node.node_publish_volume(sec_req()))
+        .unwrap_or_else(|e| panic!("republish with the secret: {e}\n{}", daemon.log()));
+    assert_eq!(
+        hashes(&p8),
+        sec_source,
+        "the secret-published volume after a restart"
+    );
+    assert!(
+        !daemon.log().contains("pod-password")
+            && !std::fs::read_to_string(root.join("csi/volumes.json"))
+                .unwrap()
+                .contains("pod-password"),
+        "a secret was written to the log or the state"
+    );
+    rt.block_on(c.node.node_unpublish_volume(unpublish_req("csi-sec", &p8)))
+        .unwrap();
 
     // Unpublish both (and again: idempotent); the blobs go with the last.
     rt.block_on(c.node.node_unpublish_volume(unpublish_req("csi-pod1", &p1)))

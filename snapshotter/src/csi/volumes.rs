@@ -104,6 +104,10 @@ struct Volume {
     #[serde(default)]
     include: Vec<String>,
     prefetch: bool,
+    /// Published with a pull secret (never the secret itself: that is kept
+    /// only in memory, and comes back with kubelet's next republish).
+    #[serde(default)]
+    secret: bool,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -116,6 +120,57 @@ struct ServedView {
     mounted: modelpack_fs::Mounted,
     files: Vec<FsFile>,
     prefetch: Option<tokio::task::JoinHandle<()>>,
+    /// What its lazy layers fetch with.
+    client: ClientSlot,
+}
+
+/// The registry client a view's lazy layers fetch with, replaceable. A pull
+/// secret is never written to disk, so a restarted node agent serves a
+/// secret-published volume with the node's credentials until kubelet
+/// republishes it (the `CSIDriver` sets `requiresRepublish`, and kubelet
+/// sends the secret with every call); that republish puts the secret's
+/// credential back here for the chunks not fetched yet.
+type ClientSlot = Arc<std::sync::RwLock<RegistryClient>>;
+
+/// A lazy layer's blob in its registry, through the view's [`ClientSlot`].
+struct SlotBlob {
+    slot: ClientSlot,
+    reference: Reference,
+    digest: Digest,
+    size: u64,
+}
+
+impl BlobSource for SlotBlob {
+    fn digest(&self) -> &Digest {
+        &self.digest
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn describe(&self) -> String {
+        format!("blob {} from {}", self.digest, self.reference)
+    }
+
+    fn read_range(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> futures::future::BoxFuture<'_, modelpack_common::Result<modelpack_common::cas::ByteStream>>
+    {
+        let client = self.slot.read().unwrap().clone();
+        Box::pin(async move {
+            RegistryBlob::new(
+                client,
+                self.reference.clone(),
+                self.digest.clone(),
+                self.size,
+            )
+            .read_range(offset, len)
+            .await
+        })
+    }
 }
 
 pub struct Volumes {
@@ -228,8 +283,15 @@ impl Volumes {
                     p.target.display()
                 )));
             }
-            // Repeated call: fine once the bind is in place.
+            // Repeated call (kubelet's retries and republishes): fine once the
+            // bind is in place; a pull secret in it is the one to fetch with.
             if self.is_served(&p.target, v) {
+                if cred.is_some() {
+                    let client = self.client_for(cred)?;
+                    if let Some(view) = self.views.lock().unwrap().get(&v.view) {
+                        *view.client.write().unwrap() = client;
+                    }
+                }
                 return Ok(());
             }
             // Recorded but not bound (a dead mount): bound again on top of
@@ -244,6 +306,7 @@ impl Volumes {
         p: &Publish,
         cred: Option<Credential>,
     ) -> VResult<()> {
+        let secret = cred.is_some();
         let client = self.client_for(cred)?;
         // The policy first: a refused model leaves nothing in the node store.
         let reference = self.check_policy(&client, &p.reference).await?;
@@ -251,7 +314,9 @@ impl Volumes {
         let digest = att.descriptor.digest.clone();
         let key = Self::view_key(&digest, &p.include);
         let prefetch = p.prefetch.unwrap_or(self.lazy.opts.prefetch);
-        let result = self.serve_and_bind(p, &key, att, &client, prefetch).await;
+        let result = self
+            .serve_and_bind(p, &key, att, &client, prefetch, secret)
+            .await;
         if let Err(e) = result {
             // Nothing of a failed publish stays: not its view (unless another
             // volume uses it), not the model's record.
@@ -269,6 +334,7 @@ impl Volumes {
                 path: p.path.clone(),
                 include: p.include.clone(),
                 prefetch,
+                secret,
             },
         );
         if let Err(e) = self.save(state) {
@@ -290,10 +356,25 @@ impl Volumes {
         att: Attachable,
         client: &RegistryClient,
         prefetch: bool,
+        secret: bool,
     ) -> VResult<()> {
-        if !self.views.lock().unwrap().contains_key(key) {
-            self.serve_view(key, att, client, &p.include, prefetch)
-                .await?;
+        let served = self
+            .views
+            .lock()
+            .unwrap()
+            .get(key)
+            .map(|v| v.client.clone());
+        match served {
+            None => {
+                self.serve_view(key, att, client, &p.include, prefetch)
+                    .await?
+            }
+            // A view served since a restart with the node's credentials: a
+            // publish with a secret brings the credential it lacked.
+            Some(slot) if secret => {
+                *slot.write().unwrap() = client.clone();
+            }
+            Some(_) => {}
         }
         let source = match &p.path {
             Some(sub) => self.view_dir(key).join(sub),
@@ -393,6 +474,7 @@ impl Volumes {
             lazy::fetch_whole(&cas, &src).await?;
         }
         att.replan(&self.store, LazyPolicy::default())?;
+        let slot: ClientSlot = Arc::new(std::sync::RwLock::new(client.clone()));
         let mut files = Vec::new();
         for plan in &att.plans {
             let desc = &plan.layer.descriptor;
@@ -404,12 +486,12 @@ impl Volumes {
                     })?))
                 }
                 LayerSource::Lazy { index, .. } => {
-                    let src: Arc<dyn BlobSource> = Arc::new(RegistryBlob::new(
-                        client.clone(),
-                        att.reference.clone(),
-                        desc.digest.clone(),
-                        desc.size,
-                    ));
+                    let src: Arc<dyn BlobSource> = Arc::new(SlotBlob {
+                        slot: slot.clone(),
+                        reference: att.reference.clone(),
+                        digest: desc.digest.clone(),
+                        size: desc.size,
+                    });
                     Backing::Lazy(
                         self.lazy
                             .shared_sparse(&desc.digest, index, src)
@@ -493,6 +575,7 @@ impl Volumes {
                 mounted,
                 files,
                 prefetch,
+                client: slot,
             },
         );
         Ok(())
@@ -670,6 +753,10 @@ impl Volumes {
             }
             .await;
             match r {
+                Ok(()) if v.secret => {
+                    ok += 1;
+                    tracing::info!(volume = %v.volume_id, target = %target.display(), "served again; published with a pull secret, which is not kept across restarts: chunks not on the node yet are fetched with the node's credentials until kubelet republishes the volume with it (requiresRepublish)");
+                }
                 Ok(()) => ok += 1,
                 Err(VolumeError::FailedPrecondition(e)) => {
                     tracing::error!(volume = %v.volume_id, target = %target.display(), reference = %v.reference, "not served again after the restart: {e}")
