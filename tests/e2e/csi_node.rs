@@ -674,6 +674,67 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
         assert_eq!(st.code(), want, "stats, {what}: {st}");
     }
 
+    // A publish stuck on its registry (it accepts connections and never
+    // answers) holds up neither a publish of another model nor an unpublish.
+    let stuck = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let stuck_ref = format!("{}/models/stuck:v1", stuck.local_addr().unwrap());
+    let stuck_req = publish_req(
+        "csi-stuck",
+        &pods.join("stuck/mount"),
+        &[
+            ("csi.storage.k8s.io/ephemeral", "true"),
+            ("reference", stuck_ref.as_str()),
+        ],
+    );
+    let mut stuck_client = c.node.clone();
+    let stuck_publish = rt.spawn(async move { stuck_client.node_publish_volume(stuck_req).await });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        !stuck_publish.is_finished(),
+        "the stuck publish ended early"
+    );
+    let pb = pods.join("pb/mount");
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            c.node.node_publish_volume(publish_req(
+                "csi-beside",
+                &pb,
+                &[
+                    ("csi.storage.k8s.io/ephemeral", "true"),
+                    ("reference", eager_ref.as_str()),
+                    ("include", "*.json"),
+                ],
+            )),
+        )
+        .await
+    })
+    .expect("a publish beside a stuck one timed out")
+    .unwrap_or_else(|e| panic!("publish beside a stuck one: {e}\n{}", daemon.log()));
+    assert_eq!(hashes(&pb)["config.json"], eager_source["config.json"]);
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            c.node
+                .node_unpublish_volume(unpublish_req("csi-beside", &pb)),
+        )
+        .await
+    })
+    .expect("an unpublish beside a stuck publish timed out")
+    .unwrap();
+    assert!(
+        !stuck_publish.is_finished(),
+        "the stuck publish ended before the other model's publish and unpublish: they waited for it"
+    );
+    drop(stuck);
+    let st = rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(120), stuck_publish).await })
+        .expect("the stuck publish did not end once its registry went")
+        .unwrap()
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(st.code(), Code::Unavailable, "{st}");
+
     // A bind that fails (the target's parent is a file) leaves no view and
     // no mount behind.
     std::fs::write(pods.join("a-file"), b"").unwrap();

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use super::request::{Publish, matcher};
 use crate::lazy::LazyViews;
+use crate::model::KeyedLocks;
 use crate::snapshots::Snapshots;
 
 /// Node-level settings of the CSI service.
@@ -181,9 +182,51 @@ pub struct Volumes {
     lazy: Arc<LazyViews>,
     transport: TransportOptions,
     node_client: RegistryClient,
+    /// The recorded volumes. Held only for short, non-blocking steps (never
+    /// across a fetch): the long work of a publish is serialised per target,
+    /// per model and per view by `locks`, so one big download does not hold
+    /// up publishes and unpublishes of other models.
     state: tokio::sync::Mutex<State>,
+    /// Keyed async locks, always taken in this order: `target`, `ref`,
+    /// `digest`, `view` (unpublish skips `ref`), so no two calls wait on
+    /// each other in a cycle.
+    locks: KeyedLocks,
+    /// Publishes in flight, and whether a GC came meanwhile (see `during_gc`).
+    gc: Mutex<GcHold>,
     views: Mutex<HashMap<String, ServedView>>,
     policy: Option<Arc<modelpack_common::signing::policy::NodePolicy>>,
+}
+
+/// Publishes that may be storing blobs GC does not know of yet, and a GC
+/// that was put off because of them.
+#[derive(Debug, Default)]
+struct GcHold {
+    publishes: usize,
+    pending: bool,
+}
+
+/// A publish in flight: GC waits for the last one to end (see
+/// `during_gc`), which then runs the GC that was put off.
+struct InFlight<'a> {
+    v: &'a Volumes,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let run = {
+            let mut hold = self.v.gc.lock().unwrap();
+            hold.publishes -= 1;
+            hold.publishes == 0 && std::mem::take(&mut hold.pending)
+        };
+        if run && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let snaps = self.v.snaps.clone();
+            rt.spawn_blocking(move || {
+                if let Err(e) = snaps.cleanup() {
+                    tracing::warn!("GC put off by a publish: {e}");
+                }
+            });
+        }
+    }
 }
 
 /// Most bytes of the state file we read (it is ours; bounded all the same).
@@ -222,6 +265,8 @@ impl Volumes {
             transport,
             node_client,
             state: tokio::sync::Mutex::new(state),
+            locks: KeyedLocks::default(),
+            gc: Mutex::new(GcHold::default()),
             views: Mutex::new(HashMap::new()),
             policy,
         })
@@ -264,10 +309,22 @@ impl Volumes {
         }
     }
 
+    /// Marks a publish in flight (GC is put off until the last one ends).
+    /// Waits while a GC runs: GC is a short scan, and must not see a blob
+    /// of a publish that started after it listed what to keep.
+    fn in_flight(&self) -> InFlight<'_> {
+        self.gc.lock().unwrap().publishes += 1;
+        InFlight { v: self }
+    }
+
     /// NodePublishVolume: the model's view (shared), bound read-only at the target.
     pub async fn publish(&self, p: Publish, cred: Option<Credential>) -> VResult<()> {
-        let mut state = self.state.lock().await;
-        if let Some(v) = state.volumes.get(&p.target) {
+        let _target = self
+            .locks
+            .lock(&format!("target\n{}", p.target.display()))
+            .await;
+        let recorded = self.state.lock().await.volumes.get(&p.target).cloned();
+        if let Some(v) = &recorded {
             if v.volume_id != p.volume_id {
                 return Err(VolumeError::AlreadyExists(format!(
                     "{} is already the target of volume {}",
@@ -297,31 +354,33 @@ impl Volumes {
             // Recorded but not bound (a dead mount): bound again on top of
             // it, so a container's copy of the mount sees the new view.
         }
-        self.publish_locked(&mut state, &p, cred).await
+        let _in_flight = self.in_flight();
+        self.publish_new(&p, cred).await
     }
 
-    async fn publish_locked(
-        &self,
-        state: &mut State,
-        p: &Publish,
-        cred: Option<Credential>,
-    ) -> VResult<()> {
+    /// A publish under its target's lock: the model opened (one publish of a
+    /// reference at a time), its view served and bound, the volume recorded.
+    async fn publish_new(&self, p: &Publish, cred: Option<Credential>) -> VResult<()> {
         let secret = cred.is_some();
         let client = self.client_for(cred)?;
+        let _model = self.locks.lock(&format!("ref\n{}", p.reference)).await;
         // The policy first: a refused model leaves nothing in the node store.
         let reference = self.check_policy(&client, &p.reference).await?;
         let att = self.open_model(&client, &reference).await?;
         let digest = att.descriptor.digest.clone();
         let key = Self::view_key(&digest, &p.include);
+        let _digest = self.locks.lock(&format!("digest\n{digest}")).await;
+        let _view = self.locks.lock(&format!("view\n{key}")).await;
         let prefetch = p.prefetch.unwrap_or(self.lazy.opts.prefetch);
         let result = self
             .serve_and_bind(p, &key, att, &client, prefetch, secret)
             .await;
+        let mut state = self.state.lock().await;
         if let Err(e) = result {
             // Nothing of a failed publish stays: not its view (unless another
             // volume uses it), not the model's record.
-            self.release_if_unused(state, &key);
-            self.forget_if_unused(state, &p.reference, &digest);
+            self.release_if_unused(&state, &key);
+            self.forget_if_unused(&state, &p.reference, &digest);
             return Err(e);
         }
         state.volumes.insert(
@@ -337,13 +396,14 @@ impl Volumes {
                 secret,
             },
         );
-        if let Err(e) = self.save(state) {
+        if let Err(e) = self.save(&state) {
             // Not recorded: not published (kubelet retries).
             let v = state.volumes.remove(&p.target).expect("just inserted");
             unbind(&p.target);
-            self.release_if_unused(state, &v.view);
+            self.release_if_unused(&state, &v.view);
             return Err(e);
         }
+        drop(state);
         tracing::info!(volume = %p.volume_id, target = %p.target.display(), reference = %p.reference, "volume published");
         Ok(())
     }
@@ -625,8 +685,12 @@ impl Volumes {
     /// someone else's (success when nothing is mounted there, as the spec
     /// asks of a repeated call; refused when something is).
     pub async fn unpublish(&self, volume_id: &str, target: &Path) -> VResult<()> {
-        let mut state = self.state.lock().await;
-        let Some(v) = state.volumes.get(target) else {
+        let _target = self
+            .locks
+            .lock(&format!("target\n{}", target.display()))
+            .await;
+        let recorded = self.state.lock().await.volumes.get(target).cloned();
+        let Some(v) = recorded else {
             if is_mount_point(target) {
                 return Err(VolumeError::FailedPrecondition(format!(
                     "{} is a mount point this node service did not make; it is left alone",
@@ -643,13 +707,18 @@ impl Volumes {
                 v.volume_id
             )));
         }
+        // A publish of this model or view in flight finishes first (it may
+        // be about to use the view this unpublish would release).
+        let _digest = self.locks.lock(&format!("digest\n{}", v.digest)).await;
+        let _view = self.locks.lock(&format!("view\n{}", v.view)).await;
         unbind(target);
         match std::fs::remove_dir(target) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => tracing::warn!("remove {}: {e}", target.display()),
         }
-        let v = state.volumes.remove(target).expect("looked up above");
+        let mut state = self.state.lock().await;
+        state.volumes.remove(target);
         self.save(&state)?;
         let released = self.release_if_unused(&state, &v.view);
         tracing::info!(volume = %volume_id, target = %target.display(), "volume unpublished");
@@ -671,10 +740,8 @@ impl Volumes {
 
     /// NodeGetVolumeStats: bytes and files the volume shows.
     pub async fn stats(&self, volume_id: &str, path: &Path) -> VResult<(u64, u64, bool)> {
-        let state = self.state.lock().await;
-        let v = state
-            .volumes
-            .get(path)
+        let recorded = self.state.lock().await.volumes.get(path).cloned();
+        let v = recorded
             .filter(|v| v.volume_id == volume_id)
             .ok_or_else(|| {
                 VolumeError::NotFound(format!(
@@ -696,7 +763,7 @@ impl Volumes {
                 }
             }
         }
-        let healthy = self.is_served(path, v);
+        let healthy = self.is_served(path, &v);
         Ok((bytes, files, healthy))
     }
 
@@ -710,9 +777,12 @@ impl Volumes {
     /// served, and says so in the log. Failures are left for kubelet's
     /// retries; the record stays so the blobs stay and unpublish cleans up.
     pub async fn restore(&self) -> usize {
-        let state = self.state.lock().await;
+        let _in_flight = self.in_flight();
         let mut ok = 0;
-        let targets: Vec<(PathBuf, Volume)> = state
+        let targets: Vec<(PathBuf, Volume)> = self
+            .state
+            .lock()
+            .await
             .volumes
             .iter()
             .map(|(t, v)| (t.clone(), v.clone()))
@@ -766,7 +836,6 @@ impl Volumes {
                 }
             }
         }
-        drop(state);
         ok
     }
 
@@ -804,16 +873,29 @@ impl Volumes {
 }
 
 impl crate::snapshots::BlobUsers for Volumes {
-    /// Holds the volume state (so no publish stores blobs between GC's
-    /// keep-list and its deletes) while GC runs. A publish in flight holds
-    /// the state, so GC waits for it to finish and then runs — it is never
-    /// skipped (a skipped round after the last unpublish would leave the
-    /// model's blobs until some later GC). Called on a blocking thread
-    /// (every GC runs in `spawn_blocking`), never from async code.
+    /// A publish in flight stores blobs (manifest, config, chunk indexes,
+    /// layers) before its volume is recorded, so GC must not run during
+    /// one. With none in flight, GC runs now and no publish starts until it
+    /// is done (a short scan). With some, it is put off, not skipped: the
+    /// last of them to finish runs it — GC never waits for a download, and
+    /// a publish never waits for a GC that waits for a download. Called on
+    /// a blocking thread (every GC runs in `spawn_blocking`).
     fn during_gc(&self, gc: &mut dyn FnMut(&HashSet<String>)) {
-        let state = self.state.blocking_lock();
-        let keep = self.blobs_in_use(&state);
+        let mut hold = self.gc.lock().unwrap();
+        if hold.publishes > 0 {
+            hold.pending = true;
+            tracing::debug!(
+                "GC put off until {} publish(es) in flight end",
+                hold.publishes
+            );
+            return;
+        }
+        let keep = {
+            let state = self.state.blocking_lock();
+            self.blobs_in_use(&state)
+        };
         gc(&keep);
+        drop(hold);
     }
 }
 
@@ -979,31 +1061,56 @@ mod tests {
         )
     }
 
-    /// A GC that comes while a publish holds the state waits and then runs:
-    /// skipping it would leave an unpublished model's blobs on the node.
+    /// A GC that comes while a publish is in flight is put off, not skipped
+    /// (skipping it would leave an unpublished model's blobs on the node):
+    /// the publish's end runs it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn gc_waits_for_a_publish_in_flight_then_runs() {
+    async fn gc_during_a_publish_is_put_off_then_runs() {
         let dir = tempfile::tempdir().unwrap();
         let v = volumes(dir.path());
-        let publishing = v.state.lock().await;
+        let _ = v
+            .snaps
+            .blob_users
+            .set(v.clone() as Arc<dyn crate::snapshots::BlobUsers>);
+        let blobs = dir.path().join("blobs/sha256");
+        std::fs::create_dir_all(&blobs).unwrap();
+        let stray = blobs.join("ab".repeat(32));
+        std::fs::write(&stray, b"no one uses this").unwrap();
+        let publishing = v.in_flight();
         let ran = Arc::new(AtomicBool::new(false));
-        let gc = {
+        {
             let (v, ran) = (v.clone(), ran.clone());
             tokio::task::spawn_blocking(move || {
                 v.during_gc(&mut |_| ran.store(true, Ordering::SeqCst))
             })
-        };
-        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            .await
+            .unwrap();
+        }
         assert!(
             !ran.load(Ordering::SeqCst),
-            "GC ran while a publish held the state"
+            "GC ran while a publish was in flight"
         );
+        assert!(v.gc.lock().unwrap().pending, "the GC was dropped");
+        assert!(stray.exists());
         drop(publishing);
-        tokio::time::timeout(std::time::Duration::from_secs(10), gc)
-            .await
-            .expect("GC did not run after the publish")
-            .unwrap();
-        assert!(ran.load(Ordering::SeqCst), "GC was skipped");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while stray.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the GC put off did not run after the publish"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(!v.gc.lock().unwrap().pending);
+        // With nothing in flight, GC runs at once.
+        let ran2 = ran.clone();
+        let v2 = v.clone();
+        tokio::task::spawn_blocking(move || {
+            v2.during_gc(&mut |_| ran2.store(true, Ordering::SeqCst))
+        })
+        .await
+        .unwrap();
+        assert!(ran.load(Ordering::SeqCst));
     }
 
     #[test]
