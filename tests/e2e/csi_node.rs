@@ -8,7 +8,15 @@
 //! idempotency, missing volume id, missing target path), the right codes for
 //! a bad reference, a missing model, a wrong credential and a registry that
 //! is down, a daemon restart with the volumes still readable, unpublish of
-//! both, and GC freeing the model's blobs. Also: a gRPC client that sends the
+//! both, and GC freeing every blob of the models. Along the way: prefetch off
+//! (reading config fetches no weight) and on (complete with no read), eager
+//! layers whole at publish and a left-out raw layer never fetched, the node's
+//! credentials, NodeGetVolumeStats' sanity cases, a failed bind leaving no
+//! view, a publish stuck on its registry holding up no other model, a
+//! secret-published volume read in full after a restart and a republish, and
+//! the restart seen inside a stand-in container (HostToContainer). The signing
+//! test: a policy tightened across a restart, and a refused publish that
+//! stores nothing. Also: a gRPC client that sends the
 //! socket path as `:authority` (grpc-go 1.33, Debian's) is answered on both
 //! of the daemon's sockets.
 //!
