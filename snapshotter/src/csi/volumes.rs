@@ -804,7 +804,9 @@ impl Volumes {
                     .check_policy(&client, &reference.with_digest(v.digest.clone()))
                     .await
                 {
-                    refused.insert(v.digest.clone());
+                    if matches!(e, VolumeError::FailedPrecondition(_)) {
+                        refused.insert(v.digest.clone());
+                    }
                     return Err(e);
                 }
                 if !self.views.lock().unwrap().contains_key(&v.view) {
