@@ -80,9 +80,21 @@ pub struct Config {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CsiConfig {
+    /// A socket path; a `unix://` prefix is accepted (as the flag accepts it).
+    #[serde(default, deserialize_with = "socket_path")]
     pub address: Option<PathBuf>,
     pub node_id: Option<String>,
     pub driver_name: Option<String>,
+}
+
+/// The path of a unix socket given as `PATH` or `unix://PATH` (the form
+/// kubelet's and csi-sanity's `--csi-address` use).
+pub fn strip_unix_scheme(s: &str) -> PathBuf {
+    PathBuf::from(s.strip_prefix("unix://").unwrap_or(s))
+}
+
+fn socket_path<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(|s| strip_unix_scheme(&s)))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -181,6 +193,23 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn csi_address_accepts_the_unix_scheme_like_the_flag() {
+        for text in [
+            "[csi]\naddress = \"unix:///var/lib/kubelet/plugins/x/csi.sock\"\n",
+            "[csi]\naddress = \"/var/lib/kubelet/plugins/x/csi.sock\"\n",
+        ] {
+            let c: Config = toml::from_str(text).unwrap();
+            assert_eq!(
+                c.csi.address.as_deref(),
+                Some(Path::new("/var/lib/kubelet/plugins/x/csi.sock")),
+                "{text}"
+            );
+        }
+        let c: Config = toml::from_str("[csi]\nnode_id = \"n\"\n").unwrap();
+        assert_eq!(c.csi.address, None);
+    }
 
     #[test]
     fn the_shipped_configs_parse() {

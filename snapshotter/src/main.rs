@@ -105,7 +105,7 @@ fn main() -> Result<()> {
         .context("the lazy attach settings")?;
     let csi_address = args
         .csi_address
-        .map(|a| PathBuf::from(a.strip_prefix("unix://").unwrap_or(&a)))
+        .map(|a| config::strip_unix_scheme(&a))
         .or(cfg.csi.address.clone());
     let csi = csi_address.map(|address| {
         let node_id = args
@@ -316,8 +316,14 @@ async fn serve(node: Node) -> Result<()> {
         _ = deadline => tracing::info!("clients still connected 3 s after the signal; stopping anyway"),
     }
     let _ = std::fs::remove_file(&address);
-    if let Some(t) = csi_task {
-        let _ = t.await;
+    // Kubelet keeps its CSI connection open too: graceful for at most 3 s
+    // more (the CSI server drained meanwhile), then stop regardless.
+    if let Some(mut t) = csi_task {
+        let grace = std::time::Duration::from_secs(3);
+        if tokio::time::timeout(grace, &mut t).await.is_err() {
+            tracing::info!("CSI clients still connected 3 s after the signal; stopping anyway");
+            t.abort();
+        }
     }
     if let Some((csi_address, _)) = &csi {
         let _ = std::fs::remove_file(csi_address);
