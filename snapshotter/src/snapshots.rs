@@ -36,8 +36,8 @@ pub struct Snapshots {
 /// Something besides snapshots that holds blobs of the node store.
 pub trait BlobUsers: Send + Sync {
     /// Runs `gc` with the hex digests to keep, holding off any change to
-    /// them (a publish adding blobs) until it returns; does not run it when
-    /// such a change is in flight (GC waits for its next round).
+    /// them (a publish adding blobs) until it returns. When such a change is
+    /// in flight it is put off, not dropped: the last publish to end runs it.
     fn during_gc(&self, gc: &mut dyn FnMut(&std::collections::HashSet<String>));
 }
 
