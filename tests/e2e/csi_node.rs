@@ -860,6 +860,29 @@ fn kubelet_publishes_a_model_to_two_pods_lazily_stored_once_and_unpublishes_it()
     rt.block_on(c.node.node_publish_volume(secret("right-password")))
         .unwrap_or_else(|e| panic!("publish with the pull secret: {e}"));
     assert_eq!(hashes(&other), source);
+    // The model is on the node now; asking for it by digest with a wrong
+    // secret still goes to its registry and is refused: a cached copy is no
+    // way around the registry's access control.
+    let by_digest_target = pods.join("p-digest/mount");
+    let mut by_digest = secret("wrong-password");
+    by_digest.target_path = by_digest_target.display().to_string();
+    by_digest.volume_id = "csi-secret-digest".into();
+    by_digest.volume_context.insert(
+        "reference".into(),
+        format!("{}/private/tiny@{digest}", secure.host),
+    );
+    let st = match rt.block_on(c.node.node_publish_volume(by_digest)) {
+        Ok(_) => panic!(
+            "a wrong secret was served the node's copy by digest\n{}",
+            daemon.log()
+        ),
+        Err(st) => st,
+    };
+    assert_eq!(st.code(), Code::PermissionDenied, "{st}");
+    assert!(
+        !by_digest_target.exists() || modelpack_e2e::files_under(&by_digest_target).is_empty(),
+        "a refused publish bound something"
+    );
     rt.block_on(
         c.node
             .node_unpublish_volume(unpublish_req("csi-secret", &other)),

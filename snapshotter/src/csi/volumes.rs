@@ -492,13 +492,28 @@ impl Volumes {
         Ok(r.with_digest(digest))
     }
 
-    /// The model from the node store when its digest is known and stored
-    /// (no registry needed), else from its registry.
+    /// The model from the node store when its digest is known and stored,
+    /// else from its registry.
+    ///
+    /// A stored copy is served only to a caller its registry would serve:
+    /// the copy may have come from another pod's secret or another registry,
+    /// and a digest alone proves nothing about access (the hole Kubernetes
+    /// closes for images with `ensureSecretPulledImages`). So the manifest is
+    /// asked for with this publish's credentials first; a refusal or a
+    /// missing manifest refuses the publish. Only an unreachable registry
+    /// lets the node's copy be served unconfirmed, as it is to a remount.
     async fn open_model(&self, client: &RegistryClient, r: &Reference) -> VResult<Attachable> {
         let policy = LazyPolicy::default();
         if r.digest.is_some()
             && let Ok(att) = lazy::open_local(&self.store, r, policy)
         {
+            match client.get_manifest(r).await {
+                Ok(_) => {}
+                Err(e) if e.kind() == modelpack_common::error::ErrorKind::Unavailable => {
+                    tracing::warn!(reference = %r, "registry unreachable: serving the node's verified copy without confirming this caller's access ({e})");
+                }
+                Err(e) => return Err(e.into()),
+            }
             return Ok(att);
         }
         Ok(lazy::open_remote(client, &self.store, r, policy).await?)
