@@ -359,17 +359,7 @@ mod tests {
     use super::*;
 
     fn key() -> PrivateKey {
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &rng,
-        )
-        .unwrap();
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
-        );
-        PrivateKey::from_pem(&pem, "k").unwrap()
+        crate::signing::keys::generated_p256()
     }
 
     /// `model_signing` orders by path components (Python's PurePosixPath

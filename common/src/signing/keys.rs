@@ -238,6 +238,23 @@ impl PublicKey {
     }
 }
 
+/// A fresh P-256 key (PKCS#8 PEM, as `openssl genpkey` writes it), for tests.
+#[cfg(test)]
+pub(crate) fn generated_p256() -> PrivateKey {
+    use base64::Engine as _;
+    let rng = aws_lc_rs::rand::SystemRandom::new();
+    let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
+        &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+        &rng,
+    )
+    .unwrap();
+    let pem = format!(
+        "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
+        base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
+    );
+    PrivateKey::from_pem(&pem, "k").unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

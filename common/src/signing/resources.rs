@@ -192,18 +192,7 @@ mod tests {
             Some(files.clone())
         );
         // And a signature made from them verifies against them.
-        let rng = aws_lc_rs::rand::SystemRandom::new();
-        let pkcs8 = aws_lc_rs::signature::EcdsaKeyPair::generate_pkcs8(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
-            &rng,
-        )
-        .unwrap();
-        use base64::Engine as _;
-        let pem = format!(
-            "-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n",
-            base64::engine::general_purpose::STANDARD.encode(pkcs8.as_ref())
-        );
-        let key = super::super::PrivateKey::from_pem(&pem, "k").unwrap();
+        let key = crate::signing::keys::generated_p256();
         let b = super::super::bundle::sign(&files, &[], "m", &key).unwrap();
         let again = from_manifest(&store, &m).unwrap();
         super::super::verify_files(&b, &key.public_key().unwrap(), &again, None, "sig").unwrap();
