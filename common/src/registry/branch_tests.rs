@@ -288,3 +288,69 @@ async fn an_upload_goes_post_then_put_with_the_digest_and_a_5xx_put_is_retried()
         .unwrap();
     assert_eq!(last.body, bytes, "the whole blob in the PUT");
 }
+
+/// A registry with the OCI 1.1 referrers API (distribution 3, Harbor, zot —
+/// none of them runs here; distribution 2.8 only exercises the tag-schema
+/// fallback end to end): a referrer push answered with `OCI-Subject` writes no
+/// `sha256-<hex>` tag index, listing reads the API's index as it is, and a 404
+/// from the API means "none", so callers fall back to the tag schema.
+#[tokio::test]
+async fn a_registry_with_the_referrers_api_gets_no_tag_schema_index() {
+    let srv = MockServer::start().await;
+    let c = client(None, 0);
+    let r = reference(&srv);
+    let subject = Digest::of(b"the model's manifest");
+    let referrer = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{MANIFEST_TYPE}","artifactType":"application/vnd.dev.sigstore.bundle.v0.3+json","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2}},"layers":[],"subject":{{"mediaType":"{MANIFEST_TYPE}","digest":"{subject}","size":20}}}}"#
+    );
+    let digest = Digest::of(referrer.as_bytes());
+    Mock::given(method("PUT"))
+        .and(path(format!("/v2/models/tiny/manifests/{digest}")))
+        .respond_with(
+            ResponseTemplate::new(201)
+                .insert_header("docker-content-digest", digest.to_string())
+                .insert_header("oci-subject", subject.to_string()),
+        )
+        .mount(&srv)
+        .await;
+    let m = crate::manifest::Manifest::parse(referrer.as_bytes(), "referrer").unwrap();
+    let pushed = crate::transfer::referrers::put_referrer_manifest(
+        &c,
+        &r,
+        referrer.as_bytes(),
+        &m,
+        &subject,
+        "signature",
+    )
+    .await
+    .unwrap();
+    assert_eq!(pushed, digest);
+    let seen: Vec<String> = srv
+        .received_requests()
+        .await
+        .unwrap()
+        .iter()
+        .map(|q| format!("{} {}", q.method, q.url.path()))
+        .collect();
+    assert_eq!(seen.len(), 1, "only the referrer's PUT: {seen:?}");
+
+    let index = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
+    Mock::given(method("GET"))
+        .and(path(format!("/v2/models/tiny/referrers/{subject}")))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .insert_header("content-type", "application/vnd.oci.image.index.v1+json")
+                .set_body_bytes(index),
+        )
+        .mount(&srv)
+        .await;
+    assert_eq!(
+        c.get_referrers(&r, &subject).await.unwrap(),
+        Some(index.as_bytes().to_vec())
+    );
+    // No such route (the double answers 404, as distribution 2.8 does).
+    assert_eq!(
+        c.get_referrers(&r, &Digest::of(b"another")).await.unwrap(),
+        None
+    );
+}
