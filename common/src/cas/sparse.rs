@@ -132,6 +132,67 @@ pub struct SparseBlob {
     chunk_locks: Mutex<HashMap<usize, Arc<tokio::sync::Mutex<()>>>>,
     /// Ranged reads made for this blob and how long they took.
     pub fetch_stats: FetchStats,
+    /// Whole-digest feeds still running in the background. They hold the
+    /// locked data file, so dropping the blob waits for them: the lock must
+    /// be free when it returns, or reopening the blob at once (a view served
+    /// again, a restart in-process) would be refused as "in use".
+    feeds: Arc<Feeds>,
+}
+
+/// Tests slow every feed down by this much, to hold the race open.
+#[cfg(test)]
+pub(crate) static FEED_DELAY_MS: std::sync::atomic::AtomicU64 =
+    std::sync::atomic::AtomicU64::new(0);
+
+/// A count of running feeds and a signal when one ends.
+#[derive(Default)]
+struct Feeds {
+    running: Mutex<usize>,
+    ended: std::sync::Condvar,
+}
+
+/// Counts one feed for as long as it lives (a panicking feed still ends).
+struct FeedGuard(Arc<Feeds>);
+
+impl FeedGuard {
+    fn start(feeds: &Arc<Feeds>) -> FeedGuard {
+        *feeds.running.lock().unwrap() += 1;
+        FeedGuard(feeds.clone())
+    }
+}
+
+impl Drop for FeedGuard {
+    fn drop(&mut self) {
+        let mut n = self.0.running.lock().unwrap_or_else(|e| e.into_inner());
+        *n -= 1;
+        self.0.ended.notify_all();
+    }
+}
+
+impl Drop for SparseBlob {
+    fn drop(&mut self) {
+        // Feeds hash at most one run (a few MiB) from memory or the page
+        // cache: milliseconds. The bound only keeps a wedged disk from
+        // hanging the dropper forever.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut n = self.feeds.running.lock().unwrap_or_else(|e| e.into_inner());
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                tracing::warn!(
+                    "{}: a whole-digest feed is still running; its lock goes when it ends",
+                    self.shown.display()
+                );
+                break;
+            }
+            n = self
+                .feeds
+                .ended
+                .wait_timeout(n, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// Upper bounds (ms) of the fetch-latency histogram's buckets; one more
@@ -227,6 +288,7 @@ impl SparseBlob {
                 }),
                 chunk_locks: Mutex::new(HashMap::new()),
                 fetch_stats: FetchStats::default(),
+                feeds: Default::default(),
             });
         }
         let data = dir.open_or_create(&name)?;
@@ -276,6 +338,7 @@ impl SparseBlob {
             }),
             chunk_locks: Mutex::new(HashMap::new()),
             fetch_stats: FetchStats::default(),
+            feeds: Default::default(),
         })
     }
 
@@ -580,7 +643,15 @@ impl SparseBlob {
             self.shown.clone(),
             self.prefix.clone(),
         );
+        let running = FeedGuard::start(&self.feeds);
         tokio::task::spawn_blocking(move || {
+            // Ends after `data` is dropped (declared first, dropped last).
+            let _running = running;
+            let data = data;
+            #[cfg(test)]
+            std::thread::sleep(std::time::Duration::from_millis(
+                FEED_DELAY_MS.load(std::sync::atomic::Ordering::Relaxed),
+            ));
             {
                 let mut p = prefix.lock().unwrap();
                 for i in landed {

@@ -507,3 +507,22 @@ fn the_whole_digest_prefix_hashes_in_order_and_catches_up_from_the_file() {
     q.catch_up(&index, &file, d.path()).unwrap();
     assert_ne!(q.hasher.finish(), Digest::of(&bytes));
 }
+
+/// A background whole-digest feed holds the blob's locked file: dropping the
+/// blob must wait for it, so the blob can be opened again at once (a view
+/// served again in the same process). Feeds are slowed down here to hold the
+/// window open; this failed with "in use by another process" before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_blob_can_be_reopened_at_once_while_its_feed_ran() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 3) as usize);
+    super::sparse::FEED_DELAY_MS.store(300, std::sync::atomic::Ordering::Relaxed);
+    {
+        let (_src, blob) = sparse(&cas, &bytes).await;
+        blob.read_at(0, 10).await.unwrap();
+    }
+    super::sparse::FEED_DELAY_MS.store(0, std::sync::atomic::Ordering::Relaxed);
+    let (_src, blob) = sparse(&cas, &bytes).await;
+    assert_eq!(blob.present_chunks(), 1);
+}
