@@ -87,6 +87,38 @@ fn modelfile_generate_writes_the_spec_param_size_and_classifies_datasets() {
 }
 
 #[test]
+fn reflink_always_with_tar_layers_is_refused_before_anything_is_stored() {
+    let env = Env::new();
+    let model = env.model("model");
+    let err = fails(
+        env.mp()
+            .args([
+                "build",
+                "--reflink",
+                "always",
+                "--layer-format",
+                "tar",
+                "-t",
+                "localhost/t/r:v1",
+            ])
+            .arg(&model)
+            .output()
+            .unwrap(),
+        "build --reflink always --layer-format tar",
+    );
+    assert!(
+        err.contains("--reflink always") && err.contains("--layer-format raw"),
+        "{err}"
+    );
+    let blobs = env.store().join("blobs/sha256");
+    assert_eq!(
+        std::fs::read_dir(&blobs).map(|d| d.count()).unwrap_or(0),
+        0,
+        "a refused build stored blobs"
+    );
+}
+
+#[test]
 fn build_validate_extract_reproduces_every_file() {
     let env = Env::new();
     let model = env.model("model");

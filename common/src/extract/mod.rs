@@ -493,6 +493,19 @@ pub fn extract_from_store(
     opts: &ExtractOptions,
 ) -> Result<ExtractStats> {
     check_layer_paths(&manifest.layers)?;
+    if opts.reflink == crate::kcopy::Reflink::Always
+        && let Some(l) = manifest
+            .layers
+            .iter()
+            .find(|l| layer_format(l) != LayerFormat::Raw)
+    {
+        // Before the output exists: "always" must not quietly copy a tar's files.
+        return Err(Error::Invalid(format!(
+            "--reflink always shares raw files' extents, but layer {} is a tar ({}) whose files are unpacked, not cloned; use --reflink auto",
+            layer_name(l),
+            shown(&l.media_type)
+        )));
+    }
     let target = Target::open(out, opts)?;
     target.check_overwrites(&manifest.layers)?;
     let layers = &manifest.layers;

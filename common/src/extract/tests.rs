@@ -368,6 +368,27 @@ fn store_round_trip_reproduces_files() {
             0o755,
             "{format}"
         );
+        // --reflink always on a tar's files: refused before the output exists.
+        let never_made = out.path().join("always");
+        let always = ExtractOptions {
+            reflink: crate::kcopy::Reflink::Always,
+            ..Default::default()
+        };
+        let res = extract_from_store(&store, &packed.manifest, &never_made, &always);
+        if format == LayerFormat::Raw {
+            // This filesystem may or may not share extents; either way the
+            // answer is a clone or a clear refusal, never a quiet copy.
+            if let Err(e) = res {
+                assert!(e.to_string().contains("cannot share extents"), "{e}");
+            }
+        } else {
+            let e = res.unwrap_err().to_string();
+            assert!(e.contains("--reflink always") && e.contains("tar"), "{e}");
+            assert!(
+                !never_made.exists(),
+                "{format}: a refused extract made its output"
+            );
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 use std::path::Path;
 
 use crate::config::{ModelDescriptor, ModelSettings, rfc3339};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::manifest::Annotations;
 use crate::media::{Family, LayerFormat, LayerKind};
 use crate::modelfile::{self, Modelfile};
@@ -60,6 +60,14 @@ pub fn plan_build(
     generated: bool,
     req: &BuildRequest,
 ) -> Result<BuildPlan> {
+    if req.reflink == crate::kcopy::Reflink::Always && req.format != LayerFormat::Raw {
+        // Tar layers are encoded, not copied: there is nothing to share, and
+        // "always" must not quietly write a copy.
+        return Err(Error::Invalid(format!(
+            "--reflink always shares raw layers' extents; {} layers are encoded, not copied (use --layer-format raw, or --reflink auto)",
+            req.format
+        )));
+    }
     let files: Vec<PackFile> = modelfile::resolve(context, mf)?
         .into_iter()
         .map(|f| {
