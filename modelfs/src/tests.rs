@@ -216,6 +216,7 @@ fn prefetch_completes_small_files_first_and_every_blob() {
         Prefetch {
             concurrency: 1,
             bytes_per_sec: 0,
+            ..Prefetch::default()
         },
     ));
     assert_eq!(done, 2);
@@ -258,6 +259,7 @@ fn prefetch_skips_a_bad_chunk_keeps_going_and_honours_the_bandwidth_limit() {
         Prefetch {
             concurrency: 1,
             bytes_per_sec: CS * 4,
+            ..Prefetch::default()
         },
     ));
     assert_eq!(done, 1);
@@ -298,4 +300,123 @@ fn paths_that_collide_are_refused() {
             .is_err()
         );
     }
+}
+
+/// A source that counts the ranged reads it is serving at once.
+struct Gauge {
+    inner: MemoryBlob,
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    max: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl BlobSource for Gauge {
+    fn digest(&self) -> &modelpack_common::digest::Digest {
+        self.inner.digest()
+    }
+    fn size(&self) -> u64 {
+        self.inner.size()
+    }
+    fn describe(&self) -> String {
+        "gauge".into()
+    }
+    fn read_range(
+        &self,
+        offset: u64,
+        len: u64,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = modelpack_common::error::Result<
+                        modelpack_common::cas::source::ByteStream,
+                    >,
+                > + Send
+                + '_,
+        >,
+    > {
+        use std::sync::atomic::Ordering::SeqCst;
+        Box::pin(async move {
+            let n = self.now.fetch_add(1, SeqCst) + 1;
+            self.max.fetch_max(n, SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let r = self.inner.read_range(offset, len).await;
+            self.now.fetch_sub(1, SeqCst);
+            r
+        })
+    }
+}
+
+fn gauged(cas: &Cas, bytes: &[u8]) -> (Arc<Gauge>, FsFile) {
+    gauged_with(cas, bytes, Default::default(), Default::default())
+}
+
+fn gauged_with(
+    cas: &Cas,
+    bytes: &[u8],
+    now: Arc<std::sync::atomic::AtomicUsize>,
+    max: Arc<std::sync::atomic::AtomicUsize>,
+) -> (Arc<Gauge>, FsFile) {
+    let mut h = ChunkHasher::new(CS);
+    h.update(bytes);
+    let src = Arc::new(Gauge {
+        inner: MemoryBlob::new(bytes.to_vec()),
+        now,
+        max,
+    });
+    let blob = SparseBlob::open(cas, h.finish(), src.clone()).unwrap();
+    let file = FsFile {
+        path: format!("{}.bin", bytes[0]).into(),
+        backing: Backing::Lazy(Arc::new(blob)),
+        offset: 0,
+        size: bytes.len() as u64,
+        mode: 0o444,
+    };
+    (src, file)
+}
+
+#[test]
+fn prefetch_keeps_the_next_read_of_a_blob_in_flight_within_the_cap() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    for (depth, in_flight, want) in [(1, 4, 1), (2, 4, 2), (3, 2, 2)] {
+        let d = tempfile::tempdir().unwrap();
+        let cas = Cas::open(d.path()).unwrap();
+        let (src, file) = gauged(&cas, &data((CS * 32) as usize, 5));
+        let opts = Prefetch {
+            concurrency: 1,
+            depth,
+            in_flight,
+            ..Prefetch::default()
+        };
+        assert_eq!(rt.block_on(prefetch(vec![file], opts)), 1);
+        assert_eq!(
+            src.max.load(SeqCst),
+            want,
+            "reads in flight with depth {depth}, cap {in_flight}"
+        );
+    }
+    // Three blobs at once, each allowed two reads, capped at two in all
+    // (one gauge counts the reads of every blob).
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let now: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let max: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+    let files: Vec<FsFile> = (1..=3)
+        .map(|seed| {
+            gauged_with(
+                &cas,
+                &data((CS * 32) as usize, seed),
+                now.clone(),
+                max.clone(),
+            )
+            .1
+        })
+        .collect();
+    let opts = Prefetch {
+        concurrency: 3,
+        depth: 2,
+        in_flight: 2,
+        ..Prefetch::default()
+    };
+    assert_eq!(rt.block_on(prefetch(files, opts)), 3);
+    assert_eq!(max.load(SeqCst), 2, "reads in flight over three blobs");
 }

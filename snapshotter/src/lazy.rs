@@ -325,6 +325,7 @@ impl LazyViews {
             let opts = modelpack_fs::Prefetch {
                 concurrency: self.opts.prefetch_threads,
                 bytes_per_sec: self.opts.prefetch_bandwidth,
+                ..modelpack_fs::Prefetch::default()
             };
             self.rt.spawn(async move {
                 let n = modelpack_fs::prefetch_until_complete(files, opts).await;

@@ -636,6 +636,7 @@ impl Volumes {
             let opts = modelpack_fs::Prefetch {
                 concurrency: self.lazy.opts.prefetch_threads,
                 bytes_per_sec: self.lazy.opts.prefetch_bandwidth,
+                ..modelpack_fs::Prefetch::default()
             };
             let key = key.to_string();
             tokio::spawn(async move {
