@@ -1,5 +1,7 @@
 //! `ls [REPOSITORY[:TAG]]`: REPOSITORY, TAG, DIGEST, CREATED (relative, as
-//! docker says it; absolute in JSON), SIZE of every stored model.
+//! docker says it; absolute in JSON), SIZE of every stored model. A model
+//! being served lazily (`mount`) is listed under the tag it gets once
+//! complete, marked partial with how much of it is on this node.
 
 use std::process::ExitCode;
 
@@ -59,6 +61,25 @@ pub struct Row {
     pub version: Option<String>,
     /// Who produced it: "ModelPack", "Docker Model Runner (config v0.1)", "KitOps ModelKit".
     pub kind: Option<String>,
+    /// Every blob is in the store (false for a lazily served model until
+    /// its prefetch completes).
+    pub complete: bool,
+    /// Bytes of `size` on this node.
+    #[serde(rename = "localBytes")]
+    pub local_bytes: u64,
+    /// For a partial lazy model: the tag it gets once complete (it is not
+    /// tagged until then, so verbs that need every byte do not find it).
+    #[serde(rename = "pendingTag", skip_serializing_if = "Option::is_none")]
+    pub pending_tag: Option<String>,
+}
+
+/// `30.0 MB`, or `30.0 MB (partial, 12% here)` for a lazily served model.
+fn size_cell(r: &Row) -> String {
+    if r.complete {
+        return human_size(r.size);
+    }
+    let pct = (r.local_bytes as f64 * 100.0 / r.size.max(1) as f64).floor();
+    format!("{} (partial, {pct:.0}% here)", human_size(r.size))
 }
 
 /// `name version` from the model's config, `-` where it names nothing.
@@ -89,22 +110,43 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
                 None,
             ),
         };
-        let (size, summary) = match store.load_manifest_digest(&e.descriptor.digest) {
-            Ok(m) => (
-                // The one size every verb reports: config + layers.
-                m.manifest.content_size(),
-                store
-                    .read_blob(&m.manifest.config.digest)
-                    .ok()
-                    .map(|b| modelpack_common::peer::summarize(&m.manifest, &b)),
-            ),
-            Err(_) => (0, None),
-        };
+        let (size, local_bytes, complete, summary) =
+            match store.load_manifest_digest(&e.descriptor.digest) {
+                Ok(m) => {
+                    // Each blob once, however many layers name it.
+                    let mut seen = std::collections::HashSet::new();
+                    let (mut local, mut unique) = (0u64, 0u64);
+                    for d in std::iter::once(&m.manifest.config).chain(&m.manifest.layers) {
+                        if seen.insert(d.digest.clone()) {
+                            unique = unique.saturating_add(d.size);
+                            local = local.saturating_add(modelpack_common::cas::local_bytes(
+                                store.cas(),
+                                &d.digest,
+                                d.size,
+                            ));
+                        }
+                    }
+                    // The one size every verb reports: config + layers.
+                    let size = m.manifest.content_size();
+                    let complete = local >= unique;
+                    (
+                        size,
+                        if complete { size } else { local },
+                        complete,
+                        store
+                            .read_blob(&m.manifest.config.digest)
+                            .ok()
+                            .map(|b| modelpack_common::peer::summarize(&m.manifest, &b)),
+                    )
+                }
+                Err(_) => (0, 0, false, None),
+            };
         let summary = summary.unwrap_or_default();
         let reference = match &tag {
             Some(t) => format!("{repository}:{t}"),
             None => format!("{repository}@{}", e.descriptor.digest),
         };
+        let pending_tag = e.pending_tag.clone().filter(|_| tag.is_none() && !complete);
         rows.push(Row {
             reference,
             repository,
@@ -115,6 +157,9 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             name: summary.name,
             version: summary.version,
             kind: (!summary.kind.is_empty()).then_some(summary.kind),
+            complete,
+            local_bytes,
+            pending_tag,
         });
     }
     if let Some(want) = &args.repository {
@@ -122,7 +167,10 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             Some((r, t)) => (r.to_string(), Some(t.to_string())),
             None => (want.clone(), None),
         };
-        rows.retain(|r| r.repository == repo && (tag.is_none() || r.tag == tag));
+        rows.retain(|r| {
+            r.repository == repo
+                && (tag.is_none() || r.tag == tag || (r.tag.is_none() && r.pending_tag == tag))
+        });
     }
     if ctx.out.json || args.format == "json" {
         ctx.out.print_json(&rows)?;
@@ -142,11 +190,16 @@ pub async fn run(args: LsArgs, ctx: Ctx) -> Result<ExitCode> {
             .map(|r| {
                 vec![
                     esc(&r.repository).into_owned(),
-                    esc(r.tag.as_deref().unwrap_or("<none>")).into_owned(),
+                    esc(r
+                        .tag
+                        .as_deref()
+                        .or(r.pending_tag.as_deref())
+                        .unwrap_or("<none>"))
+                    .into_owned(),
                     r.digest[7..19].to_string(),
                     esc(&model_cell(r)).into_owned(),
                     ago(r.created.as_deref(), now),
-                    human_size(r.size),
+                    size_cell(r),
                 ]
             })
             .collect();

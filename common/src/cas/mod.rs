@@ -23,7 +23,7 @@ pub mod sparse;
 pub use ingest::{Ingest, Ingested};
 pub use partial::PartialBlob;
 pub use source::{BlobSource, ByteStream, LocalBlob, MemoryBlob, copy_source};
-pub use sparse::{FETCH_BUCKETS_MS, FetchStats, SparseBlob, fetch_percentile};
+pub use sparse::{FETCH_BUCKETS_MS, FetchStats, SparseBlob, fetch_percentile, local_bytes};
 
 use std::ffi::OsStr;
 use std::fs;

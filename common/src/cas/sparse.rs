@@ -110,6 +110,44 @@ fn set_bit(bits: &mut [u8], i: usize) {
     bits[i / 8] |= 1 << (i % 8);
 }
 
+/// How many of a blob's `size` bytes this node holds: all of them when the
+/// blob is in `blobs/`, else the chunks its lazy bitmap marks present (a
+/// hint: they are verified again before they are served), 0 when there is
+/// neither. For listings; it never opens the blob, so a process serving it
+/// keeps its lock. A bitmap that does not fit `size` counts as nothing.
+pub fn local_bytes(cas: &Cas, digest: &Digest, size: u64) -> u64 {
+    if cas.has(digest) {
+        return size;
+    }
+    let present = || -> Option<u64> {
+        let dir = ConfinedDir::open_root(&cas.sparse_dir(), false).ok()?;
+        let bm = dir
+            .open_file(&OsString::from(format!("{}.bitmap", digest.hex())), false)
+            .ok()?;
+        let mut header = [0u8; BITMAP_HEADER as usize];
+        bm.read_exact_at(&mut header, 0).ok()?;
+        if &header[..8] != BITMAP_MAGIC {
+            return None;
+        }
+        let cs = u64::from_le_bytes(header[8..].try_into().ok()?);
+        crate::chunk::check_chunk_size(cs).ok()?;
+        let chunks = size.div_ceil(cs);
+        let words = usize::try_from(chunks.div_ceil(8)).ok()?;
+        if bm.metadata().ok()?.len() != BITMAP_HEADER + words as u64 {
+            return None;
+        }
+        let mut bits = vec![0u8; words];
+        bm.read_exact_at(&mut bits, BITMAP_HEADER).ok()?;
+        Some(
+            (0..chunks)
+                .filter(|&i| bit(&bits, i as usize))
+                .map(|i| cs.min(size - i * cs))
+                .sum(),
+        )
+    };
+    present().unwrap_or(0)
+}
+
 /// A blob that fills itself on demand. One per blob per process: the data
 /// file is `flock`ed for the lifetime of the handle (the lease GC honours).
 pub struct SparseBlob {

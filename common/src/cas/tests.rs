@@ -526,3 +526,27 @@ async fn a_dropped_blob_can_be_reopened_at_once_while_its_feed_ran() {
     let (_src, blob) = sparse(&cas, &bytes).await;
     assert_eq!(blob.present_chunks(), 1);
 }
+
+#[tokio::test]
+async fn local_bytes_counts_present_chunks_without_opening_the_blob() {
+    let d = tempfile::tempdir().unwrap();
+    let cas = Cas::open(d.path()).unwrap();
+    let bytes = data((CS * 3 + 100) as usize);
+    let size = bytes.len() as u64;
+    let digest = crate::digest::Digest::of(&bytes);
+    assert_eq!(local_bytes(&cas, &digest, size), 0, "nothing here yet");
+    let (_src, blob) = sparse(&cas, &bytes).await;
+    blob.read_at(CS + 1, 1).await.unwrap();
+    blob.read_at(CS * 3, 1).await.unwrap();
+    // Read while the blob is open (and locked): chunk 1 plus the short last one.
+    assert_eq!(local_bytes(&cas, &digest, size), CS + 100);
+    // A bitmap that does not fit the size claimed counts as nothing.
+    assert_eq!(local_bytes(&cas, &digest, size * 40), 0);
+    blob.read_at(0, size).await.unwrap();
+    assert!(blob.is_complete());
+    assert_eq!(
+        local_bytes(&cas, &digest, size),
+        size,
+        "complete: in blobs/"
+    );
+}

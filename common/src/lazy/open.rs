@@ -122,7 +122,7 @@ pub async fn open_remote(
     let _lease = store.lease()?;
     store.put_bytes(&config)?;
     store.put_bytes(&bytes)?;
-    store.record_untagged(remote, &descriptor)?;
+    store.record_lazy(remote, &descriptor)?;
     let (_, warnings) = match crate::transfer::referrers::pull_into_store(
         client,
         store,

@@ -18,6 +18,12 @@ use super::Store;
 /// Annotation on index entries naming the repository (`registry/repo`).
 pub const REPOSITORY_ANNOTATION: &str = "dev.modelpack.repository";
 
+/// Annotation on the untagged entry of a model being served lazily (`mount`)
+/// before all its blobs are stored: the tag it gets once complete, so `ls`
+/// can show it. Never a ref name: verbs that need the whole model must not
+/// find it by tag.
+pub const PENDING_TAG_ANNOTATION: &str = "dev.modelpack.pending-tag";
+
 /// One manifest entry of index.json.
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
@@ -25,6 +31,8 @@ pub struct IndexEntry {
     pub reference: Option<String>,
     /// `registry/repository`.
     pub repository: Option<String>,
+    /// For an untagged entry of a lazily served model: the tag it will get.
+    pub pending_tag: Option<String>,
     pub descriptor: Descriptor,
 }
 
@@ -49,6 +57,7 @@ pub(super) fn read(root: &Path) -> Result<Vec<IndexEntry>> {
         .map(|d| IndexEntry {
             reference: d.annotations.get(media::ANNOTATION_REF_NAME).cloned(),
             repository: d.annotations.get(REPOSITORY_ANNOTATION).cloned(),
+            pending_tag: d.annotations.get(PENDING_TAG_ANNOTATION).cloned(),
             descriptor: d,
         })
         .collect())
@@ -97,6 +106,7 @@ pub(super) fn record_untagged(
     store: &Store,
     reference: &Reference,
     manifest: &Descriptor,
+    pending_tag: Option<&str>,
 ) -> Result<()> {
     let mut index = load(&store.root)?;
     let exists = index.manifests.iter().any(|d| {
@@ -104,7 +114,13 @@ pub(super) fn record_untagged(
             && d.annotations.get(REPOSITORY_ANNOTATION) == Some(&reference.name())
     });
     if !exists {
-        index.manifests.push(entry_for(reference, manifest, false));
+        let mut entry = entry_for(reference, manifest, false);
+        if let Some(t) = pending_tag {
+            entry
+                .annotations
+                .insert(PENDING_TAG_ANNOTATION.into(), t.to_string());
+        }
+        index.manifests.push(entry);
         sort(&mut index);
         save(store, &index)?;
     }

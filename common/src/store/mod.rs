@@ -21,7 +21,7 @@ mod lock;
 pub use crate::cas::{PartialBlob, is_in_use};
 pub use blob::BlobWriter;
 pub use fsck::{FsckProblem, FsckReport};
-pub use index::{IndexEntry, REPOSITORY_ANNOTATION};
+pub use index::{IndexEntry, PENDING_TAG_ANNOTATION, REPOSITORY_ANNOTATION};
 pub use lock::{StoreLease, StoreLock};
 
 use std::fs;
@@ -255,7 +255,19 @@ impl Store {
     /// Records a manifest that has no tag (pulled by digest) so prune keeps it.
     pub fn record_untagged(&self, reference: &Reference, manifest: &Descriptor) -> Result<()> {
         let _lock = self.lock()?;
-        index::record_untagged(self, reference, manifest)
+        index::record_untagged(self, reference, manifest, None)
+    }
+
+    /// Records a model about to be served lazily: untagged (its blobs are
+    /// not all here, so no verb finds it by tag), remembering the tag it gets
+    /// once complete for `ls` ([`index::PENDING_TAG_ANNOTATION`]).
+    pub fn record_lazy(&self, reference: &Reference, manifest: &Descriptor) -> Result<()> {
+        let _lock = self.lock()?;
+        // The tag completion gives it (`mount` tags as `pull` does).
+        let pending = (reference.tag.is_some() || reference.digest.is_none())
+            .then(|| reference.tag_or_default())
+            .flatten();
+        index::record_untagged(self, reference, manifest, pending)
     }
 
     /// Removes a tag, or with a digest reference every entry for that manifest.
